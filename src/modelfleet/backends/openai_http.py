@@ -1,0 +1,171 @@
+"""OpenAI-compatible servers over HTTP: vLLM, TGI's Messages API, llama.cpp, the embedded engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
+from modelfleet.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from modelfleet.types import Replica
+
+_CONNECT_TIMEOUT = 10.0
+_SNIPPET = 300
+
+
+class OpenAIHTTPBackend:
+    def __init__(self, api_key: str | None = None) -> None:
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True),
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=False,
+            )
+        return self._session
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        t = self._timeouts.get(seconds)
+        if t is None:
+            # sock_read bounds the wait for the first byte and every gap after it.
+            t = aiohttp.ClientTimeout(
+                total=None, sock_connect=min(seconds, _CONNECT_TIMEOUT), sock_read=seconds
+            )
+            self._timeouts[seconds] = t
+        return t
+
+    async def _post(
+        self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float
+    ) -> aiohttp.ClientResponse:
+        headers = {"Content-Type": "application/json", "X-Request-ID": request_id, **self._auth}
+        try:
+            resp = await self._client().post(
+                replica.url + path, data=body, headers=headers, timeout=self._timeout(timeout)
+            )
+        except TimeoutError:
+            raise _timeout(replica, timeout) from None
+        except aiohttp.ClientError as exc:
+            raise _unreachable(replica, exc) from None
+        if resp.status >= 400:
+            try:
+                payload = await resp.read()
+            except (aiohttp.ClientError, TimeoutError):
+                payload = b""
+            finally:
+                resp.release()
+            raise _rejected(replica, resp.status, payload)
+        return resp
+
+    async def send(self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float) -> bytes:
+        resp = await self._post(replica, path, body, request_id, timeout)
+        try:
+            return await resp.read()
+        except TimeoutError:
+            raise _timeout(replica, timeout) from None
+        except aiohttp.ClientError as exc:
+            raise _unreachable(replica, exc) from None
+        finally:
+            resp.release()
+
+    async def open_stream(
+        self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float
+    ) -> _Stream:
+        return _Stream(await self._post(replica, path, body, request_id, timeout), replica, timeout)
+
+    async def probe(self, replica: Replica, timeout: float, path: str = "/models") -> str | None:
+        try:
+            async with self._client().get(
+                replica.url + path, headers=self._auth, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                await resp.read()
+                return None if resp.status < 400 else f"health check {path} answered {resp.status}"
+        except TimeoutError:
+            return f"health check {path} timed out after {timeout:g}s"
+        except aiohttp.ClientError as exc:
+            return f"health check {path} failed: {_describe(exc)}"
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _Stream:
+    __slots__ = ("_replica", "_resp", "_timeout")
+
+    def __init__(self, resp: aiohttp.ClientResponse, replica: Replica, timeout: float) -> None:
+        self._resp = resp
+        self._replica = replica
+        self._timeout = timeout
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except TimeoutError:
+            raise _timeout(self._replica, self._timeout, "between stream chunks") from None
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            raise UpstreamError(
+                f"deployment {self._replica.deployment!r} replica {self._replica.name} "
+                f"broke off the stream: {_describe(exc)}",
+                code="upstream_stream_error",
+            ) from None
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"connection to {exc.host}:{exc.port} failed ({exc.os_error.strerror or exc.os_error})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    return str(exc) or type(exc).__name__
+
+
+def _unreachable(replica: Replica, exc: BaseException) -> UpstreamError:
+    return UpstreamError(
+        f"deployment {replica.deployment!r} replica {replica.name} could not be reached: {_describe(exc)}",
+        code="upstream_unreachable",
+    )
+
+
+def _timeout(replica: Replica, seconds: float, where: str = "") -> UpstreamTimeout:
+    suffix = f" {where}" if where else ""
+    return UpstreamTimeout(
+        f"deployment {replica.deployment!r} replica {replica.name} did not answer within "
+        f"the route timeout of {seconds:g}s{suffix}"
+    )
+
+
+def _rejected(replica: Replica, status: int, payload: bytes) -> UpstreamError | UpstreamRejected:
+    message, param, code = _error_fields(payload)
+    who = f"deployment {replica.deployment!r} replica {replica.name}"
+    if status >= 500:
+        return UpstreamError(f"{who} failed with HTTP {status}: {message}")
+    if status in (408, 429):  # the upstream is busy, not the client wrong
+        return UpstreamError(f"{who} answered HTTP {status}: {message}", code="upstream_busy")
+    return UpstreamRejected(status, f"{who} rejected the request: {message}", param=param, code=code)
+
+
+def _error_fields(payload: bytes) -> tuple[str, str | None, str | None]:
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        text = payload.decode("utf-8", "replace").strip()[:_SNIPPET]
+        return (text or "(empty body)"), None, None
+    err = doc.get("error", doc) if isinstance(doc, dict) else doc
+    if isinstance(err, dict):
+        msg = err.get("message") or err.get("detail") or orjson.dumps(err).decode()[:_SNIPPET]
+        return (
+            str(msg)[: _SNIPPET * 4],
+            err.get("param"),
+            err.get("code") if isinstance(err.get("code"), str) else None,
+        )
+    return str(err)[:_SNIPPET], None, None

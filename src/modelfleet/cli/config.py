@@ -1,0 +1,41 @@
+"""`modelfleet config`: check and show fleet files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+
+from modelfleet.cli.options import fleet_file, load_or_exit
+from modelfleet.config.defaults import DEFAULT_FLEET_YAML
+
+
+@click.group()
+def config() -> None:
+    """Check and show fleet files."""
+
+
+@config.command()
+@fleet_file
+def check(fleet_path: Path | None) -> None:
+    """Validate a fleet file; exit 2 and name every problem (file, field, line) if it is wrong."""
+    fleet = load_or_exit(fleet_path)
+    where = fleet_path or "the built-in fleet"
+    click.echo(f"{where}: ok: {len(fleet.deployments)} deployment(s), {len(fleet.routes)} route(s)")
+    for name, route in fleet.routes.items():
+        split = ", ".join(f"{d} ({w})" for d, w in route.deployments.items())
+        click.echo(f"  route {name} -> {split}; timeout {route.timeout:g}s")
+
+
+@config.command()
+@fleet_file
+@click.option("--example", is_flag=True, help="Print the built-in fleet file as a starting point.")
+def show(fleet_path: Path | None, example: bool) -> None:
+    """Print the fleet with every default filled in (or, with --example, the built-in fleet file)."""
+    if example:
+        click.echo(DEFAULT_FLEET_YAML, nl=False)
+        return
+    fleet = load_or_exit(fleet_path)
+    doc = fleet.model_dump(mode="json", exclude={"deployments": {"__all__": {"api_key"}}})
+    click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)

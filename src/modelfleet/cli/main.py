@@ -1,0 +1,26 @@
+"""`modelfleet`: the command line, one sub-module per noun."""
+
+from __future__ import annotations
+
+import click
+
+from modelfleet import __version__
+from modelfleet.cli.config import config
+from modelfleet.cli.serve import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="modelfleet")
+def cli() -> None:
+    """Run your own LLMs behind one OpenAI-compatible gateway.
+
+    \b
+    Start here:
+      modelfleet serve                      the bundled SmolLM2 on http://127.0.0.1:8000/v1
+      modelfleet serve -f fleet.yaml        your own deployments and routes
+      modelfleet config check -f fleet.yaml validate a fleet file before you deploy it
+    """
+
+
+cli.add_command(serve)
+cli.add_command(config)

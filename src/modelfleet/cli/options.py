@@ -1,0 +1,28 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from modelfleet.config import Fleet, default_fleet, load_fleet
+from modelfleet.errors import ConfigError
+
+fleet_file = click.option(
+    "-f",
+    "--file",
+    "fleet_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MODELFLEET_FILE",
+    help="Fleet file (YAML). Default: the built-in fleet (bundled SmolLM2). Env: MODELFLEET_FILE.",
+)
+
+
+def load_or_exit(path: Path | None) -> Fleet:
+    try:
+        return load_fleet(path) if path else default_fleet()
+    except ConfigError as exc:
+        click.echo(click.style("config error: ", fg="red", bold=True) + str(exc), err=True)
+        sys.exit(2)

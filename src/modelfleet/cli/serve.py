@@ -1,0 +1,70 @@
+"""`modelfleet serve`: run the gateway and the fleet's deployments in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from modelfleet.cli.options import fleet_file, load_or_exit
+from modelfleet.errors import EngineUnavailable
+from modelfleet.observability import logging as mf_logging
+
+
+@click.command()
+@fleet_file
+@click.option("--host", help="Interface to listen on (overrides server.host). Default 127.0.0.1.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port (overrides server.port; 0 picks one). Default 8000."
+)
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Overrides server.log_format.")
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"])
+)
+def serve(
+    fleet_path: Path | None, host: str | None, port: int | None, log_format: str | None, log_level: str
+) -> None:
+    """Serve an OpenAI-compatible API for every route in the fleet.
+
+    With no fleet file this runs SmolLM2-135M-Instruct on the embedded llama.cpp engine
+    and answers to `model: smollm2`:
+
+    \b
+      modelfleet serve
+      curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+        -d '{"model": "smollm2", "messages": [{"role": "user", "content": "Hi!"}]}'
+
+    SIGTERM or Ctrl-C stops taking new connections, lets in-flight requests finish
+    (up to server.drain_timeout), then stops the engines.
+    """
+    fleet = load_or_exit(fleet_path)
+    overrides = {
+        k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None
+    }
+    if overrides:
+        fleet = fleet.model_copy(update={"server": fleet.server.model_copy(update=overrides)})
+    mf_logging.configure(fleet.server.log_format, log_level.upper())
+
+    from modelfleet.app import serve as run
+
+    try:
+        _run(run(fleet))
+    except EngineUnavailable as exc:
+        click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(
+            click.style("error: ", fg="red", bold=True) + f"cannot listen: {exc.strerror or exc}", err=True
+        )
+        sys.exit(1)
+
+
+def _run(coro) -> None:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)

@@ -1,0 +1,155 @@
+"""Read a fleet file: YAML -> ${ENV} interpolation -> pydantic validation.
+
+Every problem is reported as `FILE: a.b.c (line N): what is wrong; what is expected`,
+so a person can go straight to the line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from modelfleet.config.schema import Fleet
+from modelfleet.errors import ConfigError
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+Path_ = tuple[str | int, ...]
+
+
+def load_fleet(path: str | Path, env: dict[str, str] | None = None) -> Fleet:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the fleet file: {exc.strerror or exc}"], file=str(path)) from exc
+    return parse_fleet(text, file=str(path), env=os.environ if env is None else env)
+
+
+def parse_fleet(text: str, *, file: str = "<fleet>", env: dict[str, str] | os._Environ[str]) -> Fleet:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"], file=file) from exc
+    if data is None:
+        raise ConfigError(
+            ["the file is empty; expected a mapping with `deployments` and `routes`"], file=file
+        )
+    if not isinstance(data, dict):
+        raise ConfigError(["expected a mapping with `deployments` and `routes` at the top level"], file=file)
+
+    lines = _line_map(root)
+    problems: list[str] = []
+    data = _interpolate(data, (), env, lines, problems)
+    if problems:
+        raise ConfigError(problems, file=file)
+    try:
+        return Fleet.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(err, lines) for err in exc.errors()], file=file) from None
+
+
+def _line_map(node: yaml.Node | None, path: Path_ = ()) -> dict[Path_, int]:
+    """YAML path -> 1-based line of the value (keys point at their own line)."""
+    lines: dict[Path_, int] = {}
+    if node is None:
+        return lines
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*path, key.value)
+            lines.update(_line_map(value, child))
+            lines[child] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            lines.update(_line_map(value, (*path, i)))
+    return lines
+
+
+def _interpolate(value: Any, path: Path_, env: Any, lines: dict[Path_, int], problems: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), env, lines, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), env, lines, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(
+            f"{_where(path, lines)}: environment variable {name} is not set; "
+            f"export it, or write ${{{name}:-default}} to give a default"
+        )
+        return ""
+
+    return _ENV.sub(substitute, value)
+
+
+def _where(loc: Path_, lines: dict[Path_, int]) -> str:
+    """Map a pydantic loc onto the YAML path, skipping union tags that are not in the file."""
+    path: Path_ = ()
+    for part in loc:
+        if (*path, part) in lines:
+            path = (*path, part)
+    dotted = ".".join(str(p) for p in path) or "(top level)"
+    line = lines.get(path)
+    return f"{dotted} (line {line})" if line else dotted
+
+
+def _describe(err: Any, lines: dict[Path_, int]) -> str:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        field = str(loc[-1])
+        hint = difflib.get_close_matches(field, _all_field_names(), n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        return f"{_where(loc, lines)}: unknown field {field!r}{suggestion}"
+    if kind == "missing":
+        return f"{_where(loc[:-1], lines)}: missing required field {loc[-1]!r}"
+    if kind == "value_error":
+        msg = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+        if re.match(r"^[\w.-]+: ", msg):  # model-level errors carry their own path
+            return msg
+        return f"{_where(loc, lines)}: {msg}"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict | list) else f"; got {got!r}"
+    return f"{_where(loc, lines)}: {err['msg'].lower()}{shown}"
+
+
+def _all_field_names() -> list[str]:
+    names: set[str] = set()
+    stack: list[type[BaseModel]] = [Fleet]
+    seen: set[type] = set()
+    while stack:
+        model = stack.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        names.update(model.model_fields)
+        for field in model.model_fields.values():
+            stack.extend(_models_in(field.annotation))
+    return sorted(names)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    found = []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        found.append(annotation)
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found.extend(_models_in(arg))
+    meta = getattr(annotation, "__metadata__", None)
+    if meta is not None:
+        found.extend(_models_in(annotation.__origin__))
+    return found
