@@ -21,6 +21,7 @@ from modelfleet.backends.openai_http import OpenAIHTTPBackend
 from modelfleet.config import Fleet, LlamaCppDeployment, OpenAIDeployment
 from modelfleet.control.plane import ControlPlane
 from modelfleet.engine.model import check_engine_installed
+from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
@@ -58,10 +59,14 @@ class Gateway:
             name: RouteEntry(name, route.timeout, WeightedChoice(route.deployments))
             for name, route in fleet.routes.items()
         }
+        self.access_log = AccessLog(fleet.server.log_format) if fleet.server.access_log else None
         self.proxy = Proxy(
-            routes, targets, self.metrics,
-            max_body_bytes=fleet.server.max_body_bytes, log_requests=fleet.server.access_log,
-        )  # fmt: skip
+            routes,
+            targets,
+            self.metrics,
+            max_body_bytes=fleet.server.max_body_bytes,
+            access_log=self.access_log,
+        )
         self.metrics.watch_replicas(
             lambda: [r for reps in self.control.replicas.values() for r in reps],
             lambda d: self.dispatchers[d].queued,
@@ -79,10 +84,14 @@ class Gateway:
         dispatcher.fail_waiters()
 
     async def _lifecycle(self, _: web.Application) -> AsyncIterator[None]:
+        if self.access_log:
+            self.access_log.start()
         await self.control.start(wait=False)
         yield
         # aiohttp has already drained in-flight requests when cleanup runs.
         await self.control.stop()
+        if self.access_log:
+            await self.access_log.stop()
         for target in self.proxy.targets.values():
             await target.backend.aclose()
 

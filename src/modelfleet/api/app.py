@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from modelfleet.api.middleware import CORS, request_context, stamp_request_id
+from modelfleet.api.context import CORS, with_context
 from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, Proxy
 from modelfleet.config import Cors
 from modelfleet.observability.metrics import CONTENT_TYPE, GatewayMetrics
@@ -50,18 +50,25 @@ def create_app(
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
+    async def unknown_path(request: web.Request) -> web.Response:
+        known = {r.canonical for r in app.router.resources() if r.canonical != "/{tail}"}
+        if request.path in known:
+            raise web.HTTPMethodNotAllowed(request.method, [])
+        raise web.HTTPNotFound()
+
     # The proxy enforces server.max_body_bytes with a clear message; aiohttp's own cap is a backstop.
-    app = web.Application(middlewares=[request_context], client_max_size=proxy.max_body_bytes)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", prometheus)
-    app.on_response_prepare.append(stamp_request_id)
+    app = web.Application(client_max_size=proxy.max_body_bytes)
+    add = app.router.add_route
+    add("POST", "/v1/chat/completions", with_context(chat_completions))
+    add("POST", "/v1/completions", with_context(completions))
+    add("POST", "/v1/embeddings", with_context(embeddings))
+    add("GET", "/v1/models", with_context(list_models))
+    add("GET", "/healthz", with_context(healthz))
+    add("GET", "/readyz", with_context(readyz))
+    add("GET", "/metrics", with_context(prometheus))
     if cors.allow_origins:
         policy = CORS(cors)
-        app.router.add_route("OPTIONS", "/{tail:.*}", policy.preflight)
+        add("OPTIONS", "/{tail:.*}", with_context(policy.preflight))
         app.on_response_prepare.append(policy.on_prepare)
+    add("*", "/{tail:.*}", with_context(unknown_path))  # OpenAI-shaped 404/405 instead of aiohttp's text
     return app

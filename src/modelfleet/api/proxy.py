@@ -12,24 +12,22 @@ again if the client did not ask for it).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import TypeAdapter
 
-from modelfleet.api.schema import ChatRequest, CompletionRequest, EmbeddingRequest, validate
+from modelfleet.api import schema
 from modelfleet.api.sse import DONE, DONE_EVENT, SSEDecoder, event
 from modelfleet.backends.base import Backend
 from modelfleet.errors import APIError, BodyTooLarge, InvalidRequest, ModelNotFound, UpstreamError
+from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
 from modelfleet.types import Replica, Usage
-
-access_log = logging.getLogger("modelfleet.access")
 
 REQUEST_ID = web.AppKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"
@@ -39,13 +37,13 @@ CLIENT_CLOSED = 499  # nginx's code for "client went away"; bounded like every s
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     path: str
-    schema: type[BaseModel]
+    schema: TypeAdapter
     streams: bool
 
 
-CHAT = Endpoint("/chat/completions", ChatRequest, streams=True)
-COMPLETIONS = Endpoint("/completions", CompletionRequest, streams=True)
-EMBEDDINGS = Endpoint("/embeddings", EmbeddingRequest, streams=False)
+CHAT = Endpoint("/chat/completions", schema.CHAT, streams=True)
+COMPLETIONS = Endpoint("/completions", schema.COMPLETION, streams=True)
+EMBEDDINGS = Endpoint("/embeddings", schema.EMBEDDING, streams=False)
 
 
 @dataclass(slots=True)
@@ -75,13 +73,13 @@ class Proxy:
         metrics: GatewayMetrics,
         *,
         max_body_bytes: int,
-        log_requests: bool = True,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.routes = routes
         self.targets = targets
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
-        self.log_requests = log_requests
+        self.access_log = access_log
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = time.perf_counter()
@@ -92,7 +90,7 @@ class Proxy:
         ttft: float | None = None
         try:
             body = await self._read_json(request)
-            validate(endpoint.schema, body)
+            schema.validate(endpoint.schema, body)
             route = self.routes.get(body["model"])
             if route is None:
                 raise ModelNotFound(
@@ -117,7 +115,8 @@ class Proxy:
 
             replica = await target.dispatcher.acquire(route.timeout)
             replica_name = replica.name
-            self.metrics.inflight(route_name, deployment).inc()
+            stats = self.metrics.stats_for(route_name, deployment)
+            stats.inflight += 1
             try:
                 if stream:
                     streamed, status, usage, ttft = await self._relay_stream(
@@ -127,8 +126,8 @@ class Proxy:
                 reply = await target.backend.send(replica, endpoint.path, payload, rid, route.timeout)
             finally:
                 target.dispatcher.release(replica)
-                self.metrics.inflight(route_name, deployment).dec()
-            response, usage = _rewrite_reply(reply, route.name, target)
+                stats.inflight -= 1
+            response, usage = _rewrite_reply(reply, route.name, target, rid)
             status = 200
             return response
         except APIError as exc:
@@ -140,16 +139,16 @@ class Proxy:
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.observe(route_name, deployment, status, elapsed, ttft, usage)
-            if self.log_requests:
-                access_log.info(
-                    "%s %s %d %.1fms route=%s deployment=%s replica=%s",
+            if self.access_log is not None:
+                self.access_log.record(
+                    rid,
                     request.method,
                     request.path,
                     status,
                     elapsed * 1000,
-                    route_name or "-",
-                    deployment or "-",
-                    replica_name or "-",
+                    route_name,
+                    deployment,
+                    replica_name,
                 )
 
     async def _read_json(self, request: web.Request) -> dict:
@@ -192,6 +191,7 @@ class Proxy:
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
+                "X-Request-ID": rid,
                 DEPLOYMENT_HEADER: target.name,
             }
         )
@@ -248,8 +248,8 @@ class Proxy:
             upstream.close()
 
 
-def _rewrite_reply(reply: bytes, route: str, target: Target) -> tuple[web.Response, Usage | None]:
-    headers = {DEPLOYMENT_HEADER: target.name}
+def _rewrite_reply(reply: bytes, route: str, target: Target, rid: str) -> tuple[web.Response, Usage | None]:
+    headers = {DEPLOYMENT_HEADER: target.name, "X-Request-ID": rid}
     try:
         doc = orjson.loads(reply)
     except orjson.JSONDecodeError:

@@ -2,14 +2,24 @@
 
 Known parameters are typed and range-checked; a parameter nobody knows is refused (like OpenAI does),
 except the extras vLLM and TGI accept, which pass through to upstreams that understand them.
-The validated body is forwarded as the client sent it: these models only judge, they never rewrite.
+The validated body is forwarded as the client sent it: these schemas only judge, they never rewrite.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Required
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
+from typing_extensions import TypedDict
 
 from modelfleet.errors import InvalidRequest
 
@@ -18,91 +28,98 @@ Penalty = Annotated[float, Field(ge=-2, le=2)]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=16)] | None
 
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")  # name, tool_calls, tool_call_id, audio, ...
-
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: StrictStr | list[dict[str, Any]] | None = None
+# TypedDicts, not models: validation is ~3x cheaper when no instance (with ~40 defaults) is built.
+_FORBID = ConfigDict(extra="forbid")
 
 
-class StreamOptions(_Body):
-    include_usage: StrictBool = False
-    continuous_usage_stats: StrictBool | None = None  # vLLM
+@with_config(ConfigDict(extra="allow"))  # name, tool_calls, tool_call_id, audio, ...
+class Message(TypedDict, total=False):
+    role: Required[Literal["system", "developer", "user", "assistant", "tool", "function"]]
+    content: StrictStr | list[dict[str, Any]] | None
 
 
-class _Sampling(_Body):
-    model: StrictStr
-    max_tokens: PositiveInt | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Probability | None = None
-    n: PositiveInt | None = None
-    stop: Stop = None
-    seed: StrictInt | None = None
-    stream: StrictBool | None = None
-    stream_options: StreamOptions | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, float] | None = None
-    user: StrictStr | None = None
+@with_config(_FORBID)
+class StreamOptions(TypedDict, total=False):
+    include_usage: StrictBool
+    continuous_usage_stats: StrictBool | None  # vLLM
+
+
+class _Sampling(TypedDict, total=False):
+    model: Required[StrictStr]
+    max_tokens: PositiveInt | None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None
+    top_p: Probability | None
+    n: PositiveInt | None
+    stop: Stop
+    seed: StrictInt | None
+    stream: StrictBool | None
+    stream_options: StreamOptions | None
+    presence_penalty: Penalty | None
+    frequency_penalty: Penalty | None
+    logit_bias: dict[str, float] | None
+    user: StrictStr | None
     # Accepted by vLLM / TGI / llama.cpp servers; passed through untouched.
-    top_k: StrictInt | None = None
-    min_p: Probability | None = None
-    repetition_penalty: Annotated[float, Field(gt=0)] | None = None
-    min_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
-    ignore_eos: StrictBool | None = None
-    stop_token_ids: list[StrictInt] | None = None
-    skip_special_tokens: StrictBool | None = None
-    guided_json: Any = None
-    guided_regex: StrictStr | None = None
-    guided_choice: list[StrictStr] | None = None
-    guided_grammar: StrictStr | None = None
-    structured_outputs: dict[str, Any] | None = None
-    priority: StrictInt | None = None
+    top_k: StrictInt | None
+    min_p: Probability | None
+    repetition_penalty: Annotated[float, Field(gt=0)] | None
+    min_tokens: Annotated[StrictInt, Field(ge=0)] | None
+    ignore_eos: StrictBool | None
+    stop_token_ids: list[StrictInt] | None
+    skip_special_tokens: StrictBool | None
+    guided_json: Any
+    guided_regex: StrictStr | None
+    guided_choice: list[StrictStr] | None
+    guided_grammar: StrictStr | None
+    structured_outputs: dict[str, Any] | None
+    priority: StrictInt | None
 
 
-class ChatRequest(_Sampling):
-    messages: Annotated[list[Message], Field(min_length=1)]
-    max_completion_tokens: PositiveInt | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: StrictStr | dict[str, Any] | None = None
-    parallel_tool_calls: StrictBool | None = None
-    response_format: dict[str, Any] | None = None
-    logprobs: StrictBool | None = None
-    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
-    metadata: dict[str, str] | None = None
-    store: StrictBool | None = None
-    reasoning_effort: StrictStr | None = None
-    service_tier: StrictStr | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
+@with_config(_FORBID)
+class ChatRequest(_Sampling, total=False):
+    messages: Required[Annotated[list[Message], Field(min_length=1)]]
+    max_completion_tokens: PositiveInt | None
+    tools: list[dict[str, Any]] | None
+    tool_choice: StrictStr | dict[str, Any] | None
+    parallel_tool_calls: StrictBool | None
+    response_format: dict[str, Any] | None
+    logprobs: StrictBool | None
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None
+    metadata: dict[str, str] | None
+    store: StrictBool | None
+    reasoning_effort: StrictStr | None
+    service_tier: StrictStr | None
+    chat_template_kwargs: dict[str, Any] | None
 
 
-class CompletionRequest(_Sampling):
-    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
-    echo: StrictBool | None = None
-    best_of: PositiveInt | None = None
-    logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None = None
-    suffix: StrictStr | None = None
+@with_config(_FORBID)
+class CompletionRequest(_Sampling, total=False):
+    prompt: Required[StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]]
+    echo: StrictBool | None
+    best_of: PositiveInt | None
+    logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None
+    suffix: StrictStr | None
 
 
-class EmbeddingRequest(_Body):
-    model: StrictStr
-    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
-    encoding_format: Literal["float", "base64"] | None = None
-    dimensions: PositiveInt | None = None
-    user: StrictStr | None = None
+@with_config(_FORBID)
+class EmbeddingRequest(TypedDict, total=False):
+    model: Required[StrictStr]
+    input: Required[StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]]
+    encoding_format: Literal["float", "base64"] | None
+    dimensions: PositiveInt | None
+    user: StrictStr | None
 
 
-def validate(schema: type[BaseModel], body: Any) -> None:
+CHAT = TypeAdapter(ChatRequest)
+COMPLETION = TypeAdapter(CompletionRequest)
+EMBEDDING = TypeAdapter(EmbeddingRequest)
+
+
+def validate(schema: TypeAdapter[Any], body: Any) -> None:
     """Raise InvalidRequest naming the first bad parameter; return quietly when the body is fine."""
     if not isinstance(body, dict):
         raise InvalidRequest(f"the request body must be a JSON object, got {type(body).__name__}")
     try:
-        schema.model_validate(body)
+        schema.validate_python(body)
     except ValidationError as exc:
         raise _as_invalid_request(exc) from None
 

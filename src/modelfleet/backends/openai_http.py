@@ -19,7 +19,7 @@ class OpenAIHTTPBackend:
     def __init__(self, api_key: str | None = None) -> None:
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -30,23 +30,26 @@ class OpenAIHTTPBackend:
             )
         return self._session
 
-    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
-        t = self._timeouts.get(seconds)
+    def _timeout(self, seconds: float, stream: bool) -> aiohttp.ClientTimeout:
+        t = self._timeouts.get((seconds, stream))
         if t is None:
-            # sock_read bounds the wait for the first byte and every gap after it.
-            t = aiohttp.ClientTimeout(
-                total=None, sock_connect=min(seconds, _CONNECT_TIMEOUT), sock_read=seconds
-            )
-            self._timeouts[seconds] = t
+            connect = min(seconds, _CONNECT_TIMEOUT)
+            # A stream's timeout bounds the first byte and every gap after it; a JSON reply's bounds
+            # the whole exchange (one timer, not one re-armed per read: cheaper on the hot path).
+            if stream:
+                t = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=seconds)
+            else:
+                t = aiohttp.ClientTimeout(total=seconds, sock_connect=connect)
+            self._timeouts[(seconds, stream)] = t
         return t
 
     async def _post(
-        self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float
+        self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float, stream: bool
     ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json", "X-Request-ID": request_id, **self._auth}
         try:
             resp = await self._client().post(
-                replica.url + path, data=body, headers=headers, timeout=self._timeout(timeout)
+                replica.url + path, data=body, headers=headers, timeout=self._timeout(timeout, stream)
             )
         except TimeoutError:
             raise _timeout(replica, timeout) from None
@@ -63,7 +66,7 @@ class OpenAIHTTPBackend:
         return resp
 
     async def send(self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float) -> bytes:
-        resp = await self._post(replica, path, body, request_id, timeout)
+        resp = await self._post(replica, path, body, request_id, timeout, stream=False)
         try:
             return await resp.read()
         except TimeoutError:
@@ -76,7 +79,9 @@ class OpenAIHTTPBackend:
     async def open_stream(
         self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float
     ) -> _Stream:
-        return _Stream(await self._post(replica, path, body, request_id, timeout), replica, timeout)
+        return _Stream(
+            await self._post(replica, path, body, request_id, timeout, stream=True), replica, timeout
+        )
 
     async def probe(self, replica: Replica, timeout: float, path: str = "/models") -> str | None:
         try:

@@ -1,67 +1,76 @@
 """Prometheus metrics. Labels use the fleet's vocabulary (route, deployment, replica, status) and
-only take values from the fleet file or HTTP status codes, so their number stays bounded."""
+only take values from the fleet file or HTTP status codes, so their number stays bounded.
+
+The hot path only touches plain Python numbers (the gateway is one asyncio thread, so no locks);
+prometheus_client turns them into the exposition format when /metrics is scraped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from modelfleet.types import Replica, Usage
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class Histogram:
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, n in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += n
+            out.append((bound, float(running)))
+        return out
+
+
+class RouteStats:
+    """Everything counted for one (route, deployment) pair."""
+
+    __slots__ = ("inflight", "latency", "output_tokens", "prompt_tokens", "statuses", "ttft")
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, int] = {}
+        self.latency = Histogram(LATENCY_BUCKETS)
+        self.ttft = Histogram(TTFT_BUCKETS)
+        self.prompt_tokens = 0
+        self.output_tokens = 0
+        self.inflight = 0
+
+
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self._requests = Counter(
-            "modelfleet_requests", "Requests answered, by route, deployment and HTTP status.",
-            ["route", "deployment", "status"], registry=r,
-        )  # fmt: skip
-        self._latency = Histogram(
-            "modelfleet_request_duration_seconds", "Time from request to the last byte of the answer.",
-            ["route", "deployment"], buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self._ttft = Histogram(
-            "modelfleet_time_to_first_token_seconds", "Time to the first content chunk of a stream.",
-            ["route", "deployment"], buckets=_TTFT_BUCKETS, registry=r,
-        )  # fmt: skip
-        self._prompt = Counter(
-            "modelfleet_prompt_tokens", "Prompt tokens, as reported by the deployment.",
-            ["route", "deployment"], registry=r,
-        )  # fmt: skip
-        self._output = Counter(
-            "modelfleet_output_tokens", "Output (completion) tokens, as reported by the deployment.",
-            ["route", "deployment"], registry=r,
-        )  # fmt: skip
-        self._inflight = Gauge(
-            "modelfleet_requests_in_flight", "Requests being served now.", ["route", "deployment"], registry=r
-        )
-        self._children: dict[tuple, tuple] = {}
-        self._counted: dict[tuple[str, str, int], Counter] = {}
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.stats: dict[tuple[str, str], RouteStats] = {}
+        self._replicas: Callable[[], list[Replica]] = list
+        self._queued: Callable[[str], int] = lambda _: 0
+        self.registry.register(_Exposition(self))
 
-    def _for(self, route: str, deployment: str) -> tuple:
+    def stats_for(self, route: str, deployment: str) -> RouteStats:
         key = (route, deployment)
-        c = self._children.get(key)
-        if c is None:
-            c = (
-                self._latency.labels(route, deployment),
-                self._ttft.labels(route, deployment),
-                self._prompt.labels(route, deployment),
-                self._output.labels(route, deployment),
-                self._inflight.labels(route, deployment),
-            )
-            self._children[key] = c
-        return c
-
-    def inflight(self, route: str, deployment: str) -> Gauge:
-        return self._for(route, deployment)[4]
+        s = self.stats.get(key)
+        if s is None:
+            s = self.stats[key] = RouteStats()
+        return s
 
     def observe(
         self,
@@ -72,49 +81,81 @@ class GatewayMetrics:
         ttft: float | None,
         usage: Usage | None,
     ) -> None:
-        key = (route, deployment, status)
-        counter = self._counted.get(key)
-        if counter is None:
-            counter = self._counted[key] = self._requests.labels(route, deployment, str(status))
-        counter.inc()
-        latency, ttft_h, prompt, output, _ = self._for(route, deployment)
-        latency.observe(seconds)
+        s = self.stats_for(route, deployment)
+        s.statuses[status] = s.statuses.get(status, 0) + 1
+        s.latency.observe(seconds)
         if ttft is not None:
-            ttft_h.observe(ttft)
+            s.ttft.observe(ttft)
         if usage is not None:
-            prompt.inc(usage.prompt_tokens)
-            output.inc(usage.completion_tokens)
+            s.prompt_tokens += usage.prompt_tokens
+            s.output_tokens += usage.completion_tokens
 
     def watch_replicas(self, replicas: Callable[[], list[Replica]], queued: Callable[[str], int]) -> None:
         """Replica readiness and queue depth are read from live state at scrape time."""
-        self.registry.register(_ReplicaCollector(replicas, queued))
+        self._replicas = replicas
+        self._queued = queued
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class _ReplicaCollector(Collector):
-    def __init__(self, replicas: Callable[[], list[Replica]], queued: Callable[[str], int]) -> None:
-        self._replicas = replicas
-        self._queued = queued
+class _Exposition(Collector):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.m = metrics
 
-    def collect(self):  # type: ignore[override]
+    def collect(self) -> Iterator:  # type: ignore[override]
+        labels = ["route", "deployment"]
+        requests = CounterMetricFamily(
+            "modelfleet_requests",
+            "Requests answered, by route, deployment and HTTP status.",
+            labels=[*labels, "status"],
+        )
+        latency = HistogramMetricFamily(
+            "modelfleet_request_duration_seconds",
+            "Time from request to the last byte of the answer.",
+            labels=labels,
+        )
+        ttft = HistogramMetricFamily(
+            "modelfleet_time_to_first_token_seconds",
+            "Time to the first content chunk of a stream.",
+            labels=labels,
+        )
+        prompt = CounterMetricFamily(
+            "modelfleet_prompt_tokens", "Prompt tokens reported by deployments.", labels=labels
+        )
+        output = CounterMetricFamily(
+            "modelfleet_output_tokens", "Output tokens reported by deployments.", labels=labels
+        )
+        inflight = GaugeMetricFamily(
+            "modelfleet_requests_in_flight", "Requests being served now.", labels=labels
+        )
+        for (route, dep), s in sorted(self.m.stats.items()):
+            for status, n in sorted(s.statuses.items()):
+                requests.add_metric([route, dep, str(status)], n)
+            latency.add_metric([route, dep], s.latency.cumulative(), s.latency.sum)
+            if s.ttft.count:
+                ttft.add_metric([route, dep], s.ttft.cumulative(), s.ttft.sum)
+            prompt.add_metric([route, dep], s.prompt_tokens)
+            output.add_metric([route, dep], s.output_tokens)
+            inflight.add_metric([route, dep], s.inflight)
+        yield from (requests, latency, ttft, prompt, output, inflight)
+
         ready = GaugeMetricFamily(
             "modelfleet_replica_ready",
             "1 when the replica is ready to serve.",
             labels=["deployment", "replica"],
         )
-        inflight = GaugeMetricFamily(
+        busy = GaugeMetricFamily(
             "modelfleet_replica_in_flight", "Requests on the replica now.", labels=["deployment", "replica"]
         )
         queue = GaugeMetricFamily(
             "modelfleet_queue_depth", "Requests waiting for a free replica.", labels=["deployment"]
         )
         deployments = set()
-        for r in self._replicas():
+        for r in self.m._replicas():
             ready.add_metric([r.deployment, r.name], 1.0 if r.ready else 0.0)
-            inflight.add_metric([r.deployment, r.name], float(r.inflight))
+            busy.add_metric([r.deployment, r.name], float(r.inflight))
             deployments.add(r.deployment)
         for d in sorted(deployments):
-            queue.add_metric([d], float(self._queued(d)))
-        yield from (ready, inflight, queue)
+            queue.add_metric([d], float(self.m._queued(d)))
+        yield from (ready, busy, queue)

@@ -20,35 +20,40 @@ log = logging.getLogger("modelfleet.api")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def error_response(exc: APIError) -> web.Response:
+def error_response(exc: APIError, rid: str) -> web.Response:
     return web.Response(
         status=exc.status,
         body=orjson.dumps(exc.body()),
         content_type="application/json",
-        headers=exc.headers,
+        headers={**exc.headers, "X-Request-ID": rid},
     )
 
 
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request an id (the client's X-Request-ID if sane) and turn every error into JSON."""
-    rid = request.headers.get("X-Request-ID")
-    if rid is None or not _VALID_ID.match(rid):
-        rid = os.urandom(12).hex()
-    request[REQUEST_ID] = rid
-    request_id.set(rid)
-    try:
-        response = await handler(request)
-    except APIError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(_from_http(exc, request))
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(APIError(f"internal error; quote request id {rid} when reporting it"))
-    return response
+def with_context(handler: Handler) -> Handler:
+    """Give the request an id (the client's X-Request-ID if sane) and answer every error as OpenAI JSON.
+
+    A plain wrapper rather than an aiohttp middleware: the middleware chain is rebuilt per request.
+    """
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        rid = request.headers.get("X-Request-ID")
+        if rid is None or not _VALID_ID.match(rid):
+            rid = os.urandom(12).hex()
+        request[REQUEST_ID] = rid
+        request_id.set(rid)
+        try:
+            return await handler(request)
+        except APIError as exc:
+            return error_response(exc, rid)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(_from_http(exc, request), rid)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(APIError(f"internal error; quote request id {rid} when reporting it"), rid)
+
+    return wrapped
 
 
 def _from_http(exc: web.HTTPException, request: web.Request) -> APIError:
@@ -64,13 +69,6 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> APIError:
         err = InvalidRequest(exc.text or exc.reason)
     err.status = exc.status
     return err
-
-
-async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every response, streamed or not, carries its request id."""
-    rid = request.get(REQUEST_ID)
-    if rid is not None:
-        response.headers["X-Request-ID"] = rid
 
 
 class CORS:

@@ -1,0 +1,159 @@
+"""What the gateway costs: modelfleet vs a bare aiohttp proxy vs the upstream alone, in one run.
+
+    python benchmarks/gateway_overhead.py [--duration 10] [--json out.json]
+
+A fast fake OpenAI upstream and wrk share core 1; the proxy under test gets core 0 to itself,
+and only one proxy is loaded at a time. For each of upstream / bare proxy / modelfleet, streaming
+and not, it prints RPS at concurrency 32 and p50/p99 latency at concurrency 1, then modelfleet's
+ratios to the bare proxy and its added latency over the upstream alone.
+modelfleet runs its full path: validation, routing, dispatch, metrics, access log (to a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 16}
+TARGETS = {"rps_ratio": 0.75, "rps_ratio_stream": 0.6, "added_p50_ms": 0.4, "added_p99_ms": 1.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up within {timeout}s")
+
+
+def start(argv: list[str], core: int, **kw) -> subprocess.Popen:
+    return subprocess.Popen(["taskset", "-c", str(core), *argv], **kw)
+
+
+def wrk(url: str, lua: Path, conns: int, seconds: float) -> tuple[float, float, float]:
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{int(seconds)}s", "--latency", "-s", str(lua), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors or "Socket errors" in out:
+        raise SystemExit(f"wrk saw errors against {url}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return rps, _pct(out, "50"), _pct(out, "99")
+
+
+def _pct(out: str, p: str) -> float:
+    m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10, help="seconds per measurement (default 10)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is needed: apt-get install {'wrk' if tool == 'wrk' else 'util-linux'}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="mf-bench-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        up = start([PY, "-m", "modelfleet.testing.fake_upstream", "--port", "0", "--chunks", "16"], core=1,
+                   stdout=subprocess.PIPE, text=True)  # fmt: skip
+        procs.append(up)
+        up_port = int(up.stdout.readline().split("port=")[1])
+        upstream = f"http://127.0.0.1:{up_port}"
+
+        bare_port = free_port()
+        procs.append(start([PY, str(HERE / "bare_proxy.py"), upstream + "/v1", str(bare_port)], core=0))
+
+        mf_port = free_port()
+        fleet = tmp / "fleet.yaml"
+        fleet.write_text(
+            f"server: {{port: {mf_port}, access_log: true}}\n"
+            f"deployments:\n  fake: {{kind: openai, urls: ['{upstream}/v1'], model: fake-model}}\n"
+            "routes:\n  bench: {deployments: [fake], timeout: 30s}\n"
+        )
+        log = open(tmp / "modelfleet.log", "w")  # noqa: SIM115
+        procs.append(start([PY, "-m", "modelfleet", "serve", "-f", str(fleet)], core=0, stderr=log))
+        wait_http(f"http://127.0.0.1:{mf_port}/readyz")
+        time.sleep(1.0)
+
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for stream in (False, True):
+            lua = tmp / f"post-{stream}.lua"
+            body = {**BODY, "stream": stream}
+            lua.write_text(
+                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = '{json.dumps(body)}'\n"
+            )
+            mode = "stream" if stream else "json"
+            for name, base in (("upstream", upstream), ("bare-proxy", f"http://127.0.0.1:{bare_port}"),
+                               ("modelfleet", f"http://127.0.0.1:{mf_port}")):  # fmt: skip
+                url = base + "/v1/chat/completions"
+                wrk(url, lua, 32, 2)  # warm-up
+                rps, _, _ = wrk(url, lua, 32, args.duration)
+                _, p50, p99 = wrk(url, lua, 1, args.duration)
+                results.setdefault(mode, {})[name] = {"rps_c32": rps, "p50_ms_c1": p50, "p99_ms_c1": p99}
+                print(
+                    f"{mode:6} {name:11} rps@32={rps:8.0f}  p50@1={p50:6.3f}ms  p99@1={p99:6.3f}ms",
+                    flush=True,
+                )
+        report(results, args)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(results: dict, args: argparse.Namespace) -> None:
+    print("\nmodelfleet against the bare aiohttp proxy and the upstream alone (gateway pinned to one core):")
+    summary = {}
+    for mode, rows in results.items():
+        mf, bare, up = rows["modelfleet"], rows["bare-proxy"], rows["upstream"]
+        ratio = mf["rps_c32"] / bare["rps_c32"]
+        added50 = mf["p50_ms_c1"] - up["p50_ms_c1"]
+        added99 = mf["p99_ms_c1"] - up["p99_ms_c1"]
+        bare50 = bare["p50_ms_c1"] - up["p50_ms_c1"]
+        target = TARGETS["rps_ratio_stream" if mode == "stream" else "rps_ratio"]
+        summary[mode] = {"rps_ratio_vs_bare": ratio, "added_p50_ms": added50, "added_p99_ms": added99,
+                         "bare_added_p50_ms": bare50}  # fmt: skip
+        print(
+            f"  {mode:6}: RPS {ratio:.2f}x bare (target >= {target}x); added latency p50 +{added50:.3f} ms "
+            f"(target <= {TARGETS['added_p50_ms']}), p99 +{added99:.3f} ms (target <= {TARGETS['added_p99_ms']}); "
+            f"bare proxy adds +{bare50:.3f} ms p50"
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"results": results, "summary": summary, "cpus": os.cpu_count()}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""A fake OpenAI-compatible server over real HTTP, fast enough never to be the bottleneck.
+
+    python -m modelfleet.testing.fake_upstream --port 9000 [--status 500] [--delay 0.5]
+        [--chunks 16] [--chunk-delay 0.01] [--die-after 3] [--no-done]
+
+It answers /v1/chat/completions, /v1/completions (JSON or SSE), /v1/embeddings and /v1/models
+with canned bodies, and can inject the failures a gateway must survive: an error status, a slow
+first byte, a connection dropped mid-stream. It speaks HTTP/1.1 keep-alive on a bare asyncio
+protocol (no framework) so a load test measures the gateway, not the fake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+READY_LINE = "FAKE_UPSTREAM_READY"
+
+
+class Behaviour:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.status = args.status
+        self.delay = args.delay
+        self.chunks = args.chunks
+        self.chunk_delay = args.chunk_delay
+        self.die_after = args.die_after
+        self.done = not args.no_done
+        self.model = args.model
+        self.requests = 0
+        self.tasks: set[asyncio.Task[None]] = set()  # keep slow answers referenced until done
+
+
+def _chat_body(model: str, n_tokens: int) -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "tok " * n_tokens},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": n_tokens, "total_tokens": 12 + n_tokens},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def _completion_body(model: str, n_tokens: int) -> bytes:
+    return json.dumps(
+        {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "text": "tok " * n_tokens, "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": n_tokens, "total_tokens": 12 + n_tokens},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def _events(model: str, n: int, chat: bool, usage: bool) -> list[bytes]:
+    out = []
+    for i in range(n):
+        if chat:
+            delta = {"role": "assistant", "content": ""} if i == 0 else {"content": "tok "}
+            choice = {"index": 0, "delta": delta, "finish_reason": "stop" if i == n - 1 else None}
+            obj = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
+        else:
+            choice = {"index": 0, "text": "tok ", "finish_reason": "stop" if i == n - 1 else None}
+            obj = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model}
+        obj["choices"] = [choice]
+        out.append(b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+    if usage:
+        tokens = n - 1 if chat else n
+        u = {"prompt_tokens": 12, "completion_tokens": tokens, "total_tokens": 12 + tokens}
+        obj = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
+        out.append(
+            b"data: "
+            + json.dumps({**obj, "choices": [], "usage": u}, separators=(",", ":")).encode()
+            + b"\n\n"
+        )
+    return out
+
+
+_EMBEDDING = json.dumps(
+    {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3, 0.4]}],
+        "model": "fake",
+        "usage": {"prompt_tokens": 3, "total_tokens": 3},
+    }
+).encode()
+
+
+class FakeOpenAI(asyncio.Protocol):
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.b = behaviour
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            head_end = self.buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buf[:head_end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            total = head_end + 4 + length
+            if len(self.buf) < total:
+                return
+            body = self.buf[head_end + 4 : total]
+            self.buf = self.buf[total:]
+            method, path = head.split(" ", 2)[:2]
+            self.b.requests += 1
+            if self.b.delay or self.b.chunk_delay or self.b.die_after is not None:
+                task = asyncio.ensure_future(self._slow(method, path, body))
+                self.b.tasks.add(task)
+                task.add_done_callback(self.b.tasks.discard)
+            else:
+                self._answer(method, path, body)
+
+    def _write(self, status: int, body: bytes, ctype: bytes = b"application/json") -> None:
+        assert self.transport
+        reason = b"OK" if status == 200 else b"Error"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, reason, ctype, len(body), body)
+        )
+
+    def _answer(self, method: str, path: str, body: bytes) -> None:
+        if method == "GET" and path.endswith("/models"):
+            self._write(
+                200, b'{"object":"list","data":[{"id":"%s","object":"model"}]}' % self.b.model.encode()
+            )
+            return
+        if self.b.status != 200:
+            err = {"error": {"message": f"injected failure {self.b.status}", "type": "server_error"}}
+            self._write(self.b.status, json.dumps(err).encode())
+            return
+        if path.endswith("/embeddings"):
+            self._write(200, _EMBEDDING)
+            return
+        chat = path.endswith("/chat/completions")
+        if b'"stream":true' in body.replace(b" ", b""):
+            usage = b'"include_usage":true' in body.replace(b" ", b"")
+            events = _events(self.b.model, self.b.chunks, chat, usage)
+            self._stream_head()
+            self._chunk(b"".join(events) + (b"data: [DONE]\n\n" if self.b.done else b""))
+            self._chunk(b"")
+            return
+        self._write(200, (_chat_body if chat else _completion_body)(self.b.model, self.b.chunks))
+
+    def _stream_head(self) -> None:
+        assert self.transport
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+
+    def _chunk(self, data: bytes) -> None:
+        assert self.transport
+        self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    async def _slow(self, method: str, path: str, body: bytes) -> None:
+        if self.b.delay:
+            await asyncio.sleep(self.b.delay)
+        if self.transport is None or self.transport.is_closing():
+            return
+        chat = path.endswith("/chat/completions")
+        stream = b'"stream":true' in body.replace(b" ", b"")
+        if not stream or self.b.status != 200 or method == "GET":
+            if self.b.die_after is not None and method != "GET":
+                self.transport.abort()  # the process "died" before answering
+                return
+            self._answer(method, path, body)
+            return
+        usage = b'"include_usage":true' in body.replace(b" ", b"")
+        self._stream_head()
+        for i, event in enumerate(_events(self.b.model, self.b.chunks, chat, usage)):
+            if self.b.die_after is not None and i >= self.b.die_after:
+                self.transport.abort()  # drop the connection mid-stream
+                return
+            self._chunk(event)
+            if self.b.chunk_delay:
+                await asyncio.sleep(self.b.chunk_delay)
+            if self.transport.is_closing():
+                return
+        if self.b.done:
+            self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
+
+
+async def _main(args: argparse.Namespace) -> None:
+    behaviour = Behaviour(args)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: FakeOpenAI(behaviour), args.host, args.port, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+    print(f"{READY_LINE} port={port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m modelfleet.testing.fake_upstream", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--model", default="fake-model")
+    p.add_argument("--status", type=int, default=200, help="answer every generation request with this status")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before the first byte")
+    p.add_argument("--chunks", type=int, default=16, help="stream events (and completion tokens) per answer")
+    p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream events")
+    p.add_argument("--die-after", type=int, default=None, help="drop the connection after N stream events")
+    p.add_argument("--no-done", action="store_true", help="end streams without data: [DONE]")
+    args = p.parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.run(_main(args))
+    except ImportError:
+        asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
