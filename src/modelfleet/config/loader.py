@@ -116,6 +116,13 @@ def _describe(err: Any, lines: dict[Path_, int]) -> str:
         hint = difflib.get_close_matches(field, _all_field_names(), n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
         return f"{_where(loc, lines)}: unknown field {field!r}{suggestion}"
+    if kind == "union_tag_invalid":
+        ctx = err["ctx"]
+        field = ctx["discriminator"].strip("'")
+        return (
+            f"{_where((*loc, field), lines)}: {ctx['tag']!r} is not a known {field}; "
+            f"expected one of {ctx['expected_tags']}"
+        )
     if kind == "missing":
         return f"{_where(loc[:-1], lines)}: missing required field {loc[-1]!r}"
     if kind == "value_error":

@@ -1,0 +1,138 @@
+"""Real processes on 127.0.0.1: the gateway (`modelfleet serve`), fake upstreams, the engine.
+
+Every process a test starts is stopped when the test (or session) ends, even on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+PY = sys.executable
+
+
+class Proc:
+    """A child process whose output is collected line by line on a thread (so pipes never fill)."""
+
+    def __init__(self, argv: list[str], ready: str, *, stream: str = "stderr", timeout: float = 60, env=None):
+        self.argv = argv
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if stream == "stdout" else subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        pipes = [self.proc.stdout] if stream == "stdout" else [self.proc.stdout, self.proc.stderr]
+        for pipe in pipes:
+            threading.Thread(target=self._drain, args=(pipe,), daemon=True).start()
+        self.match = self.wait_for(ready, timeout)
+
+    def _drain(self, pipe) -> None:
+        for line in pipe:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 30, start: int = 0) -> re.Match[str]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    if m := rx.search(line):
+                        return m
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and seen == len(self.lines)):
+                    tail = "\n".join(self.lines[-30:])
+                    raise AssertionError(f"{pattern!r} not seen from {self.argv[:4]}; output:\n{tail}")
+                self._cond.wait(min(left, 0.2))
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class Gateway(Proc):
+    """`modelfleet serve` on a free port; `url` is the API base (…/v1)."""
+
+    def __init__(self, fleet: Path | None, *, wait_ready: bool = True, timeout: float = 120, extra=()):
+        argv = [PY, "-m", "modelfleet", "serve", "--port", "0", *extra]
+        if fleet is not None:
+            argv += ["-f", str(fleet)]
+        super().__init__(argv, r"listening on (http://127\.0\.0\.1:\d+)", timeout=timeout)
+        self.base = self.match.group(1)
+        self.url = self.base + "/v1"
+        if wait_ready:
+            self.wait_for(r"ready: OpenAI-compatible API", timeout)
+
+
+class Upstream(Proc):
+    """The fake OpenAI server (modelfleet.testing.fake_upstream) with injected behaviour."""
+
+    def __init__(self, *flags: str):
+        argv = [PY, "-m", "modelfleet.testing.fake_upstream", "--port", "0", *flags]
+        super().__init__(argv, r"FAKE_UPSTREAM_READY port=(\d+)", stream="stdout")
+        self.port = int(self.match.group(1))
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Collects what a test starts, and stops it all afterwards."""
+    started: list[Proc] = []
+    yield started
+    for p in reversed(started):
+        p.stop()
+
+
+@pytest.fixture
+def start(procs):
+    def _start(cls, *args, **kw):
+        p = cls(*args, **kw)
+        procs.append(p)
+        return p
+
+    return _start
+
+
+def write_fleet(tmp_path: Path, text: str, name: str = "fleet.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def chat_body(model: str = "chat", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": "Hello"}], **extra}
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as client:
+        yield client

@@ -1,0 +1,131 @@
+"""Pure pieces of the hot path: weighted route choice, the replica queue, the SSE decoder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from modelfleet.api.sse import SSEDecoder
+from modelfleet.errors import Unavailable
+from modelfleet.routing.dispatch import Dispatcher
+from modelfleet.routing.routes import WeightedChoice
+from modelfleet.types import Replica, ReplicaState
+
+
+def test_weighted_choice_follows_weights_and_skips_zero():
+    random.seed(7)
+    choice = WeightedChoice({"a": 80, "b": 20, "off": 0})
+    counts = Counter(choice.pick() for _ in range(20_000))
+    assert set(counts) == {"a", "b"}
+    assert abs(counts["a"] / 20_000 - 0.8) < 0.015  # ~5 standard deviations
+    assert choice.pick(0.0) == "a" and choice.pick(0.9999) == "b"
+
+
+def ready(name: str, dep: str = "d") -> Replica:
+    r = Replica(dep, name, url=f"http://{name}")
+    r.mark(ReplicaState.READY)
+    return r
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_least_inflight_replica_is_chosen():
+    async def main():
+        a, b = ready("a"), ready("b")
+        d = Dispatcher("d", [a, b], max_concurrency=None, max_queue=0)
+        first = await d.acquire(1)
+        second = await d.acquire(1)
+        assert {first.name, second.name} == {"a", "b"}
+        d.release(first)
+        assert (await d.acquire(1)) is first
+
+    run(main())
+
+
+def test_queue_is_fifo_bounded_and_hands_slots_on():
+    async def main():
+        r = ready("a")
+        d = Dispatcher("d", [r], max_concurrency=1, max_queue=2)
+        held = await d.acquire(1)
+        order: list[int] = []
+
+        async def wait(i: int):
+            got = await d.acquire(5)
+            order.append(i)
+            d.release(got)
+
+        waiters = [asyncio.create_task(wait(i)) for i in range(2)]
+        await asyncio.sleep(0.01)
+        assert d.queued == 2
+        with pytest.raises(Unavailable) as info:
+            await d.acquire(1)  # queue full: refused at once
+        assert info.value.status == 503 and info.value.code == "deployment_overloaded"
+        assert info.value.headers["Retry-After"] == "1"
+        d.release(held)
+        await asyncio.gather(*waiters)
+        assert order == [0, 1]
+        assert r.inflight == 0
+
+    run(main())
+
+
+def test_queue_wait_times_out_and_leaks_no_slot():
+    async def main():
+        r = ready("a")
+        d = Dispatcher("d", [r], max_concurrency=1, max_queue=4)
+        held = await d.acquire(1)
+        with pytest.raises(Unavailable, match=r"no free replica within 0\.05s"):
+            await d.acquire(0.05)
+        assert d.queued == 0
+        d.release(held)
+        assert r.inflight == 0
+
+    run(main())
+
+
+def test_no_ready_replica_fails_fast_with_reasons():
+    async def main():
+        r = Replica("d", "d-0", url="x")
+        r.mark(ReplicaState.UNHEALTHY, "engine exited with code 9")
+        d = Dispatcher("d", [r], max_concurrency=1, max_queue=4)
+        with pytest.raises(Unavailable, match="d-0: engine exited with code 9"):
+            await d.acquire(5)
+
+    run(main())
+
+
+def test_requests_wait_for_a_starting_replica():
+    async def main():
+        r = Replica("d", "d-0", url="x")  # starting
+        d = Dispatcher("d", [r], max_concurrency=1, max_queue=4)
+        task = asyncio.create_task(d.acquire(5))
+        await asyncio.sleep(0.01)
+        r.mark(ReplicaState.READY)
+        d.wake()
+        assert (await task) is r
+
+    run(main())
+
+
+STREAM = (
+    b"".join(
+        b"data: " + json.dumps({"choices": [{"delta": {"content": f"t{i}"}}]}).encode() + b"\n\n" for i in range(3)
+    )
+    + b": keep-alive comment\n\ndata: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_sse_decoder_survives_every_split_point(crlf):
+    raw = STREAM.replace(b"\n", b"\r\n") if crlf else STREAM
+    expected = SSEDecoder().feed(raw)
+    assert len(expected) == 4 and expected[-1] == b"[DONE]"
+    for cut in range(1, len(raw)):
+        dec = SSEDecoder()
+        assert dec.feed(raw[:cut]) + dec.feed(raw[cut:]) == expected, cut
