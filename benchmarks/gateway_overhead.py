@@ -150,9 +150,7 @@ def report(results: dict, args: argparse.Namespace) -> None:
             f"bare proxy adds +{bare50:.3f} ms p50"
         )
     if args.json:
-        args.json.write_text(
-            json.dumps({"results": results, "summary": summary, "cpus": os.cpu_count()}, indent=2)
-        )
+        args.json.write_text(json.dumps({"results": results, "summary": summary, "cpus": os.cpu_count()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -60,9 +60,7 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> APIError:
     if exc.status == 404:
         err = InvalidRequest(f"unknown path {request.path}; the API lives under /v1", code="not_found")
     elif exc.status == 405:
-        err = InvalidRequest(
-            f"method {request.method} is not allowed on {request.path}", code="method_not_allowed"
-        )
+        err = InvalidRequest(f"method {request.method} is not allowed on {request.path}", code="method_not_allowed")
     elif exc.status == 413:
         return BodyTooLarge(exc.text or "request body too large")
     else:

@@ -76,12 +76,8 @@ class OpenAIHTTPBackend:
         finally:
             resp.release()
 
-    async def open_stream(
-        self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float
-    ) -> _Stream:
-        return _Stream(
-            await self._post(replica, path, body, request_id, timeout, stream=True), replica, timeout
-        )
+    async def open_stream(self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float) -> _Stream:
+        return _Stream(await self._post(replica, path, body, request_id, timeout, stream=True), replica, timeout)
 
     async def probe(self, replica: Replica, timeout: float, path: str = "/models") -> str | None:
         try:

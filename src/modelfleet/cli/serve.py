@@ -16,16 +16,10 @@ from modelfleet.observability import logging as mf_logging
 @click.command()
 @fleet_file
 @click.option("--host", help="Interface to listen on (overrides server.host). Default 127.0.0.1.")
-@click.option(
-    "--port", type=click.IntRange(0, 65535), help="Port (overrides server.port; 0 picks one). Default 8000."
-)
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (overrides server.port; 0 picks one). Default 8000.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Overrides server.log_format.")
-@click.option(
-    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"])
-)
-def serve(
-    fleet_path: Path | None, host: str | None, port: int | None, log_format: str | None, log_level: str
-) -> None:
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+def serve(fleet_path: Path | None, host: str | None, port: int | None, log_format: str | None, log_level: str) -> None:
     """Serve an OpenAI-compatible API for every route in the fleet.
 
     With no fleet file this runs SmolLM2-135M-Instruct on the embedded llama.cpp engine
@@ -40,9 +34,7 @@ def serve(
     (up to server.drain_timeout), then stops the engines.
     """
     fleet = load_or_exit(fleet_path)
-    overrides = {
-        k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None
-    }
+    overrides = {k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None}
     if overrides:
         fleet = fleet.model_copy(update={"server": fleet.server.model_copy(update=overrides)})
     mf_logging.configure(fleet.server.log_format, log_level.upper())
@@ -55,9 +47,7 @@ def serve(
         click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
         sys.exit(2)
     except OSError as exc:
-        click.echo(
-            click.style("error: ", fg="red", bold=True) + f"cannot listen: {exc.strerror or exc}", err=True
-        )
+        click.echo(click.style("error: ", fg="red", bold=True) + f"cannot listen: {exc.strerror or exc}", err=True)
         sys.exit(1)
 
 

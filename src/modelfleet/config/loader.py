@@ -40,9 +40,7 @@ def parse_fleet(text: str, *, file: str = "<fleet>", env: dict[str, str] | os._E
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"], file=file) from exc
     if data is None:
-        raise ConfigError(
-            ["the file is empty; expected a mapping with `deployments` and `routes`"], file=file
-        )
+        raise ConfigError(["the file is empty; expected a mapping with `deployments` and `routes`"], file=file)
     if not isinstance(data, dict):
         raise ConfigError(["expected a mapping with `deployments` and `routes` at the top level"], file=file)
 

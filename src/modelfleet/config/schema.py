@@ -140,7 +140,5 @@ class Fleet(_Section):
             for dep in route.deployments:
                 if dep not in self.deployments:
                     known = ", ".join(sorted(self.deployments))
-                    raise ValueError(
-                        f"routes.{route_name}.deployments: unknown deployment {dep!r}; defined: {known}"
-                    )
+                    raise ValueError(f"routes.{route_name}.deployments: unknown deployment {dep!r}; defined: {known}")
         return self

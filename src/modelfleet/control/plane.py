@@ -71,9 +71,7 @@ class ControlPlane:
 
     def not_ready(self) -> dict[str, list[dict[str, str]]]:
         return {
-            name: [
-                {"replica": r.name, "state": r.state.value, "reason": r.reason} for r in reps if not r.ready
-            ]
+            name: [{"replica": r.name, "state": r.state.value, "reason": r.reason} for r in reps if not r.ready]
             for name, reps in self.replicas.items()
             if any(not r.ready for r in reps)
         }

@@ -69,9 +69,7 @@ class EngineSupervisor:
 class URLProber:
     """Probe the replicas of an `openai` deployment every `health_interval`."""
 
-    def __init__(
-        self, replicas: list[Replica], dep: OpenAIDeployment, changed: Callable[[Replica], None]
-    ) -> None:
+    def __init__(self, replicas: list[Replica], dep: OpenAIDeployment, changed: Callable[[Replica], None]) -> None:
         self.replicas = replicas
         self.deployment = replicas[0].deployment if replicas else ""
         self.dep = dep
@@ -80,9 +78,7 @@ class URLProber:
 
     async def probe_all(self) -> None:
         timeout = min(self.dep.health_interval, 5.0)
-        reasons = await asyncio.gather(
-            *(self.backend.probe(r, timeout, self.dep.health_path) for r in self.replicas)
-        )
+        reasons = await asyncio.gather(*(self.backend.probe(r, timeout, self.dep.health_path) for r in self.replicas))
         for replica, reason in zip(self.replicas, reasons, strict=True):
             state = ReplicaState.READY if reason is None else ReplicaState.UNHEALTHY
             if state is not replica.state or (reason and reason != replica.reason):

@@ -19,9 +19,7 @@ class EngineStartError(ModelfleetError):
 
 
 class EngineProcess:
-    def __init__(
-        self, replica: str, *, model_path: Path, model_name: str, threads: int, context_size: int
-    ) -> None:
+    def __init__(self, replica: str, *, model_path: Path, model_name: str, threads: int, context_size: int) -> None:
         self.replica = replica
         self.argv = [
             sys.executable, "-m", "modelfleet.engine",
@@ -56,9 +54,7 @@ class EngineProcess:
             port = await asyncio.wait_for(self._read_port(), timeout)
         except TimeoutError:
             await self.stop()
-            raise EngineStartError(
-                f"engine did not become ready within {timeout:g}s{self._last_words()}"
-            ) from None
+            raise EngineStartError(f"engine did not become ready within {timeout:g}s{self._last_words()}") from None
         if port is None:
             code = await self.proc.wait()
             if self._stderr_task:

@@ -117,9 +117,7 @@ class Engine:
             return self.llm.create_completion(prompt=tokens, stream=stream, stopping_criteria=criteria, **kw)
 
         formatted = self._format_chat(messages=body["messages"])
-        tokens = self.llm.tokenize(
-            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-        )
+        tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
         cancel.prompt_tokens = len(tokens)
         if formatted.stop:
             stop = kw.get("stop") or []

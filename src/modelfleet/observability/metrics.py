@@ -126,9 +126,7 @@ class _Exposition(Collector):
         output = CounterMetricFamily(
             "modelfleet_output_tokens", "Output tokens reported by deployments.", labels=labels
         )
-        inflight = GaugeMetricFamily(
-            "modelfleet_requests_in_flight", "Requests being served now.", labels=labels
-        )
+        inflight = GaugeMetricFamily("modelfleet_requests_in_flight", "Requests being served now.", labels=labels)
         for (route, dep), s in sorted(self.m.stats.items()):
             for status, n in sorted(s.statuses.items()):
                 requests.add_metric([route, dep, str(status)], n)

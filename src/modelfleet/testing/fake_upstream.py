@@ -82,11 +82,7 @@ def _events(model: str, n: int, chat: bool, usage: bool) -> list[bytes]:
         tokens = n - 1 if chat else n
         u = {"prompt_tokens": 12, "completion_tokens": tokens, "total_tokens": 12 + tokens}
         obj = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
-        out.append(
-            b"data: "
-            + json.dumps({**obj, "choices": [], "usage": u}, separators=(",", ":")).encode()
-            + b"\n\n"
-        )
+        out.append(b"data: " + json.dumps({**obj, "choices": [], "usage": u}, separators=(",", ":")).encode() + b"\n\n")
     return out
 
 
@@ -145,9 +141,7 @@ class FakeOpenAI(asyncio.Protocol):
 
     def _answer(self, method: str, path: str, body: bytes) -> None:
         if method == "GET" and path.endswith("/models"):
-            self._write(
-                200, b'{"object":"list","data":[{"id":"%s","object":"model"}]}' % self.b.model.encode()
-            )
+            self._write(200, b'{"object":"list","data":[{"id":"%s","object":"model"}]}' % self.b.model.encode())
             return
         if self.b.status != 200:
             err = {"error": {"message": f"injected failure {self.b.status}", "type": "server_error"}}
