@@ -88,3 +88,18 @@ def test_serve_with_a_bad_fleet_exits_2(tmp_path):
     bad = write_fleet(tmp_path, "deployments: {}\nroutes: {}\n")
     out = subprocess.run([PY, "-m", "modelfleet", "serve", "-f", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2 and "config error" in out.stderr and str(bad) in out.stderr
+
+
+def test_workers_share_the_port_and_the_metrics(tmp_path, start):
+    up = start(Upstream)
+    gw = start(Gateway, fleet_for(tmp_path, up, ", workers: 2"))
+    gw.wait_for(r"worker \d+ on http://127\.0\.0\.1", 20)
+    time.sleep(0.5)  # the worker has probed its replicas
+    statuses = [httpx.post(gw.url + "/chat/completions", json=chat_body()).status_code for _ in range(30)]
+    assert statuses == [200] * 30
+    time.sleep(1.5)  # every worker has published its counts
+    for _ in range(4):  # whichever process answers the scrape, the totals are the fleet's
+        text = httpx.get(gw.base + "/metrics").text
+        assert 'modelfleet_requests_total{deployment="up",route="chat",status="200"} 30.0' in text
+    assert gw.stop() == 0
+    assert "stopping 1 worker(s)" in gw.output

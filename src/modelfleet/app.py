@@ -6,11 +6,10 @@ Nothing else in modelfleet builds objects from the fleet; everything else is han
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -18,23 +17,24 @@ from aiohttp import web
 from modelfleet.api.app import create_app
 from modelfleet.api.proxy import Proxy, RouteEntry, Target
 from modelfleet.backends.openai_http import OpenAIHTTPBackend
-from modelfleet.config import Fleet, LlamaCppDeployment, OpenAIDeployment
+from modelfleet.config import Deployment, Fleet, LlamaCppDeployment, OpenAIDeployment
 from modelfleet.control.plane import ControlPlane
 from modelfleet.engine.model import check_engine_installed
 from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
+from modelfleet.types import Replica
 
 log = logging.getLogger("modelfleet")
 
 
 class Gateway:
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, *, metrics_dir: Path | None = None) -> None:
         if any(isinstance(d, LlamaCppDeployment) for d in fleet.deployments.values()):
             check_engine_installed()
         self.fleet = fleet
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(metrics_dir)
         self.control = ControlPlane(fleet, on_change=self._replica_changed)
         self.dispatchers: dict[str, Dispatcher] = {}
         targets: dict[str, Target] = {}
@@ -86,14 +86,23 @@ class Gateway:
     async def _lifecycle(self, _: web.Application) -> AsyncIterator[None]:
         if self.access_log:
             self.access_log.start()
+        publisher = asyncio.create_task(self._publish_metrics()) if self.metrics.share_dir else None
         await self.control.start(wait=False)
         yield
+        if publisher:
+            publisher.cancel()
+            self.metrics.publish()
         # aiohttp has already drained in-flight requests when cleanup runs.
         await self.control.stop()
         if self.access_log:
             await self.access_log.stop()
         for target in self.proxy.targets.values():
             await target.backend.aclose()
+
+    async def _publish_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.metrics.publish()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         routes = {}
@@ -103,45 +112,15 @@ class Gateway:
         return all(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
 
 
-async def serve(
-    fleet: Fleet,
-    *,
-    on_ready: Callable[[str], None] | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Listen, start the fleet, serve until SIGTERM/SIGINT, then drain and stop everything."""
-    gateway = Gateway(fleet)
-    server = fleet.server
-    runner = web.AppRunner(
-        gateway.app, handler_cancellation=True, access_log=None, shutdown_timeout=server.drain_timeout
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, server.host, server.port, backlog=1024)
-    await site.start()
-    host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
-    url = f"http://{host}:{port}"
-    log.info("listening on %s; starting %d deployment(s)", url, len(fleet.deployments))
-
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.create_task(_wait_until_ready(gateway))
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if waiter.done():
-        log.info("ready: OpenAI-compatible API at %s/v1 (routes: %s)", url, ", ".join(fleet.routes))
-        if on_ready:
-            on_ready(url)
-    await stopper
-    waiter.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await waiter
-    log.info("shutting down: draining in-flight requests (up to %gs)", server.drain_timeout)
-    await runner.cleanup()
-    log.info("stopped")
-
-
-async def _wait_until_ready(gateway: Gateway) -> None:
-    while not gateway.readiness()[0]:
-        await asyncio.sleep(0.05)
+def worker_fleet(fleet: Fleet, replicas: dict[str, list[Replica]]) -> Fleet:
+    """The fleet as an extra gateway worker sees it: engines the primary owns become URL replicas."""
+    deployments: dict[str, Deployment] = {}
+    for name, dep in fleet.deployments.items():
+        if isinstance(dep, LlamaCppDeployment):
+            deployments[name] = OpenAIDeployment(
+                kind="openai", urls=[r.url for r in replicas[name]], model=name, max_concurrency=1,
+                max_queue=dep.max_queue, health_interval=1.0, supports_embeddings=False,
+            )  # fmt: skip
+        else:
+            deployments[name] = dep
+    return fleet.model_copy(update={"deployments": deployments})

@@ -49,6 +49,7 @@ class Cors(_Section):
 class Server(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="gateway processes sharing the port (SO_REUSEPORT)")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True

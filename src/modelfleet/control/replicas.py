@@ -26,6 +26,7 @@ class EngineSupervisor:
         self.changed = changed
         self.process: EngineProcess | None = None
         self.restarts = 0
+        self.port = 0  # picked by the first start, kept across restarts so the replica's URL is stable
 
     def _set(self, state: ReplicaState, reason: str = "") -> None:
         self.replica.mark(state, reason)
@@ -41,10 +42,12 @@ class EngineSupervisor:
                 model_name=self.replica.deployment,
                 threads=self.dep.threads,
                 context_size=self.dep.context_size,
+                port=self.port,
             )
             self._set(ReplicaState.STARTING, "engine starting")
             try:
                 self.replica.url = await self.process.start(self.dep.startup_timeout)
+                self.port = int(self.replica.url.rsplit(":", 1)[1].split("/", 1)[0])
             except EngineStartError as exc:
                 log.error("replica %s failed to start: %s", self.replica.name, exc)
                 self._set(ReplicaState.UNHEALTHY, f"failed to start: {exc}")

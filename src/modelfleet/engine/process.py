@@ -19,13 +19,15 @@ class EngineStartError(ModelfleetError):
 
 
 class EngineProcess:
-    def __init__(self, replica: str, *, model_path: Path, model_name: str, threads: int, context_size: int) -> None:
+    def __init__(
+        self, replica: str, *, model_path: Path, model_name: str, threads: int, context_size: int, port: int = 0
+    ) -> None:
         self.replica = replica
         self.argv = [
             sys.executable, "-m", "modelfleet.engine",
             "--model", str(model_path), "--name", model_name,
             "--threads", str(threads), "--context-size", str(context_size),
-            "--host", "127.0.0.1", "--port", "0",
+            "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
         self.log = logging.getLogger(f"modelfleet.engine.{replica}")
         self.proc: asyncio.subprocess.Process | None = None

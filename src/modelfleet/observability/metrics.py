@@ -8,8 +8,11 @@ prometheus_client turns them into the exposition format when /metrics is scraped
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -35,6 +38,11 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def add(self, counts: list[int], total: float, count: int) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+        self.sum += total
+        self.count += count
+
     def cumulative(self) -> list[tuple[str, float]]:
         out, running = [], 0
         for bound, n in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
@@ -56,10 +64,33 @@ class RouteStats:
         self.output_tokens = 0
         self.inflight = 0
 
+    def snapshot(self) -> dict:
+        h, t = self.latency, self.ttft
+        return {
+            "statuses": self.statuses, "prompt": self.prompt_tokens, "output": self.output_tokens,
+            "inflight": self.inflight, "latency": [h.counts, h.sum, h.count], "ttft": [t.counts, t.sum, t.count],
+        }  # fmt: skip
+
+    def add(self, snap: dict) -> None:
+        for status, n in snap["statuses"].items():
+            self.statuses[int(status)] = self.statuses.get(int(status), 0) + n
+        self.prompt_tokens += snap["prompt"]
+        self.output_tokens += snap["output"]
+        self.inflight += snap["inflight"]
+        self.latency.add(*snap["latency"])
+        self.ttft.add(*snap["ttft"])
+
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    """Counts for this process; with `share_dir` (several gateway workers), also what the others published.
+
+    Each worker writes a snapshot of its counts to `share_dir/metrics-<pid>.json` every second; whichever
+    worker answers a scrape adds the others' snapshots to its own live counts.
+    """
+
+    def __init__(self, share_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.share_dir = share_dir
         self.stats: dict[tuple[str, str], RouteStats] = {}
         self._replicas: Callable[[], list[Replica]] = list
         self._queued: Callable[[str], int] = lambda _: 0
@@ -98,6 +129,31 @@ class GatewayMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def publish(self) -> None:
+        if self.share_dir is None:
+            return
+        doc = {f"{r}\x00{d}": s.snapshot() for (r, d), s in self.stats.items()}
+        tmp = self.share_dir / f".metrics-{os.getpid()}.tmp"
+        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS))
+        tmp.replace(self.share_dir / f"metrics-{os.getpid()}.json")
+
+    def merged(self) -> dict[tuple[str, str], RouteStats]:
+        if self.share_dir is None:
+            return self.stats
+        total: dict[tuple[str, str], RouteStats] = {}
+        sources = [{f"{r}\x00{d}": s.snapshot() for (r, d), s in self.stats.items()}]
+        for path in self.share_dir.glob("metrics-*.json"):
+            if path.stem != f"metrics-{os.getpid()}":
+                try:
+                    sources.append(orjson.loads(path.read_bytes()))
+                except (OSError, orjson.JSONDecodeError):
+                    continue  # a worker mid-write; its counts arrive with the next scrape
+        for doc in sources:
+            for key, snap in doc.items():
+                route, dep = key.split("\x00")
+                total.setdefault((route, dep), RouteStats()).add(snap)
+        return total
+
 
 class _Exposition(Collector):
     def __init__(self, metrics: GatewayMetrics) -> None:
@@ -127,7 +183,7 @@ class _Exposition(Collector):
             "modelfleet_output_tokens", "Output tokens reported by deployments.", labels=labels
         )
         inflight = GaugeMetricFamily("modelfleet_requests_in_flight", "Requests being served now.", labels=labels)
-        for (route, dep), s in sorted(self.m.stats.items()):
+        for (route, dep), s in sorted(self.m.merged().items()):
             for status, n in sorted(s.statuses.items()):
                 requests.add_metric([route, dep, str(status)], n)
             latency.add_metric([route, dep], s.latency.cumulative(), s.latency.sum)

@@ -1,0 +1,110 @@
+"""Serving: listen, start the fleet, run until SIGTERM/SIGINT, then drain and stop in order.
+
+With `server.workers: N`, the primary process owns the control plane (engines, probes) and serves
+like any worker; N-1 more gateway processes share its port through SO_REUSEPORT and reach the
+primary's engines as URL replicas. On shutdown the workers drain first, then the primary, then the
+engines stop, so no in-flight request loses its model server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from modelfleet.app import Gateway, worker_fleet
+from modelfleet.config import Fleet
+
+log = logging.getLogger("modelfleet")
+
+METRICS_DIR_ENV = "MODELFLEET_METRICS_DIR"
+
+
+async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str], None] | None = None) -> None:
+    server = fleet.server
+    many = server.workers > 1 or worker
+    metrics_dir = Path(os.environ[METRICS_DIR_ENV]) if worker else None
+    if many and not worker:
+        metrics_dir = Path(tempfile.mkdtemp(prefix="modelfleet-metrics-"))
+    gateway = Gateway(fleet, metrics_dir=metrics_dir)
+    runner = web.AppRunner(
+        gateway.app, handler_cancellation=True, access_log=None, shutdown_timeout=server.drain_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, server.host, server.port, backlog=1024, reuse_port=many or None)
+    await site.start()
+    host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+    url = f"http://{host}:{port}"
+    role = f"worker {os.getpid()}" if worker else "listening"
+    log.info("%s on %s; starting %d deployment(s)", role, url, len(fleet.deployments))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ready = asyncio.create_task(_until_ready(gateway))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    workers: list[asyncio.Task[None]] = []
+    if ready.done() and not worker:
+        log.info("ready: OpenAI-compatible API at %s/v1 (routes: %s)", url, ", ".join(fleet.routes))
+        if on_ready:
+            on_ready(url)
+        if many:
+            spec = worker_fleet(fleet, gateway.control.replicas)
+            spec = spec.model_copy(update={"server": spec.server.model_copy(update={"port": port, "workers": 1})})
+            spec_path = metrics_dir / "fleet.json"  # type: ignore[operator]
+            spec_path.write_bytes(orjson.dumps(spec.model_dump(mode="json")))
+            workers = [
+                asyncio.create_task(_run_worker(i, spec_path, metrics_dir, stop))  # type: ignore[arg-type]
+                for i in range(1, server.workers)
+            ]
+    await stopping
+    ready.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await ready
+    if workers:
+        log.info("stopping %d worker(s)", len(workers))
+        await asyncio.gather(*workers)
+    log.info("shutting down: draining in-flight requests (up to %gs)", server.drain_timeout)
+    await runner.cleanup()
+    if metrics_dir is not None and not worker:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    log.info("stopped")
+
+
+async def _until_ready(gateway: Gateway) -> None:
+    while not gateway.readiness()[0]:
+        await asyncio.sleep(0.05)
+
+
+async def _run_worker(index: int, spec: Path, metrics_dir: Path, stop: asyncio.Event) -> None:
+    """Keep one extra gateway process running until `stop`; then SIGTERM it and let it drain."""
+    backoff = 1.0
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelfleet", "serve", "--worker-fleet", str(spec),
+            env={**os.environ, METRICS_DIR_ENV: str(metrics_dir)}, stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        exited = asyncio.create_task(proc.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            await exited
+            return
+        stopping.cancel()
+        log.error("gateway worker %d exited with code %s; restarting in %gs", index, proc.returncode, backoff)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
