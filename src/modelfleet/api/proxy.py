@@ -201,8 +201,8 @@ class Proxy:
         try:
             await response.prepare(request)
             decoder = SSEDecoder()
+            out: list[bytes] = []
             async for chunk in upstream.chunks():
-                out = []
                 for data in decoder.feed(chunk):
                     if data == DONE:
                         done = True
@@ -223,22 +223,23 @@ class Proxy:
                             continue  # the usage-only chunk we asked for ourselves
                         obj.pop("usage", None)
                     out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
-                if out:
+                if out and not done:
                     await response.write(b"".join(out))
+                    out = []
             if not done:
                 raise UpstreamError(
                     f"deployment {target.name!r} replica {replica.name} ended the stream without [DONE]",
                     code="upstream_stream_error",
                 )
-            await response.write(DONE_EVENT)
-            await response.write_eof()
+            # The last events, [DONE] and the end of the chunked body leave in one write.
+            out.append(DONE_EVENT)
+            await response.write_eof(b"".join(out))
             return response, 200, usage, ttft
         except APIError as exc:
             if not response.prepared:
                 raise
             # Headers are gone: end with an explicit error event, never a silent truncation.
-            await response.write(event(exc.body()))
-            await response.write_eof()
+            await response.write_eof(event(exc.body()))
             return response, exc.status, usage, ttft
         except orjson.JSONDecodeError:
             err = UpstreamError(f"deployment {target.name!r} replica {replica.name} sent a malformed event")

@@ -119,7 +119,10 @@ class _Stream:
             ) from None
 
     def close(self) -> None:
-        self._resp.close()
+        if self._resp.content.at_eof():
+            self._resp.release()  # fully read: the connection goes back to the pool
+        else:
+            self._resp.close()  # abandoned mid-stream: drop it, so the upstream sees the disconnect
 
 
 def _describe(exc: BaseException) -> str:
