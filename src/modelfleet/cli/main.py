@@ -6,6 +6,7 @@ import click
 
 from modelfleet import __version__
 from modelfleet.cli.config import config
+from modelfleet.cli.promptset import promptset
 from modelfleet.cli.serve import serve
 
 
@@ -19,8 +20,10 @@ def cli() -> None:
       modelfleet serve                      the bundled SmolLM2 on http://127.0.0.1:8000/v1
       modelfleet serve -f fleet.yaml        your own deployments and routes
       modelfleet config check -f fleet.yaml validate a fleet file before you deploy it
+      modelfleet promptset generate ...     reproducible prompts for load tests
     """
 
 
 cli.add_command(serve)
 cli.add_command(config)
+cli.add_command(promptset)
