@@ -105,3 +105,61 @@ def test_slo_parsing():
     assert SLO.parse("ttft=500ms,tpot=50,e2el=2s") == SLO(ttft=0.5, tpot=0.05, e2el=2.0)
     with pytest.raises(ValueError, match="unknown SLO"):
         SLO.parse("latency=1s")
+
+
+def bench_run(tmp_path, url: str, model: str, *args: str) -> dict:
+    ps_dir = tmp_path / "ps"
+    if not ps_dir.exists():
+        assert generate(ps_dir, "--packs", "general-qa", "-n", "10").returncode == 0
+    out = tmp_path / "run.json"
+    done = subprocess.run(
+        [PY, "-m", "modelfleet", "bench", "run", "--url", url, "--model", model, "--promptset", str(ps_dir),
+         "-o", str(out), *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(out.read_text())
+
+
+def test_known_delays_are_measured(tmp_path, start):
+    from conftest import Upstream
+
+    # First byte after 200 ms, then 6 chunks 50 ms apart (the first is the role chunk).
+    up = start(Upstream, "--delay", "0.2", "--chunks", "6", "--chunk-delay", "0.05")
+    doc = bench_run(tmp_path, up.url, "m", "-n", "8", "-c", "4", "--slo", "ttft=400ms")
+    s = doc["summary"]
+    assert s["completed"] == 8 and s["pass_rate"] == 1.0 and s["usage_from_server"] is True
+    assert 0.2 <= s["ttft_s"]["p50"] < 0.26
+    assert 0.045 <= s["itl_s"]["p50"] < 0.07
+    assert s["goodput"] > 0 and s["slo_attainment"] == 1.0
+    rec = doc["requests"][0]
+    assert rec["output_tokens"] == 5 and len(rec["itl"]) == 5
+    assert rec["tpot"] == pytest.approx((rec["e2el"] - rec["ttft"]) / 4)
+
+
+def test_open_loop_poisson_and_failures_are_counted(tmp_path, start):
+    from conftest import Upstream
+
+    up = start(Upstream, "--status", "500")
+    out = tmp_path / "ps"
+    assert generate(out, "--packs", "code", "-n", "5").returncode == 0
+    done = subprocess.run(
+        [PY, "-m", "modelfleet", "bench", "run", "--url", up.url, "--model", "m", "--promptset", str(out),
+         "-n", "10", "--rate", "50", "-o", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1  # nothing completed
+    s = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert s["failed"] == 10 and s["pass_rate"] == 0.0
+
+
+@pytest.mark.slow
+def test_short_run_against_the_real_engine(tmp_path, start):
+    from conftest import Gateway
+
+    gw = start(Gateway, None)
+    doc = bench_run(tmp_path, gw.url, "smollm2", "-n", "4", "-c", "2")
+    s = doc["summary"]
+    assert s["completed"] == 4 and s["usage_from_server"] is True and s["output_token_throughput"] > 0
+    assert s["ttft_s"]["p50"] > 0 and s["tpot_s"]["p50"] > 0
+    assert {r["variant"] for r in doc["requests"]} == {"smollm2"}

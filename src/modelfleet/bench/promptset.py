@@ -74,11 +74,13 @@ class Tokenizer:
     def __init__(self) -> None:
         try:
             from llama_cpp import Llama
+            from llama_cpp._utils import suppress_stdout_stderr
 
             from modelfleet.engine.model import bundled_model_path
 
             path = bundled_model_path()
-            self._llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+            with suppress_stdout_stderr(disable=False):  # llama.cpp's C logging ignores verbose=False here
+                self._llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
             self.name = f"llama.cpp:{path.name}"
             self.sha256 = _sha256_file(path)
         except Exception:  # no engine installed: still reproducible, just coarser

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from modelfleet import __version__
+from modelfleet.cli.bench import bench
 from modelfleet.cli.config import config
 from modelfleet.cli.promptset import promptset
 from modelfleet.cli.serve import serve
@@ -21,9 +22,11 @@ def cli() -> None:
       modelfleet serve -f fleet.yaml        your own deployments and routes
       modelfleet config check -f fleet.yaml validate a fleet file before you deploy it
       modelfleet promptset generate ...     reproducible prompts for load tests
+      modelfleet bench run ...              load-test any OpenAI-compatible URL
     """
 
 
 cli.add_command(serve)
 cli.add_command(config)
 cli.add_command(promptset)
+cli.add_command(bench)

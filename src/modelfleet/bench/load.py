@@ -1,0 +1,174 @@
+"""The load generator: streams chat completions from any OpenAI-compatible URL and times every chunk.
+
+Two ways to offer load:
+- closed loop: `concurrency` clients, each sending its next request when the last one ends;
+- open loop: arrivals at `rate` per second with gamma-distributed gaps (shape = burstiness,
+  scale = 1 / (rate * burstiness)): burstiness 1 is Poisson, a very large one is a constant rate;
+  `concurrency` then caps requests in flight (the wait for a slot is not part of any latency).
+Timestamps are taken when bytes arrive, before any JSON parsing. Requests that start in the
+warm-up or after the cool-down mark are made but left out of the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from modelfleet.api.sse import DONE, SSEDecoder
+from modelfleet.bench.metrics import RequestRecord, apply_timeline
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    requests: int
+    concurrency: int | None = None
+    rate: float | None = None  # requests/s; None means closed loop
+    burstiness: float = 1.0
+    warmup: float = 0.0  # seconds excluded at the start
+    cooldown: float = 0.0  # seconds excluded at the end
+    timeout: float = 300.0
+    seed: int = 0
+
+    def gaps(self) -> list[float]:
+        if self.rate is None:
+            return []
+        rng = random.Random(self.seed)
+        if self.burstiness >= 1e6:
+            return [1.0 / self.rate] * self.requests
+        scale = 1.0 / (self.rate * self.burstiness)
+        return [rng.gammavariate(self.burstiness, scale) for _ in range(self.requests)]
+
+
+@dataclass(frozen=True)
+class Checks:
+    regex: str | None = None
+    json: bool = False
+
+    def passed(self, text: str) -> bool:
+        if not text.strip():
+            return False
+        if self.regex and not re.search(self.regex, text):
+            return False
+        if self.json:
+            try:
+                orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return False
+        return True
+
+
+async def run(
+    url: str,
+    model: str,
+    prompts: list[dict[str, Any]],
+    plan: LoadPlan,
+    *,
+    checks: Checks = Checks(),
+    api_key: str | None = None,
+    on_done: Callable[[RequestRecord], None] = lambda _: None,
+) -> tuple[list[RequestRecord], float]:
+    """Run the plan; return the records inside the measured window and that window's length in seconds."""
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    connector = aiohttp.TCPConnector(limit=0)  # aiohttp's default of 100 would cap concurrency silently
+    timeout = aiohttp.ClientTimeout(total=plan.timeout)
+    records: list[RequestRecord] = []
+    async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as session:
+        t0 = time.perf_counter()
+
+        async def one(i: int) -> None:
+            prompt = prompts[i % len(prompts)]
+            rec = await _request(session, url, model, prompt, f"{prompt.get('id', i)}#{i}", t0, checks)
+            records.append(rec)
+            on_done(rec)
+
+        if plan.rate is None:
+            counter = iter(range(plan.requests))
+
+            async def client() -> None:
+                for i in counter:
+                    await one(i)
+
+            await asyncio.gather(*(client() for _ in range(plan.concurrency or 1)))
+        else:
+            slots = asyncio.Semaphore(plan.concurrency) if plan.concurrency else None
+            tasks = []
+            next_at = time.perf_counter()
+            for i, gap in enumerate(plan.gaps()):
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                next_at += gap
+                tasks.append(asyncio.create_task(_bounded(slots, one, i)))
+            await asyncio.gather(*tasks)
+        total = time.perf_counter() - t0
+    lo, hi = plan.warmup, total - plan.cooldown
+    kept = [r for r in records if lo <= r.start <= hi]
+    return sorted(kept, key=lambda r: r.start), max(hi - lo, 1e-9)
+
+
+async def _bounded(slots: asyncio.Semaphore | None, fn: Callable[[int], Any], i: int) -> None:
+    if slots is None:
+        await fn(i)
+        return
+    async with slots:
+        await fn(i)
+
+
+async def _request(
+    session: aiohttp.ClientSession,
+    url: str,
+    model: str,
+    prompt: dict[str, Any],
+    rid: str,
+    t0: float,
+    checks: Checks,
+) -> RequestRecord:
+    body = {
+        "model": model,
+        "messages": prompt["messages"],
+        "max_tokens": prompt.get("max_tokens", 128),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    payload = orjson.dumps(body)
+    start = time.perf_counter()
+    rec = RequestRecord(id=rid, start=start - t0)
+    events: list[tuple[float, dict[str, Any]]] = []
+    try:
+        async with session.post(url.rstrip("/") + "/chat/completions", data=payload) as resp:
+            rec.status = resp.status
+            rec.variant = resp.headers.get("X-Modelfleet-Deployment")
+            if resp.status >= 400:
+                rec.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                return rec
+            decoder = SSEDecoder()
+            raw: list[tuple[float, bytes]] = []
+            async for chunk in resp.content.iter_any():
+                now = time.perf_counter()  # arrival time, before any parsing
+                raw.extend((now, data) for data in decoder.feed(chunk))
+        for when, data in raw:
+            if data == DONE:
+                continue
+            msg = orjson.loads(data)
+            if "error" in msg:
+                rec.error = f"stream error: {msg['error'].get('message', msg['error'])}"
+                break
+            events.append((when, msg))
+    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+        rec.error = f"{type(exc).__name__}: {exc}"
+    apply_timeline(rec, start, events)
+    text = "".join(
+        (c.get("delta") or {}).get("content") or c.get("text") or "" for _, m in events for c in m.get("choices") or ()
+    )
+    rec.passed = rec.ok and checks.passed(text)
+    return rec
