@@ -5,6 +5,7 @@ Every process a test starts is stopped when the test (or session) ends, even on 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -136,3 +137,19 @@ def chat_body(model: str = "chat", **extra) -> dict:
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30) as client:
         yield client
+
+
+def bench_run(tmp_path, url: str, model: str, *args: str) -> dict:
+    ps_dir = tmp_path / "ps"
+    if not ps_dir.exists():
+        made = subprocess.run([PY, "-m", "modelfleet", "promptset", "generate", "--packs", "general-qa", "-n", "10",
+                              "-o", str(ps_dir)], capture_output=True, text=True)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    out = tmp_path / "run.json"
+    done = subprocess.run(
+        [PY, "-m", "modelfleet", "bench", "run", "--url", url, "--model", model, "--promptset", str(ps_dir),
+         "-o", str(out), *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(out.read_text())

@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import PY
+from conftest import PY, bench_run
 
 from modelfleet.bench import promptset as ps
 from modelfleet.bench.metrics import SLO, RequestRecord, apply_timeline, summarize
@@ -105,20 +105,6 @@ def test_slo_parsing():
     assert SLO.parse("ttft=500ms,tpot=50,e2el=2s") == SLO(ttft=0.5, tpot=0.05, e2el=2.0)
     with pytest.raises(ValueError, match="unknown SLO"):
         SLO.parse("latency=1s")
-
-
-def bench_run(tmp_path, url: str, model: str, *args: str) -> dict:
-    ps_dir = tmp_path / "ps"
-    if not ps_dir.exists():
-        assert generate(ps_dir, "--packs", "general-qa", "-n", "10").returncode == 0
-    out = tmp_path / "run.json"
-    done = subprocess.run(
-        [PY, "-m", "modelfleet", "bench", "run", "--url", url, "--model", model, "--promptset", str(ps_dir),
-         "-o", str(out), *args],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(out.read_text())
 
 
 def test_known_delays_are_measured(tmp_path, start):

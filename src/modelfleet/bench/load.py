@@ -51,9 +51,12 @@ class LoadPlan:
 class Checks:
     regex: str | None = None
     json: bool = False
+    reference: bool = False  # the prompt's `reference` must appear in the output (case-insensitive)
 
-    def passed(self, text: str) -> bool:
+    def passed(self, text: str, reference: str | None = None) -> bool:
         if not text.strip():
+            return False
+        if self.reference and reference and reference.lower() not in text.lower():
             return False
         if self.regex and not re.search(self.regex, text):
             return False
@@ -88,6 +91,8 @@ async def run(
         async def one(i: int) -> None:
             prompt = prompts[i % len(prompts)]
             rec = await _request(session, url, model, prompt, f"{prompt.get('id', i)}#{i}", t0, checks)
+            rec.prompt_id = prompt.get("id")
+            rec.question = _question(prompt)
             records.append(rec)
             on_done(rec)
 
@@ -170,5 +175,11 @@ async def _request(
     text = "".join(
         (c.get("delta") or {}).get("content") or c.get("text") or "" for _, m in events for c in m.get("choices") or ()
     )
-    rec.passed = rec.ok and checks.passed(text)
+    rec.output = text
+    rec.passed = rec.ok and checks.passed(text, prompt.get("reference"))
     return rec
+
+
+def _question(prompt: dict[str, Any]) -> str:
+    users = [m.get("content") for m in prompt.get("messages", []) if m.get("role") == "user"]
+    return users[-1] if users and isinstance(users[-1], str) else ""

@@ -34,6 +34,9 @@ class RequestRecord:
     usage_from_server: bool = False
     passed: bool = False  # status 2xx, non-empty output, and every configured check
     variant: str | None = None  # the deployment that served it (X-Modelfleet-Deployment)
+    prompt_id: str | None = None
+    question: str = ""  # the last user message, for judging
+    output: str = ""
 
     @property
     def ok(self) -> bool:

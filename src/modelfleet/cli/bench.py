@@ -110,3 +110,125 @@ def _print_summary(console: Console, s: dict) -> None:
     if s.get("usage_from_server") is False:
         line += " [yellow](no server usage: tokens counted locally)[/]"
     console.print(line)
+
+
+@bench.command("compare")
+@click.argument("runs", nargs=-1)
+@click.option("--by-variant", "variant_run", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Compare the variants (deployments) inside one run through a weighted route.")  # fmt: skip
+@click.option("--judge-url", help="OpenAI-compatible URL of an LLM to judge answers pairwise.")
+@click.option("--judge-model", help="The judge's model (route) name.")
+@click.option("--judge-limit", type=click.IntRange(1), default=50, show_default=True, help="Prompts to judge.")
+@click.option("--reps", type=click.IntRange(100), default=2000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the comparison as JSON.")
+@click.option(
+    "--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write the verdict table as Markdown."
+)
+def compare_cmd(
+    runs: tuple[str, ...], variant_run: Path | None, judge_url: str | None, judge_model: str | None,
+    judge_limit: int, reps: int, seed: int, out: Path | None, markdown: Path | None,
+) -> None:  # fmt: skip
+    """Compare a baseline with candidates: latency, pass rate and throughput deltas with 95% CIs.
+
+    Each RUN is a results JSON from `bench run`; join replicates of one setup with commas.
+    The first is the baseline.
+
+    \b
+      modelfleet bench compare base.json quant.json
+      modelfleet bench compare b1.json,b2.json,b3.json q1.json,q2.json,q3.json   # replicates: CIs on throughput too
+      modelfleet bench compare --by-variant ab.json                              # an 80/20 A/B route
+      modelfleet bench compare base.json ft.json --judge-url http://127.0.0.1:8000/v1 --judge-model judge
+    """
+    from modelfleet.bench.compare import arms_from_runs, arms_from_variants, compare
+
+    if variant_run is not None:
+        arms = arms_from_variants(json.loads(variant_run.read_text()))
+    else:
+        if len(runs) < 2:
+            raise click.UsageError("give a baseline and at least one candidate run, or --by-variant RUN")
+        docs = {arm: [json.loads(Path(p).read_text()) for p in arm.split(",")] for arm in runs}
+        arms = arms_from_runs(docs)
+    if len(arms) < 2:
+        raise click.UsageError(f"need two arms to compare, found {[a.name for a in arms]}")
+    console = Console()
+    base = arms[0]
+    report: dict = {"baseline": base.name, "candidates": {}}
+    for cand in arms[1:]:
+        rows = compare(base, cand, reps=reps, seed=seed)
+        entry: dict = {"rows": rows}
+        if judge_url and judge_model:
+            entry["judge"] = _judge(base, cand, judge_url, judge_model, judge_limit, seed)
+        report["candidates"][cand.name] = entry
+        _print_verdicts(console, base.name, cand.name, rows, entry.get("judge"))
+    if out:
+        out.write_text(json.dumps(report, indent=2, default=float))
+    if markdown:
+        markdown.write_text(_markdown(report))
+
+
+def _judge(base, cand, url: str, model: str, limit: int, seed: int) -> dict:
+    from dataclasses import asdict
+
+    from modelfleet.bench.judge import JudgeResult, judge
+
+    def answers(arm) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        for requests_ in arm.runs:
+            for r in requests_:
+                if r.get("passed") and r.get("prompt_id") and r["prompt_id"] not in found:
+                    found[r["prompt_id"]] = (r.get("question") or r["prompt_id"], r.get("output") or "")
+        return found
+
+    a, b = answers(base), answers(cand)
+    shared = sorted(set(a) & set(b))[:limit]
+    items = [(a[p][0], a[p][1], b[p][1]) for p in shared]
+    outcomes, unreadable = asyncio.run(judge(url, model, items))
+    return asdict(JudgeResult.from_outcomes(outcomes, unreadable, seed=seed))
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if v != v else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def _print_verdicts(console: Console, base: str, cand: str, rows: list[dict], judged: dict | None) -> None:
+    table = Table(title=f"{cand} vs {base} (baseline)")
+    for col in ("metric", "baseline", "candidate", "delta", "95% CI", "verdict"):
+        table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
+    colour = {"better": "green", "worse": "red"}
+    for r in rows:
+        ci = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+        v = r["verdict"]
+        table.add_row(r["metric"], _fmt(r["baseline"]), _fmt(r["candidate"]), _fmt(r["delta"]), ci,
+                      f"[{colour.get(v, 'white')}]{v}[/]")  # fmt: skip
+    if judged:
+        ci = f"[{_fmt(judged['ci_low'])}, {_fmt(judged['ci_high'])}]"
+        v = "better" if judged["ci_low"] > 0.5 else "worse" if judged["ci_high"] < 0.5 else "no clear difference"
+        wtl = f"{judged['wins']}/{judged['ties']}/{judged['losses']}"
+        table.add_row("judge win rate (adj.)", "0.5", _fmt(judged["win_rate_adjusted"]), f"W/T/L {wtl}", ci, v)
+    console.print(table)
+    console.print(f"[dim]{rows[0]['method']}; throughput: {rows[-1]['method']}[/]")
+
+
+def _markdown(report: dict) -> str:
+    lines = [f"# Comparison against {report['baseline']}", ""]
+    for cand, entry in report["candidates"].items():
+        lines += [
+            f"## {cand}",
+            "",
+            "| metric | baseline | candidate | delta | 95% CI | verdict |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for r in entry["rows"]:
+            lines.append(
+                f"| {r['metric']} | {_fmt(r['baseline'])} | {_fmt(r['candidate'])} | {_fmt(r['delta'])} | "
+                f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {r['verdict']} |"
+            )
+        if "judge" in entry:
+            j = entry["judge"]
+            lines.append(
+                f"| judge win rate (adj.) | 0.5 | {_fmt(j['win_rate_adjusted'])} | W/T/L {j['wins']}/{j['ties']}/"
+                f"{j['losses']} | [{_fmt(j['ci_low'])}, {_fmt(j['ci_high'])}] | |"
+            )
+        lines.append("")
+    return "\n".join(lines)

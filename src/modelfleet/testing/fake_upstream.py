@@ -28,11 +28,12 @@ class Behaviour:
         self.die_after = args.die_after
         self.done = not args.no_done
         self.model = args.model
+        self.reply = args.reply
         self.requests = 0
         self.tasks: set[asyncio.Task[None]] = set()  # keep slow answers referenced until done
 
 
-def _chat_body(model: str, n_tokens: int) -> bytes:
+def _chat_body(model: str, n_tokens: int, reply: str | None = None) -> bytes:
     return json.dumps(
         {
             "id": "chatcmpl-fake",
@@ -158,7 +159,10 @@ class FakeOpenAI(asyncio.Protocol):
             self._chunk(b"".join(events) + (b"data: [DONE]\n\n" if self.b.done else b""))
             self._chunk(b"")
             return
-        self._write(200, (_chat_body if chat else _completion_body)(self.b.model, self.b.chunks))
+        if chat:
+            self._write(200, _chat_body(self.b.model, self.b.chunks, self.b.reply))
+        else:
+            self._write(200, _completion_body(self.b.model, self.b.chunks))
 
     def _stream_head(self) -> None:
         assert self.transport
@@ -221,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream events")
     p.add_argument("--die-after", type=int, default=None, help="drop the connection after N stream events")
     p.add_argument("--no-done", action="store_true", help="end streams without data: [DONE]")
+    p.add_argument("--reply", help="the content of every (non-streaming) chat answer")
     args = p.parse_args(argv)
     try:
         import uvloop
