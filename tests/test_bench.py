@@ -149,3 +149,22 @@ def test_short_run_against_the_real_engine(tmp_path, start):
     assert s["completed"] == 4 and s["usage_from_server"] is True and s["output_token_throughput"] > 0
     assert s["ttft_s"]["p50"] > 0 and s["tpot_s"]["p50"] > 0
     assert {r["variant"] for r in doc["requests"]} == {"smollm2"}
+
+
+def test_sweep_and_reports(tmp_path, start):
+    from conftest import Upstream
+
+    up = start(Upstream, "--delay", "0.005", "--chunks", "4")
+    doc = bench_run(tmp_path, up.url, "m", "-n", "20", "--sweep", "concurrency=1,4", "--report",
+                    str(tmp_path / "r.html"))  # fmt: skip
+    assert [s["value"] for s in doc["sweep"]] == [1, 4]
+    assert all(s["summary"]["completed"] == 20 for s in doc["sweep"])
+    assert sorted({r["level"] for r in doc["requests"]}) == [1, 4]
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "concurrency=4" in page
+    (tmp_path / "run.json").write_text(json.dumps(doc))
+    done = subprocess.run([PY, "-m", "modelfleet", "bench", "report", str(tmp_path / "run.json"), "-o",
+                           str(tmp_path / "r.md")], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r-files" / "latency-cdf.png").stat().st_size > 10_000
+    assert "![sweep](r-files/sweep.png)" in (tmp_path / "r.md").read_text()

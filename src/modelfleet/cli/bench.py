@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -27,23 +28,26 @@ def bench() -> None:
 @click.option("--model", required=True, help="The `model` to send (a modelfleet route).")
 @click.option("--promptset", "promptset_path", required=True, type=click.Path(exists=True, path_type=Path),
               help="A promptset folder (modelfleet promptset generate) or a promptset.jsonl.")  # fmt: skip
-@click.option("-n", "--requests", type=click.IntRange(1), default=100, show_default=True)
+@click.option("-n", "--requests", type=click.IntRange(1), default=100, show_default=True, help="Per sweep level.")
 @click.option("-c", "--concurrency", type=click.IntRange(1), help="Clients (closed loop), or the in-flight cap.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open loop: arrivals per second.")
 @click.option("--burstiness", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Gamma shape of arrival gaps: 1 = Poisson, <1 burstier, 1e6 = constant.")  # fmt: skip
+@click.option("--sweep", help="Repeat the run over levels: concurrency=1,2,4,8 or rate=5,10,20.")
 @click.option("--warmup", type=float, default=0.0, show_default=True, help="Seconds left out at the start.")
 @click.option("--cooldown", type=float, default=0.0, show_default=True, help="Seconds left out at the end.")
 @click.option("--slo", help="Goodput SLOs, e.g. ttft=500ms,tpot=50ms,e2el=10s.")
 @click.option("--check-regex", help="A request passes only if its output matches this regex.")
 @click.option("--check-json", is_flag=True, help="A request passes only if its output is valid JSON.")
+@click.option("--check-reference", is_flag=True, help="A request passes only if it contains the prompt's reference.")
 @click.option("--api-key", envvar="OPENAI_API_KEY", help="Bearer token (env OPENAI_API_KEY).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for arrival times.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write results JSON here.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write a report (.html or .md).")
 def run_cmd(
     url: str, model: str, promptset_path: Path, requests: int, concurrency: int | None, rate: float | None,
-    burstiness: float, warmup: float, cooldown: float, slo: str | None, check_regex: str | None,
-    check_json: bool, api_key: str | None, seed: int, out: Path | None,
+    burstiness: float, sweep: str | None, warmup: float, cooldown: float, slo: str | None, check_regex: str | None,
+    check_json: bool, check_reference: bool, api_key: str | None, seed: int, out: Path | None, report: Path | None,
 ) -> None:  # fmt: skip
     """Send a promptset and measure TTFT, TPOT, ITL, E2E latency, throughput and goodput.
 
@@ -52,18 +56,72 @@ def run_cmd(
     \b
       modelfleet bench run --url http://127.0.0.1:8000/v1 --model smollm2 --promptset ./ps -c 4 -n 50
       modelfleet bench run ... --rate 20 --burstiness 0.5 --slo ttft=500ms,tpot=50ms -o run.json
+      modelfleet bench run ... --sweep concurrency=1,2,4,8 --report sweep.html
     """
     try:
         parsed_slo = SLO.parse(slo)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--slo") from None
+    parameter, levels = _parse_sweep(sweep)
     prompts = ps.load(promptset_path)
-    plan = LoadPlan(requests=requests, concurrency=concurrency if (concurrency or rate) else 1, rate=rate,
+    base = LoadPlan(requests=requests, concurrency=concurrency if (concurrency or rate) else 1, rate=rate,
                     burstiness=burstiness, warmup=warmup, cooldown=cooldown, seed=seed)  # fmt: skip
+    checks = Checks(check_regex, check_json, check_reference)
     console = Console(stderr=True)
-    with Progress(TextColumn("[bold]bench[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errors]}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:  # fmt: skip
-        task = progress.add_task("requests", total=requests, errors="")
+    swept, all_requests, summary = [], [], {}
+    for value in levels:
+        plan = replace(base, **{parameter: value}) if parameter else base
+        label = f"{parameter}={value}" if parameter else "bench"
+        records, duration = _execute(console, label, url, model, prompts, plan, checks, api_key)
+        summary = summarize(records, duration, parsed_slo)
+        _print_summary(console, summary, label if parameter else None)
+        all_requests += [{**r.to_dict(), "level": value} for r in records]
+        if parameter:
+            swept.append({"parameter": parameter, "value": value, "summary": summary})
+    doc = {
+        "config": {
+            "url": url,
+            "model": model,
+            "promptset": str(promptset_path),
+            **base.__dict__,
+            "slo": slo,
+            "sweep": sweep,
+        },
+        "summary": summary,
+        "requests": all_requests,
+    }
+    if swept:
+        doc["sweep"] = swept
+    if out:
+        out.write_text(json.dumps(doc, indent=2))
+        console.print(f"results: {out}")
+    if report:
+        from modelfleet.bench.report import write
+
+        console.print(f"report: {write({(out.stem if out else 'run'): doc}, report)}")
+    if not any(r["status"] and r["error"] is None for r in all_requests):
+        sys.exit(1)
+
+
+def _parse_sweep(text: str | None) -> tuple[str | None, list]:
+    if not text:
+        return None, [None]
+    name, _, values = text.partition("=")
+    name = name.strip()
+    if name not in ("concurrency", "rate") or not values:
+        raise click.BadParameter("expected concurrency=1,2,4 or rate=5,10,20", param_hint="--sweep")
+    cast = int if name == "concurrency" else float
+    try:
+        return name, [cast(v) for v in values.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"not a list of numbers: {values!r}", param_hint="--sweep") from None
+
+
+def _execute(console, label, url, model, prompts, plan, checks, api_key):  # type: ignore[no-untyped-def]
+    with Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[errors]}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:  # fmt: skip
+        task = progress.add_task("requests", total=plan.requests, errors="")
         failed = 0
 
         def tick(rec) -> None:
@@ -71,25 +129,27 @@ def run_cmd(
             failed += 0 if rec.ok else 1
             progress.update(task, advance=1, errors=f"[red]{failed} failed[/]" if failed else "")
 
-        records, duration = asyncio.run(
-            run(url, model, prompts, plan, checks=Checks(check_regex, check_json), api_key=api_key, on_done=tick)
-        )
-    summary = summarize(records, duration, parsed_slo)
-    _print_summary(console, summary)
-    if out:
-        doc = {
-            "config": {"url": url, "model": model, "promptset": str(promptset_path), **plan.__dict__, "slo": slo},
-            "summary": summary,
-            "requests": [r.to_dict() for r in records],
-        }
-        out.write_text(json.dumps(doc, indent=2))
-        console.print(f"results: {out}")
-    if summary["completed"] == 0:
-        sys.exit(1)
+        return asyncio.run(run(url, model, prompts, plan, checks=checks, api_key=api_key, on_done=tick))
 
 
-def _print_summary(console: Console, s: dict) -> None:
-    table = Table(title="modelfleet bench", show_header=True)
+@bench.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="report.html (plots embedded) or report.md (plots as PNG files beside it).")  # fmt: skip
+def report_cmd(runs: tuple[Path, ...], out: Path) -> None:
+    """Plot latency CDFs (one line per run, sweep level or A/B variant) and throughput against load."""
+    from modelfleet.bench.report import write
+    from modelfleet.errors import ModelfleetError
+
+    try:
+        click.echo(f"report: {write({p.stem: json.loads(p.read_text()) for p in runs}, out)}")
+    except ModelfleetError as exc:
+        click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
+        sys.exit(2)
+
+
+def _print_summary(console: Console, s: dict, label: str | None = None) -> None:
+    table = Table(title=f"modelfleet bench {label or ''}".strip(), show_header=True)
     table.add_column("metric")
     for col in ("mean", "p50", "p90", "p99"):
         table.add_column(col, justify="right")
