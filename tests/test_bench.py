@@ -168,3 +168,12 @@ def test_sweep_and_reports(tmp_path, start):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r-files" / "latency-cdf.png").stat().st_size > 10_000
     assert "![sweep](r-files/sweep.png)" in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.slow
+def test_drills_pass_against_the_embedded_fleet():
+    done = subprocess.run([PY, "-m", "modelfleet", "bench", "drill"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())  # rich wraps long lines
+    assert "5 passed, 0 failed, 2 skipped" in out
+    assert "PASS replica-killed-under-load" in out and "SKIPPED quota-exceeded" in out

@@ -31,6 +31,7 @@ from modelfleet.types import Replica, Usage
 
 REQUEST_ID = web.AppKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"
+_RETRY_PAUSE = 0.05
 CLIENT_CLOSED = 499  # nginx's code for "client went away"; bounded like every status label
 
 
@@ -113,20 +114,29 @@ class Proxy:
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             payload = orjson.dumps(body)
 
-            replica = await target.dispatcher.acquire(route.timeout)
-            replica_name = replica.name
             stats = self.metrics.stats_for(route_name, deployment)
-            stats.inflight += 1
-            try:
-                if stream:
-                    streamed, status, usage, ttft = await self._relay_stream(
-                        request, endpoint, route, target, replica, payload, rid, started, client_wants_usage
-                    )
-                    return streamed
-                reply = await target.backend.send(replica, endpoint.path, payload, rid, route.timeout)
-            finally:
-                target.dispatcher.release(replica)
-                stats.inflight -= 1
+            for attempt in range(2):
+                replica = await target.dispatcher.acquire(route.timeout)
+                replica_name = replica.name
+                stats.inflight += 1
+                try:
+                    if stream:
+                        streamed, status, usage, ttft = await self._relay_stream(
+                            request, endpoint, route, target, replica, payload, rid, started, client_wants_usage
+                        )
+                        return streamed
+                    reply = await target.backend.send(replica, endpoint.path, payload, rid, route.timeout)
+                    break
+                except UpstreamError as exc:
+                    # Failed before the first byte (refused, or the server died): the client has seen
+                    # nothing and generation has no side effects, so one retry is safe. The pause lets
+                    # the control plane notice a dead engine first, so the retry waits for its restart.
+                    if exc.code != "upstream_unreachable" or attempt:
+                        raise
+                finally:
+                    target.dispatcher.release(replica)
+                    stats.inflight -= 1
+                await asyncio.sleep(_RETRY_PAUSE)
             response, usage = _rewrite_reply(reply, route.name, target, rid)
             status = 200
             return response

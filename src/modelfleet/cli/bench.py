@@ -292,3 +292,38 @@ def _markdown(report: dict) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+@bench.command("drill")
+@click.option("--only", help="Comma-separated drill names to run (default: all).")
+def drill_cmd(only: str | None) -> None:
+    """Run failure drills against a drill fleet and print pass or fail for each.
+
+    The drill fleet is `modelfleet serve` with the embedded engine and fake upstreams that fail
+    on purpose (slow, 5xx, dying mid-stream); it is started and stopped by this command.
+
+    \b
+    Drills: slow-engine-start, replica-killed-under-load, upstream-timeout, upstream-5xx,
+            stream-dies-mid-way, quota-exceeded, strict-no-fallback
+    """
+    from modelfleet.bench.drills import DRILLS, Outcome, run_drills
+
+    names = {n.strip() for n in only.split(",")} if only else None
+    unknown = (names or set()) - {d[0] for d in DRILLS}
+    if unknown:
+        raise click.BadParameter(f"unknown drill(s) {sorted(unknown)}", param_hint="--only")
+    console = Console()
+    style = {"pass": "green", "fail": "red", "skipped": "yellow"}
+
+    def show(o: Outcome) -> None:
+        console.print(f"[{style[o.status]}]{o.status.upper():8}[/] [bold]{o.name}[/]: {o.expected}")
+        console.print(f"         [dim]{o.detail}[/]")
+
+    console.print("[dim]starting the drill fleet: embedded engine + failing upstreams[/]")
+    outcomes = asyncio.run(run_drills(names, show))
+    failed = [o for o in outcomes if o.status == "fail"]
+    passed = sum(o.status == "pass" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    console.print(f"{passed} passed, {len(failed)} failed" + (f", {skipped} skipped" if skipped else ""))
+    if failed:
+        sys.exit(1)

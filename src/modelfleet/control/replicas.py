@@ -62,7 +62,8 @@ class EngineSupervisor:
             code = await self.process.wait()
             self.restarts += 1
             log.error("replica %s engine exited with code %s; restarting", self.replica.name, code)
-            self._set(ReplicaState.UNHEALTHY, f"engine exited with code {code}; restarting")
+            # Starting, not unhealthy: requests queued for this replica wait for the restart.
+            self._set(ReplicaState.STARTING, f"restarting: engine exited with code {code}")
 
     async def stop(self) -> None:
         if self.process is not None:

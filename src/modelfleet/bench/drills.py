@@ -1,0 +1,238 @@
+"""Failure drills: make something fail on purpose and check the fleet answers the way it promises.
+
+`run_drills()` starts a drill fleet of its own: `modelfleet serve` with the embedded llama.cpp engine
+and fake upstreams that fail in known ways (modelfleet.testing.fake_upstream), then runs each drill
+against it over HTTP and stops everything. Every drill states its expected outcome up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+TEAMS_ISSUE = "needs teams, limits and failover (issue 'Teams, keys, limits and usage; A/B routing, failover')"
+
+
+@dataclass
+class Outcome:
+    name: str
+    expected: str
+    status: str  # pass | fail | skipped
+    detail: str
+
+
+@dataclass
+class Fleet:
+    url: str  # …/v1
+    gateway_pid: int
+
+
+class _Proc:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    @classmethod
+    async def start(cls, *argv: str, ready: str, timeout: float = 120) -> tuple[_Proc, re.Match[str]]:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL
+        )
+        me = cls(proc)
+        rx = re.compile(ready)
+        deadline = time.monotonic() + timeout
+        assert proc.stdout
+        while time.monotonic() < deadline:
+            raw = await asyncio.wait_for(proc.stdout.readline(), deadline - time.monotonic())
+            if not raw:
+                break
+            line = raw.decode(errors="replace").rstrip()
+            me.lines.append(line)
+            if m := rx.search(line):
+                me._drain = asyncio.create_task(me._keep_reading())
+                return me, m
+        await me.stop()
+        raise RuntimeError(f"{argv[2:4]} did not start: {' | '.join(me.lines[-5:])}")
+
+    async def _keep_reading(self) -> None:
+        assert self.proc.stdout
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def drill_fleet() -> AsyncIterator[Fleet]:
+    py = sys.executable
+    procs: list[_Proc] = []
+    try:
+        ups = {}
+        failing = {
+            "slow": ["--delay", "5"],
+            "broken": ["--status", "500"],
+            "dies": ["--chunks", "20", "--chunk-delay", "0.02", "--die-after", "5"],
+        }
+        for name, flags in failing.items():
+            p, m = await _Proc.start(py, "-m", "modelfleet.testing.fake_upstream", "--port", "0", *flags,
+                                     ready=r"FAKE_UPSTREAM_READY port=(\d+)")  # fmt: skip
+            procs.append(p)
+            ups[name] = f"http://127.0.0.1:{m.group(1)}/v1"
+        fleet = Path(tempfile.mkdtemp(prefix="modelfleet-drill-")) / "fleet.yaml"
+        fleet.write_text(
+            "deployments:\n"
+            "  engine: {kind: llama-cpp, replicas: 1, max_queue: 64}\n"
+            + "".join(f"  {n}: {{kind: openai, urls: ['{u}'], health_interval: 60s}}\n" for n, u in ups.items())
+            + "routes:\n  engine: {deployments: [engine], timeout: 60s}\n"
+            "  slow: {deployments: [slow], timeout: 1s}\n  broken: {deployments: [broken]}\n"
+            "  dies: {deployments: [dies]}\n"
+        )
+        gw, m = await _Proc.start(py, "-m", "modelfleet", "serve", "-f", str(fleet), "--port", "0",
+                                  ready=r"listening on (http://[0-9.]+:[0-9]+)")  # fmt: skip
+        procs.append(gw)
+        yield Fleet(url=m.group(1) + "/v1", gateway_pid=gw.proc.pid)
+    finally:
+        for p in reversed(procs):
+            await p.stop()
+
+
+def engine_pids(gateway_pid: int) -> list[int]:
+    """The gateway's engine processes (children running modelfleet.engine), from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == gateway_pid and b"modelfleet.engine" in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+async def _chat(session: aiohttp.ClientSession, url: str, model: str, *, stream: bool = False,
+                max_tokens: int = 8) -> tuple[int, str]:  # fmt: skip
+    body = {"model": model, "messages": [{"role": "user", "content": "Say something."}], "max_tokens": max_tokens,
+            "stream": stream}  # fmt: skip
+    async with session.post(url + "/chat/completions", json=body) as resp:
+        text = await resp.text()
+        return resp.status, text
+
+
+async def _wait_ready(session: aiohttp.ClientSession, fleet: Fleet, timeout: float = 120) -> None:
+    base = fleet.url.removesuffix("/v1")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        async with session.get(base + "/readyz") as resp:
+            doc = await resp.json()
+            if doc["routes"].get("engine"):
+                return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the drill fleet's engine did not become ready")
+
+
+async def slow_engine_start(session: aiohttp.ClientSession, fleet: Fleet) -> tuple[bool, str]:
+    # Sent the moment the gateway listens, while the engine is still loading its model.
+    started = time.monotonic()
+    results = await asyncio.gather(*(_chat(session, fleet.url, "engine") for _ in range(3)))
+    took = time.monotonic() - started
+    ok = all(status == 200 for status, _ in results)
+    return ok, f"{sum(s == 200 for s, _ in results)}/3 answered 200 after waiting {took:.1f}s for the engine to start"
+
+
+async def replica_killed_under_load(session: aiohttp.ClientSession, fleet: Fleet) -> tuple[bool, str]:
+    await _wait_ready(session, fleet)
+    pids = engine_pids(fleet.gateway_pid)
+    if not pids:
+        return False, "found no engine process to kill"
+    load = [asyncio.create_task(_chat(session, fleet.url, "engine", max_tokens=24)) for _ in range(6)]
+    await asyncio.sleep(0.3)
+    os.kill(pids[0], signal.SIGKILL)
+    during = await asyncio.gather(*load)
+    after = [await _chat(session, fleet.url, "engine") for _ in range(3)]
+    failed = [(s, t) for s, t in during if s != 200]
+    explicit = all(s == 502 and '"error"' in t for s, t in failed)
+    ok = explicit and not failed and all(s == 200 for s, _ in after)
+    return ok, (
+        f"killed engine pid {pids[0]} under load: {len(during) - len(failed)}/{len(during)} in-flight requests "
+        f"answered, {len(failed)} failed with explicit errors {sorted({s for s, _ in failed})}; "
+        f"after the restart {sum(s == 200 for s, _ in after)}/3 answered"
+    )
+
+
+async def upstream_timeout(session: aiohttp.ClientSession, fleet: Fleet) -> tuple[bool, str]:
+    started = time.monotonic()
+    status, text = await _chat(session, fleet.url, "slow")
+    took = time.monotonic() - started
+    ok = status == 504 and "upstream_timeout" in text and took < 3
+    return ok, f"HTTP {status} after {took:.2f}s (route timeout 1s, upstream answers after 5s)"
+
+
+async def upstream_error(session: aiohttp.ClientSession, fleet: Fleet) -> tuple[bool, str]:
+    status, text = await _chat(session, fleet.url, "broken")
+    return status == 502 and "failed with HTTP 500" in text, f"HTTP {status}"
+
+
+async def stream_dies(session: aiohttp.ClientSession, fleet: Fleet) -> tuple[bool, str]:
+    status, text = await _chat(session, fleet.url, "dies", stream=True)
+    events = [line for line in text.splitlines() if line.startswith("data:")]
+    ends_with_error = bool(events) and '"error"' in events[-1]
+    return status == 200 and ends_with_error and len(events) > 1, (
+        f"{len(events)} events, last: {events[-1][:90] if events else '(none)'}"
+    )
+
+
+Drill = Callable[[aiohttp.ClientSession, Fleet], Awaitable[tuple[bool, str]]]
+DRILLS: list[tuple[str, str, Drill | None]] = [
+    ("slow-engine-start", "requests sent while the engine loads wait for it and succeed", slow_engine_start),
+    (
+        "replica-killed-under-load",
+        "zero failed requests: the one on the killed engine is retried and waits, with the queue, for the restart",
+        replica_killed_under_load,
+    ),
+    ("upstream-timeout", "504 upstream_timeout within the route timeout", upstream_timeout),
+    ("upstream-5xx", "502 naming the deployment", upstream_error),
+    ("stream-dies-mid-way", "the stream ends with an explicit error event, not a silent truncation", stream_dies),
+    ("quota-exceeded", "429 with Retry-After and x-ratelimit-* headers", None),
+    ("strict-no-fallback", "an immediate error naming the unavailable deployment", None),
+]
+
+
+async def run_drills(
+    only: set[str] | None = None, on_result: Callable[[Outcome], None] = lambda _: None
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    async with drill_fleet() as fleet, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        for name, expected, drill in DRILLS:
+            if only and name not in only:
+                continue
+            if drill is None:
+                outcome = Outcome(name, expected, "skipped", TEAMS_ISSUE)
+            else:
+                try:
+                    ok, detail = await drill(session, fleet)
+                    outcome = Outcome(name, expected, "pass" if ok else "fail", detail)
+                except Exception as exc:  # a drill that crashes is a failed drill, not a crashed command
+                    outcome = Outcome(name, expected, "fail", f"{type(exc).__name__}: {exc}")
+            outcomes.append(outcome)
+            on_result(outcome)
+    return outcomes
