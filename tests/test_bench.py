@@ -177,3 +177,16 @@ def test_drills_pass_against_the_embedded_fleet():
     out = " ".join(done.stdout.split())  # rich wraps long lines
     assert "5 passed, 0 failed, 2 skipped" in out
     assert "PASS replica-killed-under-load" in out and "SKIPPED quota-exceeded" in out
+
+
+def test_checks_decide_the_pass_rate(tmp_path, start):
+    from conftest import Upstream
+
+    up = start(Upstream, "--chunks", "4")  # streams "tok tok tok"
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "required": ["name"]}')
+    by_regex = bench_run(tmp_path, up.url, "m", "-n", "5", "--check-regex", r"^(tok ?)+$")
+    assert by_regex["summary"]["pass_rate"] == 1.0
+    by_schema = bench_run(tmp_path, up.url, "m", "-n", "5", "--check-schema", str(schema), "--slo", "e2el=10s")
+    s = by_schema["summary"]
+    assert s["completed"] == 5 and s["pass_rate"] == 0.0 and s["goodput"] == 0.0  # served, but not valid output

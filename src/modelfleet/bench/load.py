@@ -52,6 +52,7 @@ class Checks:
     regex: str | None = None
     json: bool = False
     reference: bool = False  # the prompt's `reference` must appear in the output (case-insensitive)
+    schema: dict[str, Any] | None = None  # the output must be JSON valid against this JSON Schema
 
     def passed(self, text: str, reference: str | None = None) -> bool:
         if not text.strip():
@@ -60,11 +61,18 @@ class Checks:
             return False
         if self.regex and not re.search(self.regex, text):
             return False
-        if self.json:
+        if self.json or self.schema is not None:
             try:
-                orjson.loads(text)
+                doc = orjson.loads(text)
             except orjson.JSONDecodeError:
                 return False
+            if self.schema is not None:
+                import jsonschema
+
+                try:
+                    jsonschema.validate(doc, self.schema)
+                except jsonschema.ValidationError:
+                    return False
         return True
 
 

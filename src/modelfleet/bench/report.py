@@ -1,7 +1,7 @@
 """Reports from bench results: latency CDFs, throughput against concurrency, summary tables.
 
 HTML embeds its plots; Markdown writes them as PNG files beside it. Plots need matplotlib
-(`pip install 'modelfleet[report]'`).
+(`pip install 'modelfleet[bench]'`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ModelfleetError("plots need matplotlib: pip install 'modelfleet[report]'") from None
+        raise ModelfleetError("plots need matplotlib: pip install 'modelfleet[bench]'") from None
     return plt
 
 

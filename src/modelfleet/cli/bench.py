@@ -40,6 +40,8 @@ def bench() -> None:
 @click.option("--check-regex", help="A request passes only if its output matches this regex.")
 @click.option("--check-json", is_flag=True, help="A request passes only if its output is valid JSON.")
 @click.option("--check-reference", is_flag=True, help="A request passes only if it contains the prompt's reference.")
+@click.option("--check-schema", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A request passes only if its output is JSON valid against this JSON Schema file.")  # fmt: skip
 @click.option("--api-key", envvar="OPENAI_API_KEY", help="Bearer token (env OPENAI_API_KEY).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for arrival times.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write results JSON here.")
@@ -47,7 +49,8 @@ def bench() -> None:
 def run_cmd(
     url: str, model: str, promptset_path: Path, requests: int, concurrency: int | None, rate: float | None,
     burstiness: float, sweep: str | None, warmup: float, cooldown: float, slo: str | None, check_regex: str | None,
-    check_json: bool, check_reference: bool, api_key: str | None, seed: int, out: Path | None, report: Path | None,
+    check_json: bool, check_reference: bool, check_schema: Path | None, api_key: str | None, seed: int,
+    out: Path | None, report: Path | None,
 ) -> None:  # fmt: skip
     """Send a promptset and measure TTFT, TPOT, ITL, E2E latency, throughput and goodput.
 
@@ -66,7 +69,14 @@ def run_cmd(
     prompts = ps.load(promptset_path)
     base = LoadPlan(requests=requests, concurrency=concurrency if (concurrency or rate) else 1, rate=rate,
                     burstiness=burstiness, warmup=warmup, cooldown=cooldown, seed=seed)  # fmt: skip
-    checks = Checks(check_regex, check_json, check_reference)
+    schema = None
+    if check_schema is not None:
+        try:
+            import jsonschema  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--check-schema needs jsonschema: pip install 'modelfleet[bench]'") from None
+        schema = json.loads(check_schema.read_text())
+    checks = Checks(check_regex, check_json, check_reference, schema)
     console = Console(stderr=True)
     swept, all_requests, summary = [], [], {}
     for value in levels:
