@@ -92,16 +92,16 @@ async def run(
         headers["Authorization"] = f"Bearer {api_key}"
     connector = aiohttp.TCPConnector(limit=0)  # aiohttp's default of 100 would cap concurrency silently
     timeout = aiohttp.ClientTimeout(total=plan.timeout)
-    records: list[RequestRecord] = []
+    raw: list[tuple[RequestRecord, float, list[tuple[float, bytes]], dict[str, Any]]] = []
     async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as session:
         t0 = time.perf_counter()
 
         async def one(i: int) -> None:
             prompt = prompts[i % len(prompts)]
-            rec = await _request(session, url, model, prompt, f"{prompt.get('id', i)}#{i}", t0, checks)
+            rec, start, chunks = await _request(session, url, model, prompt, f"{prompt.get('id', i)}#{i}", t0)
             rec.prompt_id = prompt.get("id")
             rec.question = _question(prompt)
-            records.append(rec)
+            raw.append((rec, start, chunks, prompt))
             on_done(rec)
 
         if plan.rate is None:
@@ -124,6 +124,10 @@ async def run(
                 tasks.append(asyncio.create_task(_bounded(slots, one, i)))
             await asyncio.gather(*tasks)
         total = time.perf_counter() - t0
+    records = []
+    for rec, start, chunks, prompt in raw:
+        finish(rec, start, chunks, prompt, checks)
+        records.append(rec)
     lo, hi = plan.warmup, total - plan.cooldown
     kept = [r for r in records if lo <= r.start <= hi]
     return sorted(kept, key=lambda r: r.start), max(hi - lo, 1e-9)
@@ -144,8 +148,8 @@ async def _request(
     prompt: dict[str, Any],
     rid: str,
     t0: float,
-    checks: Checks,
-) -> RequestRecord:
+) -> tuple[RequestRecord, float, list[tuple[float, bytes]]]:
+    """Send one request; keep the raw body chunks with their arrival times (decoded after the run)."""
     body = {
         "model": model,
         "messages": prompt["messages"],
@@ -154,38 +158,48 @@ async def _request(
         "stream_options": {"include_usage": True},
     }
     payload = orjson.dumps(body)
+    chunks: list[tuple[float, bytes]] = []
     start = time.perf_counter()
     rec = RequestRecord(id=rid, start=start - t0)
-    events: list[tuple[float, dict[str, Any]]] = []
     try:
         async with session.post(url.rstrip("/") + "/chat/completions", data=payload) as resp:
             rec.status = resp.status
             rec.variant = resp.headers.get("X-Modelfleet-Deployment")
             if resp.status >= 400:
                 rec.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
-                return rec
-            decoder = SSEDecoder()
-            raw: list[tuple[float, bytes]] = []
+                return rec, start, chunks
             async for chunk in resp.content.iter_any():
-                now = time.perf_counter()  # arrival time, before any parsing
-                raw.extend((now, data) for data in decoder.feed(chunk))
-        for when, data in raw:
-            if data == DONE:
-                continue
-            msg = orjson.loads(data)
-            if "error" in msg:
-                rec.error = f"stream error: {msg['error'].get('message', msg['error'])}"
-                break
-            events.append((when, msg))
-    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+                chunks.append((time.perf_counter(), chunk))  # arrival time; parsing waits for the run's end
+    except (aiohttp.ClientError, TimeoutError) as exc:
         rec.error = f"{type(exc).__name__}: {exc}"
+    return rec, start, chunks
+
+
+def finish(
+    rec: RequestRecord, start: float, chunks: list[tuple[float, bytes]], prompt: dict[str, Any], checks: Checks
+) -> None:
+    """Decode the stream: events in one read share that read's arrival time, as they arrived together."""
+    decoder = SSEDecoder()
+    events: list[tuple[float, dict[str, Any]]] = []
+    try:
+        for when, chunk in chunks:
+            for data in decoder.feed(chunk):
+                if data == DONE:
+                    continue
+                msg = orjson.loads(data)
+                if "error" in msg:
+                    err = msg["error"]
+                    rec.error = f"stream error: {err.get('message', err) if isinstance(err, dict) else err}"
+                    break
+                events.append((when, msg))
+    except orjson.JSONDecodeError as exc:
+        rec.error = f"malformed event: {exc}"
     apply_timeline(rec, start, events)
     text = "".join(
         (c.get("delta") or {}).get("content") or c.get("text") or "" for _, m in events for c in m.get("choices") or ()
     )
     rec.output = text
     rec.passed = rec.ok and checks.passed(text, prompt.get("reference"))
-    return rec
 
 
 def _question(prompt: dict[str, Any]) -> str:

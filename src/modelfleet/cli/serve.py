@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import click
 import orjson
 
-from modelfleet.cli.options import fleet_file, load_or_exit
+from modelfleet.cli.options import fleet_file, load_or_exit, run_async
 from modelfleet.config import Fleet
 from modelfleet.errors import EngineUnavailable
 from modelfleet.observability import logging as mf_logging
@@ -60,19 +59,10 @@ def serve(
     from modelfleet.serve import serve as run
 
     try:
-        _run(run(fleet, worker=worker_fleet is not None))
+        run_async(run(fleet, worker=worker_fleet is not None))
     except EngineUnavailable as exc:
         click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
         sys.exit(2)
     except OSError as exc:
         click.echo(click.style("error: ", fg="red", bold=True) + f"cannot listen: {exc.strerror or exc}", err=True)
         sys.exit(1)
-
-
-def _run(coro) -> None:  # type: ignore[no-untyped-def]
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
