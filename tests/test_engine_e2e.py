@@ -129,3 +129,26 @@ def test_a_killed_engine_is_restarted(gw, client):
     assert reply.choices[0].message.content is not None
     new_pid = int(gw.wait_for(r"replica smollm2-0 ready at \S+ \(pid (\d+)\)", 30, start=mark).group(1))
     assert new_pid != pid
+
+
+def test_content_parts_are_joined_and_images_refused(client):
+    parts = [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}]
+    as_parts = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": parts}], max_tokens=8, temperature=0
+    )
+    as_text = client.chat.completions.create(model="smollm2", messages=HELLO, max_tokens=8, temperature=0)
+    assert as_parts.choices[0].message.content == as_text.choices[0].message.content
+    image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": image}], max_tokens=2)
+    assert "takes text only" in info.value.message and "'image_url'" in info.value.message
+
+
+def test_ignore_eos_gives_exactly_max_tokens(client):
+    question = [{"role": "user", "content": "What is 2+2? Answer with a number only."}]
+    short = client.chat.completions.create(model="smollm2", messages=question, max_tokens=60, temperature=0)
+    assert short.usage.completion_tokens < 60  # the model stops by itself...
+    fixed = client.chat.completions.create(
+        model="smollm2", messages=question, max_tokens=60, temperature=0, extra_body={"ignore_eos": True}
+    )
+    assert fixed.usage.completion_tokens == 60 and fixed.choices[0].finish_reason == "length"  # ...unless told not to

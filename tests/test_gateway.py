@@ -242,5 +242,6 @@ def test_metrics_and_readiness(gw, http):
     assert 'modelfleet_output_tokens_total{deployment="ok",route="chat"}' in text
     assert 'modelfleet_replica_ready{deployment="ok",replica="ok-0"} 1.0' in text
     assert http.get(gw.base + "/healthz").json() == {"status": "ok"}
+    assert http.get(gw.base + "/health").json() == {"status": "ok"}
     ready = http.get(gw.base + "/readyz").json()
     assert ready["routes"]["chat"] is True

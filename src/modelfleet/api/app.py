@@ -64,6 +64,7 @@ def create_app(
     add("POST", "/v1/embeddings", with_context(embeddings))
     add("GET", "/v1/models", with_context(list_models))
     add("GET", "/healthz", with_context(healthz))
+    add("GET", "/health", with_context(healthz))  # vLLM's, TGI's and llama.cpp's name, for tools that expect it
     add("GET", "/readyz", with_context(readyz))
     add("GET", "/metrics", with_context(prometheus))
     if cors.allow_origins:

@@ -95,6 +95,8 @@ class Engine:
             kw.update({_CHAT_ONLY[k]: v for k, v in body.items() if k in _CHAT_ONLY and v is not None})
         elif body.get("logprobs") is not None:
             kw["logprobs"] = body["logprobs"]
+        if body.get("ignore_eos"):  # vLLM's switch for fixed-length outputs, as benchmarks use it
+            kw["logit_bias"] = {**(kw.get("logit_bias") or {}), str(self.llm.token_eos()): float("-inf")}
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         kw["max_tokens"] = max_tokens if max_tokens else None
         if not chat:
@@ -116,7 +118,7 @@ class Engine:
             cancel.prompt_tokens = len(tokens)
             return self.llm.create_completion(prompt=tokens, stream=stream, stopping_criteria=criteria, **kw)
 
-        formatted = self._format_chat(messages=body["messages"])
+        formatted = self._format_chat(messages=[_text_only(m) for m in body["messages"]])
         tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
         cancel.prompt_tokens = len(tokens)
         if formatted.stop:
@@ -147,6 +149,20 @@ class Engine:
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
+
+
+def _text_only(message: dict) -> dict:
+    """OpenAI allows content as a list of parts; chat templates expect a string, so join the text parts."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    texts = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") != "text":
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise _bad(f"the llama-cpp engine takes text only; got a content part of type {kind!r}.", "messages")
+        texts.append(str(part.get("text", "")))
+    return {**message, "content": "".join(texts)}
 
 
 def _bad(message: str, param: str | None = None) -> web.HTTPBadRequest:
