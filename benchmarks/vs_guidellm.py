@@ -10,6 +10,7 @@ guidellm is not a modelfleet dependency (0.8.1 requires torch): install it in it
    which is vLLM's and modelfleet's TPOT; modelfleet's ITL is the gap between chunks.
 2. A fast fake server, concurrency 4, both clients pinned to core 0 and the server to core 1:
    the measurement overhead shows as TTFT and requests/s.
+Both ask for exactly 48 tokens per answer (guidellm sends ignore_eos; so does modelfleet here).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def start(argv: list[str], pattern: str, core: int | None = None) -> tuple[subpr
 def ours(url: str, model: str, promptset: Path, n: int, c: int, out: Path) -> dict:
     subprocess.run(
         ["taskset", "-c", "0", PY, "-m", "modelfleet", "bench", "run", "--url", url, "--model", model,
-         "--promptset", str(promptset), "-n", str(n), "-c", str(c), "-o", str(out)],
+         "--promptset", str(promptset), "-n", str(n), "-c", str(c), "-o", str(out), "--ignore-eos"],
         check=True, capture_output=True,
     )  # fmt: skip
     s = json.loads(out.read_text())["summary"]
@@ -100,6 +101,7 @@ def main() -> None:
             ("embedded engine, c=1", base, "smollm2", args.engine_requests, 1),
             ("fast fake server, c=4", fake_base, "fake", args.fake_requests, 4),
         ):
+            ours(url_base + "/v1", model, promptset, 3, 1, tmp / "warmup.json")  # an engine's first inferences are slow
             mine = ours(url_base + "/v1", model, promptset, n, c, tmp / "ours.json")
             theirs = guidellm(args.guidellm, url_base, model, data, n, c, tmp / "guidellm.json")
             rows_out.append((label, mine, theirs))

@@ -36,6 +36,7 @@ class LoadPlan:
     cooldown: float = 0.0  # seconds excluded at the end
     timeout: float = 300.0
     seed: int = 0
+    ignore_eos: bool = False  # ask for exactly max_tokens (vLLM's ignore_eos), for fixed output lengths
 
     def gaps(self) -> list[float]:
         if self.rate is None:
@@ -98,7 +99,9 @@ async def run(
 
         async def one(i: int) -> None:
             prompt = prompts[i % len(prompts)]
-            rec, start, chunks = await _request(session, url, model, prompt, f"{prompt.get('id', i)}#{i}", t0)
+            rec, start, chunks = await _request(
+                session, url, model, prompt, f"{prompt.get('id', i)}#{i}", t0, plan.ignore_eos
+            )
             rec.prompt_id = prompt.get("id")
             rec.question = _question(prompt)
             raw.append((rec, start, chunks, prompt))
@@ -148,6 +151,7 @@ async def _request(
     prompt: dict[str, Any],
     rid: str,
     t0: float,
+    ignore_eos: bool = False,
 ) -> tuple[RequestRecord, float, list[tuple[float, bytes]]]:
     """Send one request; keep the raw body chunks with their arrival times (decoded after the run)."""
     body = {
@@ -157,6 +161,8 @@ async def _request(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if ignore_eos:
+        body["ignore_eos"] = True
     payload = orjson.dumps(body)
     chunks: list[tuple[float, bytes]] = []
     start = time.perf_counter()

@@ -35,6 +35,7 @@ def bench() -> None:
 @click.option("--burstiness", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Gamma shape of arrival gaps: 1 = Poisson, <1 burstier, 1e6 = constant.")  # fmt: skip
 @click.option("--sweep", help="Repeat the run over levels: concurrency=1,2,4,8 or rate=5,10,20.")
+@click.option("--ignore-eos", is_flag=True, help="Ask for exactly max_tokens per request (vLLM's ignore_eos).")
 @click.option("--warmup", type=float, default=0.0, show_default=True, help="Seconds left out at the start.")
 @click.option("--cooldown", type=float, default=0.0, show_default=True, help="Seconds left out at the end.")
 @click.option("--slo", help="Goodput SLOs, e.g. ttft=500ms,tpot=50ms,e2el=10s.")
@@ -49,9 +50,9 @@ def bench() -> None:
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write a report (.html or .md).")
 def run_cmd(
     url: str, model: str, promptset_path: Path, requests: int, concurrency: int | None, rate: float | None,
-    burstiness: float, sweep: str | None, warmup: float, cooldown: float, slo: str | None, check_regex: str | None,
-    check_json: bool, check_reference: bool, check_schema: Path | None, api_key: str | None, seed: int,
-    out: Path | None, report: Path | None,
+    burstiness: float, sweep: str | None, ignore_eos: bool, warmup: float, cooldown: float, slo: str | None,
+    check_regex: str | None, check_json: bool, check_reference: bool, check_schema: Path | None,
+    api_key: str | None, seed: int, out: Path | None, report: Path | None,
 ) -> None:  # fmt: skip
     """Send a promptset and measure TTFT, TPOT, ITL, E2E latency, throughput and goodput.
 
@@ -69,7 +70,8 @@ def run_cmd(
     parameter, levels = _parse_sweep(sweep)
     prompts = ps.load(promptset_path)
     base = LoadPlan(requests=requests, concurrency=concurrency if (concurrency or rate) else 1, rate=rate,
-                    burstiness=burstiness, warmup=warmup, cooldown=cooldown, seed=seed)  # fmt: skip
+                    burstiness=burstiness, warmup=warmup, cooldown=cooldown, seed=seed,
+                    ignore_eos=ignore_eos)  # fmt: skip
     schema = None
     if check_schema is not None:
         try:
