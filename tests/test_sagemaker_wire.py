@@ -115,3 +115,42 @@ def test_real_eventstream_frames_split_anywhere_decode_to_the_same_answer():
             messages.extend(buf)
         events = [{m.headers[":event-type"]: {"Bytes": m.payload}} for m in messages]
         assert decode("tgi", list(payload_parts(events))) == expected
+
+
+def test_chat_template_from_tokenizer_config_matches_llama_cpp(tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from llama_cpp import llama_chat_format
+
+    from modelfleet.backends.chat_template import ChatTemplate
+    from modelfleet.engine.model import bundled_model_path
+
+    llm = llama_cpp.Llama(model_path=str(bundled_model_path()), vocab_only=True, verbose=False)
+    source = llm.metadata["tokenizer.chat_template"]
+    eos = llm._model.token_get_text(llm.token_eos())
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": source, "eos_token": {"content": eos}, "bos_token": None})
+    )
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Capital of France?"},
+    ]
+    ours = ChatTemplate.load(tmp_path / "tokenizer_config.json").render(messages)
+    theirs = llama_chat_format.Jinja2ChatFormatter(template=source, eos_token=eos, bos_token="")(messages=messages)
+    assert ours == theirs.prompt
+    assert ours.endswith("<|im_start|>assistant\n")
+
+
+def test_a_template_that_raises_or_is_missing_is_a_clear_error(tmp_path):
+    from modelfleet.backends.chat_template import ChatTemplate
+    from modelfleet.errors import ConfigError
+
+    (tmp_path / "t.jinja").write_text(
+        "{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}{% endif %}"
+    )
+    with pytest.raises(Exception, match="user first"):
+        ChatTemplate.load(tmp_path / "t.jinja").render([{"role": "system", "content": "x"}])
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="no `chat_template`"):
+        ChatTemplate.load(tmp_path / "tokenizer_config.json")
