@@ -87,7 +87,7 @@ class Gateway:
         if self.access_log:
             self.access_log.start()
         publisher = asyncio.create_task(self._publish_metrics()) if self.metrics.share_dir else None
-        await self.control.start(wait=False)
+        await self.control.start()
         yield
         if publisher:
             publisher.cancel()

@@ -33,7 +33,7 @@ class Backend(Protocol):
         """POST with stream=true; returns once the upstream has answered 2xx headers."""
         ...
 
-    async def probe(self, replica: Replica, timeout: float) -> str | None:
+    async def probe(self, replica: Replica, timeout: float, path: str = "/models") -> str | None:
         """None when the replica answers its health check, else the reason it does not."""
         ...
 

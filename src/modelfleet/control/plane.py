@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 
 from modelfleet.config import Fleet, LlamaCppDeployment, OpenAIDeployment
 from modelfleet.control.replicas import EngineSupervisor, URLProber
 from modelfleet.types import Replica, ReplicaState
-
-log = logging.getLogger("modelfleet.control")
 
 
 class ControlPlane:
@@ -39,21 +36,13 @@ class ControlPlane:
     def _changed(self, replica: Replica) -> None:
         self.on_change(replica.deployment)
 
-    async def start(self, wait: bool = True) -> None:
-        """Start every replica; with `wait`, return once each has become ready or failed its first start."""
-        started = [asyncio.Event() for _ in self._supervisors]
-        for sup, ev in zip(self._supervisors, started, strict=True):
-            self._tasks.append(asyncio.create_task(sup.run(ev), name=f"engine:{sup.replica.name}"))
+    async def start(self) -> None:
+        """Start every replica; engines come up in the background, URL replicas get a first probe now."""
+        for sup in self._supervisors:
+            self._tasks.append(asyncio.create_task(sup.run(), name=f"engine:{sup.replica.name}"))
         for prober in self._probers:
             await prober.probe_all()
             self._tasks.append(asyncio.create_task(prober.run(), name=f"probe:{prober.deployment}"))
-        if not wait:
-            return
-        await asyncio.gather(*(ev.wait() for ev in started))
-        for name, reps in self.replicas.items():
-            for r in reps:
-                if not r.ready:
-                    log.warning("deployment %s replica %s is not ready: %s", name, r.name, r.reason)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -32,7 +32,7 @@ class EngineSupervisor:
         self.replica.mark(state, reason)
         self.changed(self.replica)
 
-    async def run(self, first_attempt_done: asyncio.Event) -> None:
+    async def run(self) -> None:
         backoff = _BACKOFF_START
         model_path = self.dep.model_path or bundled_model_path()
         while True:
@@ -51,13 +51,11 @@ class EngineSupervisor:
             except EngineStartError as exc:
                 log.error("replica %s failed to start: %s", self.replica.name, exc)
                 self._set(ReplicaState.UNHEALTHY, f"failed to start: {exc}")
-                first_attempt_done.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue
             log.info("replica %s ready at %s (pid %s)", self.replica.name, self.replica.url, self.process.pid)
             self._set(ReplicaState.READY)
-            first_attempt_done.set()
             backoff = _BACKOFF_START
             code = await self.process.wait()
             self.restarts += 1

@@ -105,7 +105,7 @@ class Engine:
                 kw["echo"] = True
         return kw
 
-    def _generate(self, body: dict, chat: bool, stream: bool, cancel: _Cancelled) -> Any:
+    def generate(self, body: dict, chat: bool, stream: bool, cancel: _Cancelled) -> Any:
         kw = self._kwargs(body, chat)
         criteria = self._criteria_list([cancel])
         if not chat:
@@ -216,7 +216,7 @@ def _dumps(obj: Any) -> str:
 
 def _complete(engine: Engine, body: dict, chat: bool, cancel: _Cancelled) -> dict:
     try:
-        return engine._generate(body, chat, stream=False, cancel=cancel)
+        return engine.generate(body, chat, stream=False, cancel=cancel)
     except ValueError as exc:  # e.g. prompt longer than the context
         raise _bad(str(exc)) from None
 
@@ -232,7 +232,7 @@ async def _stream(
 
     def produce() -> None:
         try:
-            chunks: Iterator[dict] = engine._generate(body, chat, stream=True, cancel=cancel)
+            chunks: Iterator[dict] = engine.generate(body, chat, stream=True, cancel=cancel)
             text: list[str] = []
             last: dict | None = None
             for chunk in chunks:
