@@ -217,7 +217,12 @@ class Proxy:
                     if data == DONE:
                         done = True
                         continue
-                    obj = orjson.loads(data)
+                    try:
+                        obj = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamError(
+                            f"deployment {target.name!r} replica {replica.name} sent a malformed event"
+                        ) from None
                     if not isinstance(obj, dict):
                         continue
                     if "error" in obj:  # the upstream's own terminal error event
@@ -251,10 +256,6 @@ class Proxy:
             # Headers are gone: end with an explicit error event, never a silent truncation.
             await response.write_eof(event(exc.body()))
             return response, exc.status, usage, ttft
-        except orjson.JSONDecodeError:
-            err = UpstreamError(f"deployment {target.name!r} replica {replica.name} sent a malformed event")
-            await response.write(event(err.body()))
-            return response, err.status, usage, ttft
         finally:
             upstream.close()
 

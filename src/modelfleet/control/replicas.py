@@ -47,7 +47,7 @@ class EngineSupervisor:
             self._set(ReplicaState.STARTING, "engine starting")
             try:
                 self.replica.url = await self.process.start(self.dep.startup_timeout)
-                self.port = int(self.replica.url.rsplit(":", 1)[1].split("/", 1)[0])
+                self.port = self.process.port
             except EngineStartError as exc:
                 log.error("replica %s failed to start: %s", self.replica.name, exc)
                 self._set(ReplicaState.UNHEALTHY, f"failed to start: {exc}")

@@ -30,6 +30,7 @@ class EngineProcess:
             "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
         self.log = logging.getLogger(f"modelfleet.engine.{replica}")
+        self.port = port  # 0 until the engine reports the port it bound
         self.proc: asyncio.subprocess.Process | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
         self._stderr_task: asyncio.Task[None] | None = None
@@ -62,6 +63,7 @@ class EngineProcess:
             if self._stderr_task:
                 await self._stderr_task
             raise EngineStartError(f"engine exited with code {code} while starting{self._last_words()}")
+        self.port = port
         return f"http://127.0.0.1:{port}/v1"
 
     async def _read_port(self) -> int | None:

@@ -129,10 +129,13 @@ class GatewayMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def _snapshot(self) -> dict[str, dict]:
+        return {f"{r}\x00{d}": s.snapshot() for (r, d), s in self.stats.items()}
+
     def publish(self) -> None:
         if self.share_dir is None:
             return
-        doc = {f"{r}\x00{d}": s.snapshot() for (r, d), s in self.stats.items()}
+        doc = self._snapshot()
         tmp = self.share_dir / f".metrics-{os.getpid()}.tmp"
         tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS))
         tmp.replace(self.share_dir / f"metrics-{os.getpid()}.json")
@@ -141,7 +144,7 @@ class GatewayMetrics:
         if self.share_dir is None:
             return self.stats
         total: dict[tuple[str, str], RouteStats] = {}
-        sources = [{f"{r}\x00{d}": s.snapshot() for (r, d), s in self.stats.items()}]
+        sources = [self._snapshot()]
         for path in self.share_dir.glob("metrics-*.json"):
             if path.stem != f"metrics-{os.getpid()}":
                 try:
