@@ -14,6 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from modelfleet.access.admin import TeamAdmin
+from modelfleet.access.directory import Directory
+from modelfleet.access.gate import Gate
+from modelfleet.api.admin import AdminAPI
 from modelfleet.api.app import create_app
 from modelfleet.api.proxy import Proxy, RouteEntry, Target
 from modelfleet.backends.openai_http import OpenAIHTTPBackend
@@ -24,6 +28,9 @@ from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
+from modelfleet.state import open_counters, open_store
+from modelfleet.state.counters import periods
+from modelfleet.state.usage import UsageLedger
 from modelfleet.types import Replica
 
 log = logging.getLogger("modelfleet")
@@ -44,6 +51,7 @@ class Gateway:
                 self.control.replicas[name],
                 max_concurrency=dep.max_concurrency,
                 max_queue=dep.max_queue,
+                stale_after=dep.load_metrics.stale_after if dep.load_metrics else None,
             )
             upstream_model = (dep.model or name) if isinstance(dep, OpenAIDeployment) else name
             api_key = dep.api_key if isinstance(dep, OpenAIDeployment) else None
@@ -56,16 +64,30 @@ class Gateway:
                 supports_embeddings=dep.supports_embeddings,
             )
         routes = {
-            name: RouteEntry(name, route.timeout, WeightedChoice(route.deployments))
+            name: RouteEntry(
+                name,
+                route.timeout,
+                WeightedChoice(route.deployments),
+                sticky=route.sticky.removeprefix("header:") if route.sticky else None,
+                strict=route.strict,
+                fallbacks=tuple(route.fallbacks) if isinstance(route.fallbacks, list) else (),
+            )
             for name, route in fleet.routes.items()
         }
+        self.store = open_store(fleet.state.store)
+        self.counters = open_counters(fleet.state.counters)
+        self.ledger = UsageLedger(self.store, fleet.state.flush_interval)
+        self.directory = Directory(fleet.teams, self.store, fleet.state.refresh_interval)
+        self.gate = Gate(self.directory, self.counters, self.ledger)
         self.access_log = AccessLog(fleet.server.log_format) if fleet.server.access_log else None
         self.proxy = Proxy(
             routes,
             targets,
             self.metrics,
+            self.gate,
             max_body_bytes=fleet.server.max_body_bytes,
             access_log=self.access_log,
+            request_failed=self.control.request_failed,
         )
         self.metrics.watch_replicas(
             lambda: [r for reps in self.control.replicas.values() for r in reps],
@@ -73,9 +95,11 @@ class Gateway:
         )
         created = int(time.time())
         models = [{"id": n, "object": "model", "created": created, "owned_by": "modelfleet"} for n in routes]
+        admin = AdminAPI(TeamAdmin(self.store, list(routes), fleet.teams), self.gate, fleet.auth.admin_key)
         self.app = create_app(
-            self.proxy, metrics=self.metrics, readiness=self.readiness, models=models, cors=fleet.server.cors
-        )
+            self.proxy, metrics=self.metrics, readiness=self.readiness, models=models, cors=fleet.server.cors,
+            admin=admin,
+        )  # fmt: skip
         self.app.cleanup_ctx.append(self._lifecycle)
 
     def _replica_changed(self, deployment: str) -> None:
@@ -87,17 +111,39 @@ class Gateway:
         if self.access_log:
             self.access_log.start()
         publisher = asyncio.create_task(self._publish_metrics()) if self.metrics.share_dir else None
+        await self.directory.start()
+        await self._seed_budgets()
+        self.ledger.start()
         await self.control.start()
         yield
         if publisher:
             publisher.cancel()
             self.metrics.publish()
-        # aiohttp has already drained in-flight requests when cleanup runs.
+        # aiohttp has already drained in-flight requests when cleanup runs: every request is in the ledger.
+        await self.ledger.stop()
+        await self.directory.stop()
         await self.control.stop()
+        await self.counters.aclose()
+        await self.store.close()
         if self.access_log:
             await self.access_log.stop()
         for target in self.proxy.targets.values():
             await target.backend.aclose()
+
+    async def _seed_budgets(self) -> None:
+        """Counters may start empty (a restart, memory counters): budgets spent so far come from the ledger."""
+        budgeted = [c for c in self.directory.teams.values() if c.limits.tokens_per_day or c.limits.tokens_per_month]
+        if not budgeted:
+            return
+        day, month, _, _ = periods(time.time())
+        try:
+            today = await self.store.tokens_since(day)
+            this_month = await self.store.tokens_since(month + "-01")
+        except Exception as exc:
+            log.error("cannot read spent budgets from the store (%s); budgets count from zero", exc)
+            return
+        for c in budgeted:
+            await self.counters.seed(c.team, today.get(c.team, 0), this_month.get(c.team, 0))
 
     async def _publish_metrics(self) -> None:
         while True:
@@ -119,7 +165,7 @@ def worker_fleet(fleet: Fleet, replicas: dict[str, list[Replica]]) -> Fleet:
         if isinstance(dep, LlamaCppDeployment):
             deployments[name] = OpenAIDeployment(
                 kind="openai", urls=[r.url for r in replicas[name]], model=name, max_concurrency=1,
-                max_queue=dep.max_queue, health_interval=1.0, supports_embeddings=False,
+                max_queue=dep.max_queue, health={"interval": 1.0}, supports_embeddings=False,
             )  # fmt: skip
         else:
             deployments[name] = dep

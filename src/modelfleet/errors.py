@@ -5,7 +5,10 @@
     ├── EngineUnavailable       the embedded engine's packages are not installed
     └── APIError                answered to a client in the OpenAI error schema
         ├── InvalidRequest      400  malformed JSON, wrong types, unsupported parameters
+        ├── Unauthorized        401  a missing, unknown or revoked API key
+        ├── Forbidden           403  a route (or usage) outside the caller's team
         ├── ModelNotFound       404  `model` names no route
+        ├── RateLimited         429  a team limit or budget is reached (with Retry-After, x-ratelimit-*)
         ├── BodyTooLarge        413  over `server.max_body_bytes`
         ├── Unavailable         503  no ready replica, or the queue is full (with Retry-After)
         ├── UpstreamRejected    4xx  the deployment refused the request itself (passed through)
@@ -71,6 +74,24 @@ class APIError(ModelfleetError):
 class InvalidRequest(APIError):
     status = 400
     type = "invalid_request_error"
+
+
+class Unauthorized(APIError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(APIError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class RateLimited(APIError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
 
 
 class ModelNotFound(APIError):

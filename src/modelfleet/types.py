@@ -17,7 +17,8 @@ class ReplicaState(StrEnum):
 class Replica:
     """One running copy of a deployment, reachable at `url` (an OpenAI base URL ending in /v1).
 
-    The control plane writes `state` and `reason`; the gateway reads them and counts `inflight`.
+    The control plane writes `state`, `reason` and the engine's `load` (with `load_at`, a monotonic
+    time); the gateway counts `inflight` and consecutive `failures`, and reports them.
     """
 
     deployment: str
@@ -26,6 +27,9 @@ class Replica:
     state: ReplicaState = ReplicaState.STARTING
     reason: str = "starting"
     inflight: int = 0
+    failures: int = 0
+    load: float = 0.0
+    load_at: float = 0.0
 
     @property
     def ready(self) -> bool:

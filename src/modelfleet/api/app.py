@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from modelfleet.api.admin import AdminAPI
 from modelfleet.api.context import CORS, with_context
 from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, Proxy
 from modelfleet.config import Cors
@@ -21,8 +22,10 @@ def create_app(
     readiness: Callable[[], tuple[bool, dict[str, Any]]],
     models: list[dict[str, Any]],
     cors: Cors,
+    admin: AdminAPI,
 ) -> web.Application:
     models_body = orjson.dumps({"object": "list", "data": models})
+    gate = proxy.gate
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await proxy.handle(request, CHAT)
@@ -33,8 +36,12 @@ def create_app(
     async def embeddings(request: web.Request) -> web.StreamResponse:
         return await proxy.handle(request, EMBEDDINGS)
 
-    async def list_models(_: web.Request) -> web.Response:
-        return web.Response(body=models_body, content_type="application/json")
+    async def list_models(request: web.Request) -> web.Response:
+        caller = await gate.authenticate(request.headers.get("Authorization"))
+        if caller is None or caller.routes is None:
+            return web.Response(body=models_body, content_type="application/json")
+        mine = [m for m in models if caller.may_use(m["id"])]  # a team sees only its own routes
+        return web.Response(body=orjson.dumps({"object": "list", "data": mine}), content_type="application/json")
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(body=b'{"status":"ok"}', content_type="application/json")
@@ -67,6 +74,8 @@ def create_app(
     add("GET", "/health", with_context(healthz))  # vLLM's, TGI's and llama.cpp's name, for tools that expect it
     add("GET", "/readyz", with_context(readyz))
     add("GET", "/metrics", with_context(prometheus))
+    for method, path, handler in admin.routes():
+        add(method, path, with_context(handler))
     if cors.allow_origins:
         policy = CORS(cors)
         add("OPTIONS", "/{tail:.*}", with_context(policy.preflight))

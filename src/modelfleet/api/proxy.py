@@ -1,7 +1,14 @@
-"""The hot path: validate, resolve the route, take a replica, forward, relay, account.
+"""The hot path: authenticate, validate, resolve the route, take a replica, forward, relay, account.
 
-    request -> validate(schema) -> route.pick() deployment -> dispatcher.acquire() replica
-            -> backend.send() / backend.open_stream() -> rewrite `model`, collect usage -> client
+    request -> gate.authenticate (401) -> validate(schema) -> route (404, 403 for another team's)
+            -> gate.admit (429) -> candidates: the picked deployment, its route's others, fallbacks
+            -> dispatcher.acquire() replica -> backend.send() / open_stream() -> rewrite, relay
+            -> gate.finish (settle limits, usage ledger)
+
+A failure before the first byte (refused, 5xx, timeout) is safe to retry, since the client has seen
+nothing and generation has no side effects: first on another ready replica of the same deployment,
+then on the route's other deployments and its `fallbacks`. A strict route (`fallbacks: none`) never
+leaves its deployment and never waits for one that is starting: it fails at once, naming it.
 
 Bodies are parsed once with orjson and forwarded as the client wrote them, but for `model`
 (the route name becomes the upstream's name, and back) and `stream_options.include_usage`
@@ -13,20 +20,31 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 from pydantic import TypeAdapter
 
+from modelfleet.access.directory import Caller
+from modelfleet.access.gate import Gate
 from modelfleet.api import schema
 from modelfleet.api.sse import DONE, DONE_EVENT, SSEDecoder, event
 from modelfleet.backends.base import Backend
-from modelfleet.errors import APIError, BodyTooLarge, InvalidRequest, ModelNotFound, UpstreamError
+from modelfleet.errors import (
+    APIError,
+    BodyTooLarge,
+    InvalidRequest,
+    ModelNotFound,
+    Unavailable,
+    UpstreamError,
+)
 from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
-from modelfleet.routing.routes import WeightedChoice
+from modelfleet.routing.routes import WeightedChoice, sticky_point
+from modelfleet.state.counters import Verdict
 from modelfleet.types import Replica, Usage
 
 REQUEST_ID = web.AppKey("request_id", str)
@@ -64,6 +82,25 @@ class RouteEntry:
     name: str
     timeout: float
     choice: WeightedChoice
+    sticky: str | None = None  # "user", or a header name
+    strict: bool = False
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What one request carries through its attempts."""
+
+    request: web.Request
+    endpoint: Endpoint
+    route: RouteEntry
+    body: dict
+    rid: str
+    started: float
+    timeout: float
+    stream: bool
+    client_wants_usage: bool
+    headers: dict[str, str]
 
 
 class Proxy:
@@ -72,74 +109,69 @@ class Proxy:
         routes: dict[str, RouteEntry],
         targets: dict[str, Target],
         metrics: GatewayMetrics,
+        gate: Gate,
         *,
         max_body_bytes: int,
         access_log: AccessLog | None = None,
+        request_failed: Callable[[Replica, str], None] = lambda r, why: None,
     ) -> None:
         self.routes = routes
         self.targets = targets
         self.metrics = metrics
+        self.gate = gate
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
+        self.request_failed = request_failed
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = time.perf_counter()
         rid = request[REQUEST_ID]
-        route_name = deployment = replica_name = ""
+        route_name = deployment = variant = ""
+        replica_box: list[Replica] = []
         status = 500
         usage: Usage | None = None
         ttft: float | None = None
+        caller: Caller | None = None
+        verdict: Verdict | None = None
         try:
-            body = await self._read_json(request)
+            caller = await self.gate.authenticate(request.headers.get("Authorization"))
+            body, size = await self._read_json(request)
             schema.validate(endpoint.schema, body)
             route = self.routes.get(body["model"])
-            if route is None:
-                raise ModelNotFound(
-                    f"The model {body['model']!r} does not exist; available: {', '.join(self.routes)}",
-                    param="model",
-                )
+            if route is None or (caller is not None and not caller.may_use(route.name)):
+                if route is not None and caller is not None:
+                    self.gate.allow(caller, route.name)  # raises 403: the route exists, but is not theirs
+                available = ", ".join(self.gate.routes_for(caller, list(self.routes)))
+                raise ModelNotFound(f"The model {body['model']!r} does not exist; available: {available}",
+                                    param="model")  # fmt: skip
             route_name = route.name
-            target = self.targets[route.choice.pick()]
-            deployment = target.name
-            if endpoint is EMBEDDINGS and not target.supports_embeddings:
-                raise InvalidRequest(
-                    f"route {route.name!r} is served by deployment {target.name!r} ({target.kind}), "
-                    "which does not serve embeddings",
-                    param="model",
-                )
+            variant = route.choice.pick(self._sticky(route, request, body))
+            timeout = route.timeout
+            headers: dict[str, str] = {"X-Request-ID": rid}
+            if caller is not None:
+                if caller.timeout is not None:
+                    timeout = min(timeout, caller.timeout)
+                if caller.limited:
+                    verdict = await self.gate.admit(caller, body, size, rid)
+                    headers.update(self.gate.headers(caller, verdict))
             stream = endpoint.streams and body.get("stream") is True
             client_wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
-            body["model"] = target.upstream_model
             if stream:
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            payload = orjson.dumps(body)
-
-            stats = self.metrics.stats_for(route_name, deployment)
-            for attempt in range(2):
-                replica = await target.dispatcher.acquire(route.timeout)
-                replica_name = replica.name
-                stats.inflight += 1
+            ex = _Exchange(request, endpoint, route, body, rid, started, timeout, stream, client_wants_usage,
+                           headers)  # fmt: skip
+            candidates = self._candidates(route, variant, caller)
+            errors: list[APIError] = []
+            for i, target in enumerate(candidates):
+                deployment = target.name
                 try:
-                    if stream:
-                        streamed, status, usage, ttft = await self._relay_stream(
-                            request, endpoint, route, target, replica, payload, rid, started, client_wants_usage
-                        )
-                        return streamed
-                    reply = await target.backend.send(replica, endpoint.path, payload, rid, route.timeout)
-                    break
-                except UpstreamError as exc:
-                    # Failed before the first byte (refused, or the server died): the client has seen
-                    # nothing and generation has no side effects, so one retry is safe. The pause lets
-                    # the control plane notice a dead engine first, so the retry waits for its restart.
-                    if exc.code != "upstream_unreachable" or attempt:
-                        raise
-                finally:
-                    target.dispatcher.release(replica)
-                    stats.inflight -= 1
-                await asyncio.sleep(_RETRY_PAUSE)
-            response, usage = _rewrite_reply(reply, route.name, target, rid)
-            status = 200
-            return response
+                    response, status, usage, ttft = await self._serve(
+                        ex, target, replica_box, last=i == len(candidates) - 1
+                    )
+                    return response
+                except (Unavailable, UpstreamError) as exc:
+                    errors.append(exc)
+            raise _exhausted(route, candidates, errors)
         except APIError as exc:
             status = exc.status
             raise
@@ -149,6 +181,9 @@ class Proxy:
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.observe(route_name, deployment, status, elapsed, ttft, usage)
+            if route_name:
+                prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+                self.gate.finish(caller, verdict, route_name, deployment, variant, status == 200, prompt, completion)
             if self.access_log is not None:
                 self.access_log.record(
                     rid,
@@ -158,10 +193,75 @@ class Proxy:
                     elapsed * 1000,
                     route_name,
                     deployment,
-                    replica_name,
+                    replica_box[-1].name if replica_box else "",
                 )
 
-    async def _read_json(self, request: web.Request) -> dict:
+    def _sticky(self, route: RouteEntry, request: web.Request, body: dict) -> float | None:
+        if route.sticky is None:
+            return None
+        key = body.get("user") if route.sticky == "user" else request.headers.get(route.sticky)
+        return sticky_point(route.name, key) if isinstance(key, str) and key else None
+
+    def _candidates(self, route: RouteEntry, first: str, caller: Caller | None) -> list[Target]:
+        """The deployments to try, in order: the pick, then (unless strict) the route's others and its fallbacks."""
+        if route.strict:
+            return [self.targets[first]]
+        names = route.choice.order(first)
+        for fb_name in route.fallbacks:
+            fb = self.routes[fb_name]
+            if caller is None or caller.may_use(fb_name):  # a fallback never crosses into another team's routes
+                names += fb.choice.order(fb.choice.pick())
+        seen: set[str] = set()
+        return [self.targets[n] for n in names if not (n in seen or seen.add(n))]
+
+    async def _serve(
+        self, ex: _Exchange, target: Target, replica_box: list[Replica], *, last: bool
+    ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
+        """Answer from one deployment, retrying on its other replicas while nothing has reached the client."""
+        if ex.endpoint is EMBEDDINGS and not target.supports_embeddings:
+            raise InvalidRequest(
+                f"route {ex.route.name!r} is served by deployment {target.name!r} ({target.kind}), "
+                "which does not serve embeddings",
+                param="model",
+            )
+        ex.body["model"] = target.upstream_model
+        payload = orjson.dumps(ex.body)
+        dispatcher = target.dispatcher
+        stats = self.metrics.stats_for(ex.route.name, target.name)
+        tried: list[Replica] = []
+        same_again = False
+        # Waiting for a starting replica beats failing, unless there is somewhere else to go.
+        wait_starting = last and not ex.route.strict
+        while True:
+            replica = await dispatcher.acquire(ex.timeout, () if same_again else tried, wait_starting)
+            replica_box.append(replica)
+            stats.inflight += 1
+            try:
+                if ex.stream:
+                    return await self._relay_stream(ex, target, replica, payload)
+                reply = await target.backend.send(replica, ex.endpoint.path, payload, ex.rid, ex.timeout)
+                if replica.failures:
+                    replica.failures = 0
+                response, usage = _rewrite_reply(reply, ex.route.name, target, ex.headers)
+                return response, 200, usage, None
+            except UpstreamError as exc:
+                # Nothing has reached the client yet (a stream that had started answered with an error event).
+                replica.failures += 1
+                self.request_failed(replica, exc.message)
+                tried.append(replica)
+                if any(r.ready and r not in tried for r in dispatcher.replicas):
+                    continue  # another replica of the same deployment
+                if exc.code != "upstream_unreachable" or same_again:
+                    raise
+                # The only replica refused or died: an engine restarting says so within the pause,
+                # and the retry then waits for it rather than failing.
+                same_again = True
+            finally:
+                dispatcher.release(replica)
+                stats.inflight -= 1
+            await asyncio.sleep(_RETRY_PAUSE)
+
+    async def _read_json(self, request: web.Request) -> tuple[dict, int]:
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             raise BodyTooLarge(
@@ -182,27 +282,22 @@ class Proxy:
             raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise InvalidRequest(f"the request body must be a JSON object, got {type(body).__name__}")
-        return body
+        return body, len(raw)
 
     async def _relay_stream(
-        self,
-        request: web.Request,
-        endpoint: Endpoint,
-        route: RouteEntry,
-        target: Target,
-        replica: Replica,
-        payload: bytes,
-        rid: str,
-        started: float,
-        client_wants_usage: bool,
+        self, ex: _Exchange, target: Target, replica: Replica, payload: bytes
     ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
-        upstream = await target.backend.open_stream(replica, endpoint.path, payload, rid, route.timeout)
+        request, endpoint, route, rid, started = ex.request, ex.endpoint, ex.route, ex.rid, ex.started
+        client_wants_usage = ex.client_wants_usage
+        upstream = await target.backend.open_stream(replica, endpoint.path, payload, rid, ex.timeout)
+        if replica.failures:
+            replica.failures = 0
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
-                "X-Request-ID": rid,
                 DEPLOYMENT_HEADER: target.name,
+                **ex.headers,
             }
         )
         usage: Usage | None = None
@@ -260,8 +355,10 @@ class Proxy:
             upstream.close()
 
 
-def _rewrite_reply(reply: bytes, route: str, target: Target, rid: str) -> tuple[web.Response, Usage | None]:
-    headers = {DEPLOYMENT_HEADER: target.name, "X-Request-ID": rid}
+def _rewrite_reply(
+    reply: bytes, route: str, target: Target, headers: dict[str, str]
+) -> tuple[web.Response, Usage | None]:
+    headers = {DEPLOYMENT_HEADER: target.name, **headers}
     try:
         doc = orjson.loads(reply)
     except orjson.JSONDecodeError:
@@ -281,3 +378,17 @@ def _upstream_stream_error(target: Target, replica: Replica, err: object) -> Ups
         f"deployment {target.name!r} replica {replica.name} failed mid-stream: {message}",
         code="upstream_stream_error",
     )
+
+
+def _exhausted(route: RouteEntry, candidates: list[Target], errors: list[APIError]) -> APIError:
+    """One error for a request no deployment could serve; it names each deployment and why."""
+    if route.strict:
+        err = errors[0]
+        err.message = f"route {route.name!r} is strict (fallbacks: none) and {err.message}"
+        return err
+    if len(errors) == 1:
+        return errors[0]
+    first = errors[0]
+    why = "; ".join(f"{t.name}: {e.message}" for t, e in zip(candidates, errors, strict=False))
+    first.message = f"route {route.name!r}: no deployment could answer ({why})"
+    return first

@@ -99,7 +99,7 @@ async def drill_fleet() -> AsyncIterator[Fleet]:
         fleet.write_text(
             "deployments:\n"
             "  engine: {kind: llama-cpp, replicas: 1, max_queue: 64}\n"
-            + "".join(f"  {n}: {{kind: openai, urls: ['{u}'], health_interval: 60s}}\n" for n, u in ups.items())
+            + "".join(f"  {n}: {{kind: openai, urls: ['{u}'], health: {{interval: 60s}}}}\n" for n, u in ups.items())
             + "routes:\n  engine: {deployments: [engine], timeout: 60s}\n"
             "  slow: {deployments: [slow], timeout: 1s}\n  broken: {deployments: [broken]}\n"
             "  dies: {deployments: [dies]}\n"

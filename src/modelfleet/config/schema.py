@@ -1,7 +1,8 @@
-"""The fleet file's schema: server, deployments, routes.
+"""The fleet file's schema: server, state, auth, teams, deployments, routes.
 
 One vocabulary everywhere: a *deployment* is a named model server with one or more *replicas*;
-a *route* is what clients send as `model`, and maps to deployments by weight.
+a *route* is what clients send as `model`, and maps to deployments by weight; a *team* holds API
+keys, the routes it may use and its limits.
 New deployment kinds join the `Deployment` union by their `kind` tag.
 """
 
@@ -57,9 +58,90 @@ class Server(_Section):
     cors: Cors = Cors()
 
 
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.environ.get("MODELFLEET_HOME") or os.path.join(base, "modelfleet")
+
+
+class State(_Section):
+    """Where keys, teams and the usage ledger live, and where limit counters are kept."""
+
+    store: str = Field(
+        default_factory=lambda: "sqlite:///" + os.path.join(_default_state_dir(), "modelfleet.db"),
+        description="sqlite:///path/to/file.db or postgresql://user:pass@host/db",
+    )
+    counters: str = Field("memory", description="memory (this process) or redis://host:6379/0 (shared by gateways)")
+    flush_interval: Duration = Field(2.0, description="usage is aggregated in memory and written this often")
+    refresh_interval: Duration = Field(5.0, description="how often teams and keys are re-read from the store")
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, url: str) -> str:
+        if not re.match(r"^(sqlite:///.+|postgres(ql)?://.+)$", url):
+            raise ValueError(f"expected sqlite:///path/file.db or postgresql://user:pass@host/db, got {url!r}")
+        return url
+
+    @field_validator("counters")
+    @classmethod
+    def _known_counters(cls, url: str) -> str:
+        if url != "memory" and not re.match(r"^rediss?://.+", url):
+            raise ValueError(f"expected 'memory' or redis://host:6379/0, got {url!r}")
+        return url
+
+
+class Auth(_Section):
+    admin_key: str | None = Field(
+        None, description="bearer key for /admin; use ${ENV_VAR}; unset = the admin API is off", min_length=16
+    )
+
+
+class Limits(_Section):
+    """Per team. Unset = unlimited. Token limits count prompt + completion tokens."""
+
+    rpm: int | None = Field(None, ge=1, description="requests per minute (sliding window)")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute (sliding window)")
+    concurrency: int | None = Field(None, ge=1, description="requests in flight at once")
+    tokens_per_day: int | None = Field(None, ge=1, description="budget per UTC day")
+    tokens_per_month: int | None = Field(None, ge=1, description="budget per UTC calendar month")
+
+    @property
+    def tokens(self) -> bool:
+        return bool(self.tpm or self.tokens_per_day or self.tokens_per_month)
+
+
+class Team(_Section):
+    keys: list[Annotated[str, Field(min_length=16)]] = Field(
+        [], description="API keys, usually ${ENV_VAR}; hashed when loaded. More: `modelfleet keys create`"
+    )
+    routes: list[Name] | Literal["*"] = Field("*", description="routes the team may use; * = all")
+    limits: Limits = Limits()
+    timeout: Duration | None = Field(None, description="caps the route timeout for this team's requests")
+    tags: dict[str, str] = Field({}, description="free-form labels, e.g. cost_center: cc-42")
+
+
 def _default_threads() -> int:
     # llama.cpp threads busy-wait; leave a core for the gateway on small machines.
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+class Health(_Section):
+    """Active checks and passive ejection of a deployment's replicas."""
+
+    interval: Duration = Field(10.0, description="between active checks (GET {url}{path})")
+    timeout: Duration = 2.0
+    path: str = "/models"
+    unhealthy_after: int = Field(2, ge=1, description="consecutive failed checks before a replica is out")
+    healthy_after: int = Field(1, ge=1, description="consecutive passed checks before it is back")
+    eject_after: int = Field(3, ge=1, description="consecutive failed requests before a replica is ejected")
+    eject_for: Duration = Field(5.0, description="cool-down before an ejected replica is checked again")
+
+
+class LoadMetrics(_Section):
+    """Scrape vLLM's engine metrics (GET {url without /v1}/metrics) to prefer less loaded replicas."""
+
+    interval: Duration = 0.25
+    stale_after: Duration = Field(2.0, description="older readings count as unknown, never as idle")
+    path: str = "/metrics"
 
 
 class LlamaCppDeployment(_Section):
@@ -72,6 +154,8 @@ class LlamaCppDeployment(_Section):
     replicas: int = Field(1, ge=1, le=64)
     max_queue: int = Field(32, ge=0, description="requests waiting for a free replica before 503")
     startup_timeout: Duration = 120.0
+    health: Health = Health()
+    load_metrics: LoadMetrics | None = None
 
     @property
     def max_concurrency(self) -> int:
@@ -91,8 +175,8 @@ class OpenAIDeployment(_Section):
     api_key: str | None = Field(None, description="sent as a bearer token; use ${ENV_VAR}")
     max_concurrency: int | None = Field(None, ge=1, description="per replica; unset = unbounded")
     max_queue: int = Field(256, ge=0)
-    health_path: str = "/models"
-    health_interval: Duration = 10.0
+    health: Health = Health()
+    load_metrics: LoadMetrics | None = Field(None, description="set to use vLLM's queue and KV-cache metrics")
     supports_embeddings: bool = True
 
     @field_validator("urls")
@@ -116,11 +200,38 @@ def _weights(value: Any) -> Any:
     return value
 
 
+def _fallbacks(value: Any) -> Any:
+    # `fallbacks: none` is strict mode; YAML reads a bare `none` as a string, `null` as None.
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        return "none"
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+_STICKY = re.compile(r"^(user|header:[A-Za-z0-9-]{1,64})$")
+
+
 class Route(_Section):
     deployments: Annotated[dict[Name, Annotated[int, Field(ge=0)]], BeforeValidator(_weights)] = Field(
         min_length=1, description="deployment name -> weight"
     )
     timeout: Duration = Field(60.0, description="time to the first byte, and between streamed chunks")
+    sticky: str | None = Field(None, description="user (the body's `user` field) or header:X-Session-ID")
+    fallbacks: Annotated[list[Name] | Literal["none"], BeforeValidator(_fallbacks)] = Field(
+        [], description="routes to try when this route's deployments are exhausted; none = strict, fail fast"
+    )
+
+    @field_validator("sticky")
+    @classmethod
+    def _sticky_form(cls, value: str | None) -> str | None:
+        if value is not None and not _STICKY.match(value):
+            raise ValueError(f"expected 'user' or 'header:NAME' (e.g. header:X-Session-ID), got {value!r}")
+        return value
+
+    @property
+    def strict(self) -> bool:
+        return self.fallbacks == "none"
 
     @field_validator("deployments")
     @classmethod
@@ -132,14 +243,32 @@ class Route(_Section):
 
 class Fleet(_Section):
     server: Server = Server()
+    state: State = Field(default_factory=State)
+    auth: Auth = Auth()
+    teams: dict[Name, Team] = {}
     deployments: dict[Name, Deployment] = Field(min_length=1)
     routes: dict[Name, Route] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _routes_name_known_deployments(self) -> Fleet:
+    def _names_are_known(self) -> Fleet:
         for route_name, route in self.routes.items():
             for dep in route.deployments:
                 if dep not in self.deployments:
                     known = ", ".join(sorted(self.deployments))
                     raise ValueError(f"routes.{route_name}.deployments: unknown deployment {dep!r}; defined: {known}")
+            for fb in route.fallbacks if isinstance(route.fallbacks, list) else ():
+                if fb not in self.routes or fb == route_name:
+                    others = ", ".join(sorted(set(self.routes) - {route_name}))
+                    raise ValueError(f"routes.{route_name}.fallbacks: {fb!r} is not another route; routes: {others}")
+        for team_name, team in self.teams.items():
+            for r in team.routes if isinstance(team.routes, list) else ():
+                if r not in self.routes:
+                    known = ", ".join(sorted(self.routes))
+                    raise ValueError(f"teams.{team_name}.routes: unknown route {r!r}; defined: {known}")
+        seen: dict[str, str] = {}
+        for team_name, team in self.teams.items():
+            for key in team.keys:
+                if key in seen:
+                    raise ValueError(f"teams.{team_name}.keys: the same key is also a key of team {seen[key]!r}")
+                seen[key] = team_name
         return self

@@ -1,4 +1,4 @@
-"""Keeping replicas alive: engine processes are restarted, URL replicas are probed."""
+"""Keeping engine replicas alive: a dead engine process is started again, on the same port."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from modelfleet.backends.openai_http import OpenAIHTTPBackend
-from modelfleet.config import LlamaCppDeployment, OpenAIDeployment
+from modelfleet.config import LlamaCppDeployment
 from modelfleet.engine.model import bundled_model_path
 from modelfleet.engine.process import EngineProcess, EngineStartError
 from modelfleet.types import Replica, ReplicaState
@@ -66,35 +65,3 @@ class EngineSupervisor:
     async def stop(self) -> None:
         if self.process is not None:
             await self.process.stop()
-
-
-class URLProber:
-    """Probe the replicas of an `openai` deployment every `health_interval`."""
-
-    def __init__(self, replicas: list[Replica], dep: OpenAIDeployment, changed: Callable[[Replica], None]) -> None:
-        self.replicas = replicas
-        self.deployment = replicas[0].deployment if replicas else ""
-        self.dep = dep
-        self.changed = changed
-        self.backend = OpenAIHTTPBackend(dep.api_key)
-
-    async def probe_all(self) -> None:
-        timeout = min(self.dep.health_interval, 5.0)
-        reasons = await asyncio.gather(*(self.backend.probe(r, timeout, self.dep.health_path) for r in self.replicas))
-        for replica, reason in zip(self.replicas, reasons, strict=True):
-            state = ReplicaState.READY if reason is None else ReplicaState.UNHEALTHY
-            if state is not replica.state or (reason and reason != replica.reason):
-                if state is ReplicaState.READY:
-                    log.info("replica %s (%s) is ready", replica.name, replica.url)
-                else:
-                    log.warning("replica %s (%s) is unhealthy: %s", replica.name, replica.url, reason)
-                replica.mark(state, reason or "")
-                self.changed(replica)
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.dep.health_interval)
-            await self.probe_all()
-
-    async def aclose(self) -> None:
-        await self.backend.aclose()

@@ -1,4 +1,10 @@
-"""Deployment -> replica: least in-flight among ready replicas, behind a bounded FIFO queue.
+"""Deployment -> replica: the less loaded of two ready replicas, behind a bounded FIFO queue.
+
+Power of two choices: sample two free replicas and take the one with fewer requests in flight
+(plus, where the deployment scrapes engine metrics, the engine's own queue and KV-cache use).
+It spreads load almost as well as scanning for the least loaded, without herding every gateway
+onto the same replica. A reading older than `stale_after` is unknown, never idle: such a replica
+loses to any replica with a fresh reading.
 
 When every ready replica is at `max_concurrency`, requests wait in arrival order (fair) for the
 next free slot; when `max_queue` are already waiting, the next one is refused at once so a
@@ -8,22 +14,35 @@ client can retry elsewhere instead of timing out here.
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections import deque
+from collections.abc import Collection
 
 from modelfleet.errors import Unavailable
-from modelfleet.types import Replica
+from modelfleet.types import Replica, ReplicaState
+
+_READY = ReplicaState.READY
+_UNKNOWN_LOAD = 1e9
 
 
 class Dispatcher:
-    __slots__ = ("_rr", "_waiters", "deployment", "max_concurrency", "max_queue", "replicas")
+    __slots__ = ("_rr", "_waiters", "deployment", "max_concurrency", "max_queue", "replicas", "stale_after")
 
     def __init__(
-        self, deployment: str, replicas: list[Replica], *, max_concurrency: int | None, max_queue: int
+        self,
+        deployment: str,
+        replicas: list[Replica],
+        *,
+        max_concurrency: int | None,
+        max_queue: int,
+        stale_after: float | None = None,
     ) -> None:
         self.deployment = deployment
         self.replicas = replicas  # shared with the control plane, which updates states in place
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
+        self.stale_after = stale_after  # set when engine metrics are scraped
         self._waiters: deque[asyncio.Future[Replica]] = deque()
         self._rr = 0
 
@@ -31,28 +50,50 @@ class Dispatcher:
     def queued(self) -> int:
         return len(self._waiters)
 
-    def _free_replica(self) -> Replica | None:
-        best: Replica | None = None
-        cap = self.max_concurrency
-        n = len(self.replicas)
-        # Rotate the scan start so equally idle replicas share the load.
-        self._rr = (self._rr + 1) % n if n else 0
-        for i in range(n):
-            r = self.replicas[(self._rr + i) % n]
-            free = r.state == "ready" and (cap is None or r.inflight < cap)
-            if free and (best is None or r.inflight < best.inflight):
-                best = r
-                if r.inflight == 0:
-                    break
-        return best
+    def _score(self, r: Replica, now: float) -> float:
+        if self.stale_after is None:
+            return r.inflight
+        if now - r.load_at > self.stale_after:
+            return _UNKNOWN_LOAD + r.inflight
+        return r.inflight + r.load
 
-    async def acquire(self, timeout: float) -> Replica:
+    def _free_replica(self, exclude: Collection[Replica] = ()) -> Replica | None:
+        cap = self.max_concurrency
+        free = [
+            r for r in self.replicas
+            if r.state is _READY and (cap is None or r.inflight < cap) and r not in exclude
+        ]  # fmt: skip
+        n = len(free)
+        if n <= 1:
+            return free[0] if free else None
+        if n == 2:
+            a, b = free
+        else:
+            i = random.randrange(n)
+            a, b = free[i], free[(i + random.randrange(1, n)) % n]
+        now = time.monotonic() if self.stale_after is not None else 0.0
+        sa, sb = self._score(a, now), self._score(b, now)
+        if sa == sb:  # alternate on ties, so equally idle replicas share the load
+            self._rr ^= 1
+            return a if self._rr else b
+        return a if sa < sb else b
+
+    def has_ready(self) -> bool:
+        return any(r.state is _READY for r in self.replicas)
+
+    async def acquire(self, timeout: float, exclude: Collection[Replica] = (), wait_starting: bool = True) -> Replica:
+        """A replica with a free slot; `exclude` names replicas that already failed this request.
+
+        Without `wait_starting`, a deployment with no ready replica fails at once even if one is
+        starting, so the caller can fail over (or, in strict mode, say so) instead of waiting.
+        """
         if not self._waiters:
-            replica = self._free_replica()
+            replica = self._free_replica(exclude)
             if replica is not None:
                 replica.inflight += 1
                 return replica
-        if not any(r.ready or r.state == "starting" for r in self.replicas):
+        alive = [r for r in self.replicas if r not in exclude]
+        if not any(r.state is _READY or (wait_starting and r.state == "starting") for r in alive):
             raise self._no_ready_replica()  # nothing will free up: fail fast rather than time out
         if len(self._waiters) >= self.max_queue:
             raise Unavailable(

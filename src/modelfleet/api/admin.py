@@ -1,0 +1,133 @@
+"""The admin API (`/admin/...`, its own key) and a team's view of its own usage (`/v1/usage`).
+
+GET    /admin/teams                      teams, from the fleet file and the store
+POST   /admin/teams                      {"name", "routes", "limits", "timeout", "tags"}: create or replace
+DELETE /admin/teams/{team}               and revoke its keys
+GET    /admin/teams/{team}/keys          ids only; a key is shown once, when it is made
+POST   /admin/teams/{team}/keys          -> {"id", "team", "key"}
+DELETE /admin/keys/{id}
+GET    /admin/usage?team=&since=7d&by=day,route
+GET    /v1/usage?since=7d&by=day,route   with a team's key: that team's usage, and no other's
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from modelfleet.access import keys
+from modelfleet.access.admin import TeamAdmin
+from modelfleet.access.directory import caller_from
+from modelfleet.access.gate import Gate
+from modelfleet.errors import Forbidden, InvalidRequest, Unauthorized
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(doc: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
+
+
+async def _body(request: web.Request) -> dict:
+    try:
+        doc = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return doc
+
+
+class AdminAPI:
+    def __init__(self, admin: TeamAdmin, gate: Gate, admin_key: str | None) -> None:
+        self.admin = admin
+        self.gate = gate
+        self.directory = gate.directory
+        self.admin_key = admin_key
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if self.admin_key is None:
+                raise Forbidden("the admin API is off: set auth.admin_key in the fleet file", code="admin_disabled")
+            key = keys.bearer(request.headers.get("Authorization"))
+            if key is None or not keys.same(key, self.admin_key):
+                raise Unauthorized(
+                    "the admin API needs the admin key (auth.admin_key) as 'Authorization: Bearer <key>'"
+                )
+            return await handler(request)
+
+        return guarded
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        g = self._guard
+        return [
+            ("GET", "/admin/teams", g(self.list_teams)),
+            ("POST", "/admin/teams", g(self.put_team)),
+            ("DELETE", "/admin/teams/{team}", g(self.delete_team)),
+            ("GET", "/admin/teams/{team}/keys", g(self.list_keys)),
+            ("POST", "/admin/teams/{team}/keys", g(self.create_key)),
+            ("DELETE", "/admin/keys/{key_id}", g(self.revoke_key)),
+            ("GET", "/admin/usage", g(self.all_usage)),
+            ("GET", "/v1/usage", self.team_usage),
+        ]
+
+    async def list_teams(self, _: web.Request) -> web.Response:
+        stored = await self.admin.teams()
+        teams = {n: c.describe() for n, c in self.directory.teams.items()}
+        for name, (spec, source) in stored.items():
+            teams.setdefault(name, {"name": name, "source": source, **spec})
+        return _json({"object": "list", "data": [teams[n] for n in sorted(teams)]})
+
+    async def put_team(self, request: web.Request) -> web.Response:
+        doc = await _body(request)
+        name = doc.pop("name", None)
+        team = await self.admin.put_team(name, doc)
+        caller = caller_from(name, team, "api")
+        self.directory.add(name, caller)
+        return _json(caller.describe(), 201)
+
+    async def delete_team(self, request: web.Request) -> web.Response:
+        name = request.match_info["team"]
+        await self.admin.delete_team(name)
+        self.directory.forget_team(name)
+        return _json({"deleted": name})
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        return _json({"object": "list", "data": await self.admin.keys_of(request.match_info["team"])})
+
+    async def create_key(self, request: web.Request) -> web.Response:
+        made = await self.admin.create_key(request.match_info["team"])
+        self.directory.remember(keys.digest(made["key"]), made["id"], made["team"])
+        return _json(made, 201)
+
+    async def revoke_key(self, request: web.Request) -> web.Response:
+        key_id = request.match_info["key_id"]
+        team = await self.admin.revoke_key(key_id)
+        self.directory.forget_key(key_id)
+        return _json({"revoked": key_id, "team": team})
+
+    async def _flushed(self) -> None:
+        with contextlib.suppress(Exception):  # what is still in memory shows up now, not after the next flush
+            await self.gate.ledger.flush()
+
+    async def all_usage(self, request: web.Request) -> web.Response:
+        await self._flushed()
+        q = request.query
+        rows = await self.admin.usage(since=q.get("since", "7d"), team=q.get("team"), by=q.get("by"))
+        return _json({"object": "list", "data": rows})
+
+    async def team_usage(self, request: web.Request) -> web.Response:
+        caller = await self.gate.authenticate(request.headers.get("Authorization"))
+        q = request.query
+        team = q.get("team")
+        if caller is not None:
+            if team is not None and team != caller.team:
+                raise Forbidden(f"this key belongs to team {caller.team!r}; it cannot read team {team!r}'s usage",
+                                param="team")  # fmt: skip
+            team = caller.team
+        await self._flushed()
+        rows = await self.admin.usage(since=q.get("since", "7d"), team=team, by=q.get("by"))
+        return _json({"object": "list", "data": rows})

@@ -1,0 +1,71 @@
+"""Engine load readings: scrape each replica's Prometheus endpoint for vLLM's queue and KV cache.
+
+    load = vllm:num_requests_waiting + vllm:kv_cache_usage_perc   (older vLLM: vllm:gpu_cache_usage_perc)
+
+A queued request weighs one; a full KV cache weighs like one more queued request. A replica whose
+scrape fails keeps its old `load_at`, so the dispatcher soon treats its reading as stale (unknown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelfleet.config.schema import LoadMetrics
+from modelfleet.types import Replica
+
+log = logging.getLogger("modelfleet.control")
+
+WAITING = "vllm:num_requests_waiting"
+KV_CACHE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+
+
+def engine_load(text: str) -> float | None:
+    waiting = kv = None
+    for family in text_string_to_metric_families(text):
+        if family.name == WAITING:
+            waiting = sum(s.value for s in family.samples)
+        elif family.name in KV_CACHE and kv is None:
+            kv = max((s.value for s in family.samples), default=0.0)
+    if waiting is None and kv is None:
+        return None
+    return (waiting or 0.0) + (kv or 0.0)
+
+
+class LoadScraper:
+    def __init__(self, replicas: list[Replica], settings: LoadMetrics) -> None:
+        self.replicas = replicas
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._warned: set[str] = set()
+
+    async def scrape(self, replica: Replica) -> None:
+        assert self._session is not None
+        if not replica.url:
+            return
+        url = replica.url.removesuffix("/v1") + self.settings.path
+        try:
+            async with self._session.get(url) as resp:
+                text = await resp.text()
+            load = engine_load(text) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            load, text = None, str(exc)
+        if load is None:
+            if replica.name not in self._warned:
+                self._warned.add(replica.name)
+                log.warning("replica %s: no vLLM load metrics at %s (%s)", replica.name, url, text[:120])
+            return
+        self._warned.discard(replica.name)
+        replica.load = load
+        replica.load_at = time.monotonic()
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=max(0.2, self.settings.interval * 4))
+        async with aiohttp.ClientSession(timeout=timeout) as self._session:
+            while True:
+                await asyncio.gather(*(self.scrape(r) for r in self.replicas))
+                await asyncio.sleep(self.settings.interval)

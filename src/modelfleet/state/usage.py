@@ -1,0 +1,86 @@
+"""The usage ledger: counted in memory on the hot path, written to the store in batches.
+
+A request adds to one in-memory row (day, team, route, deployment, variant); every
+`flush_interval` the rows go to the store as one transaction. A failed write puts the rows back,
+so nothing is lost while the database is away; shutdown flushes whatever is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from modelfleet.state.store import Store, UsageRow
+
+log = logging.getLogger("modelfleet.state")
+
+Key = tuple[str, str, str, str, str]
+
+
+class UsageLedger:
+    def __init__(self, store: Store, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self._rows: dict[Key, list[int]] = {}  # key -> [requests, errors, prompt, completion]
+        self._day_sec = -1
+        self._day = ""
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def record(
+        self, team: str, route: str, deployment: str, variant: str, ok: bool, prompt: int, completion: int
+    ) -> None:
+        now = int(time.time()) // 86400
+        if now != self._day_sec:
+            self._day_sec = now
+            self._day = time.strftime("%Y-%m-%d", time.gmtime(now * 86400))
+        key = (self._day, team, route, deployment, variant)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = [0, 0, 0, 0]
+        row[0] += 1
+        if not ok:
+            row[1] += 1
+        row[2] += prompt
+        row[3] += completion
+
+    async def flush(self) -> None:
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, {}
+        try:
+            await self.store.init()
+            await self.store.add_usage([UsageRow(*k, *v) for k, v in rows.items()])
+        except Exception as exc:
+            for key, (req, err, p, c) in rows.items():  # put them back: they go with the next flush
+                row = self._rows.setdefault(key, [0, 0, 0, 0])
+                row[0] += req
+                row[1] += err
+                row[2] += p
+                row[3] += c
+            if not self._failing:
+                log.error("usage ledger: cannot write to the store (%s); keeping %d rows in memory", exc, len(rows))
+            self._failing = True
+            raise
+        if self._failing:
+            log.info("usage ledger: the store is back; wrote the rows kept in memory")
+        self._failing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-ledger")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            with contextlib.suppress(Exception):
+                await self.flush()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.flush()
