@@ -153,3 +153,119 @@ def bench_run(tmp_path, url: str, model: str, *args: str) -> dict:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return json.loads(out.read_text())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _binary(name: str, *dirs: str) -> str | None:
+    import shutil
+
+    for d in dirs:
+        if (Path(d) / name).exists():
+            return str(Path(d) / name)
+    return shutil.which(name)
+
+
+class RedisServer:
+    """A real redis-server on a free port, no persistence."""
+
+    def __init__(self) -> None:
+        exe = _binary("redis-server")
+        if exe is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it: apt-get install redis-server)")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        _wait_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class PostgresServer:
+    """A real PostgreSQL cluster in a temporary folder, on a free port (run as `postgres` when we are root)."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        dirs = [str(bindir[-1])] if bindir else []
+        self.initdb, self.pg_ctl = _binary("initdb", *dirs), _binary("pg_ctl", *dirs)
+        if self.initdb is None or self.pg_ctl is None:
+            pytest.skip("PostgreSQL is not installed (.ci/run installs it: apt-get install postgresql)")
+        self.user = "postgres" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
+        # Directly under /tmp: pytest's own folders are closed to other users.
+        self.root = Path(tempfile.mkdtemp(prefix="modelfleet-pg-"))
+        self.data = self.root / "pgdata"
+        if self.user:
+            import shutil
+
+            shutil.chown(self.root, self.user)
+        self.port = free_port()
+        self._run(self.initdb, "-D", str(self.data), "-U", "modelfleet", "--auth=trust", "-E", "UTF8")
+        self.start()
+        self.url = f"postgresql://modelfleet@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: str) -> None:
+        done = subprocess.run(argv, capture_output=True, text=True, user=self.user, cwd="/", timeout=120)
+        if done.returncode != 0:
+            raise AssertionError(f"{argv[0]} failed: {done.stdout}\n{done.stderr}")
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} -c fsync=off"
+        self._run(self.pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(self.data / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _wait_port(port: int, timeout: float = 10) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    yield server
+    with __import__("contextlib").suppress(AssertionError):
+        server.stop()
+    server.remove()
+
+
+def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([PY, "-m", "modelfleet", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done

@@ -9,6 +9,7 @@ import yaml
 
 from modelfleet.cli.options import fleet_file, load_or_exit
 from modelfleet.config.defaults import DEFAULT_FLEET_YAML
+from modelfleet.state.store import redacted
 
 
 @click.group()
@@ -22,7 +23,8 @@ def check(fleet_path: Path | None) -> None:
     """Validate a fleet file; exit 2 and name every problem (file, field, line) if it is wrong."""
     fleet = load_or_exit(fleet_path)
     where = fleet_path or "the built-in fleet"
-    click.echo(f"{where}: ok: {len(fleet.deployments)} deployment(s), {len(fleet.routes)} route(s)")
+    click.echo(f"{where}: ok: {len(fleet.deployments)} deployment(s), {len(fleet.routes)} route(s), "
+               f"{len(fleet.teams)} team(s)")  # fmt: skip
     for name, route in fleet.routes.items():
         split = ", ".join(f"{d} ({w})" for d, w in route.deployments.items())
         click.echo(f"  route {name} -> {split}; timeout {route.timeout:g}s")
@@ -37,5 +39,10 @@ def show(fleet_path: Path | None, example: bool) -> None:
         click.echo(DEFAULT_FLEET_YAML, nl=False)
         return
     fleet = load_or_exit(fleet_path)
-    doc = fleet.model_dump(mode="json", exclude={"deployments": {"__all__": {"api_key"}}})
+    # Secrets stay out: upstream API keys, team keys, the admin key, a password in the store URL.
+    doc = fleet.model_dump(
+        mode="json",
+        exclude={"deployments": {"__all__": {"api_key"}}, "teams": {"__all__": {"keys"}}, "auth": {"admin_key"}},
+    )
+    doc["state"]["store"] = redacted(doc["state"]["store"])
     click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)

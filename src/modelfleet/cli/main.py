@@ -7,8 +7,11 @@ import click
 from modelfleet import __version__
 from modelfleet.cli.bench import bench
 from modelfleet.cli.config import config
+from modelfleet.cli.keys import keys
 from modelfleet.cli.promptset import promptset
 from modelfleet.cli.serve import serve
+from modelfleet.cli.teams import teams
+from modelfleet.cli.usage import usage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,6 +24,8 @@ def cli() -> None:
       modelfleet serve                      the bundled SmolLM2 on http://127.0.0.1:8000/v1
       modelfleet serve -f fleet.yaml        your own deployments and routes
       modelfleet config check -f fleet.yaml validate a fleet file before you deploy it
+      modelfleet keys create --team quant   an API key for a team (shown once)
+      modelfleet usage --team quant         tokens and requests, by route, deployment and day
       modelfleet promptset generate ...     reproducible prompts for load tests
       modelfleet bench run ...              load-test any OpenAI-compatible URL
     """
@@ -28,5 +33,8 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(config)
+cli.add_command(teams)
+cli.add_command(keys)
+cli.add_command(usage)
 cli.add_command(promptset)
 cli.add_command(bench)

@@ -7,6 +7,7 @@ read into memory (see access/directory.py).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -170,6 +171,11 @@ class Store:
             "SELECT team, SUM(prompt_tokens + completion_tokens) FROM usage WHERE day >= ? GROUP BY team", (day,)
         )
         return {team: int(n or 0) for team, n in rows}
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password, for messages and `config show`."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 def open_store(url: str) -> Store:

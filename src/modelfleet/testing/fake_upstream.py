@@ -1,12 +1,13 @@
 """A fake OpenAI-compatible server over real HTTP, fast enough never to be the bottleneck.
 
     python -m modelfleet.testing.fake_upstream --port 9000 [--status 500] [--delay 0.5]
-        [--chunks 16] [--chunk-delay 0.01] [--die-after 3] [--no-done]
+        [--chunks 16] [--chunk-delay 0.01] [--die-after 3] [--no-done] [--waiting 3 --kv-cache 0.5]
 
 It answers /v1/chat/completions, /v1/completions (JSON or SSE), /v1/embeddings and /v1/models
-with canned bodies, and can inject the failures a gateway must survive: an error status, a slow
-first byte, a connection dropped mid-stream. It speaks HTTP/1.1 keep-alive on a bare asyncio
-protocol (no framework) so a load test measures the gateway, not the fake.
+with canned bodies (at most `max_tokens` tokens, like a real server), and can inject the failures
+a gateway must survive: an error status, a slow first byte, a connection dropped mid-stream.
+With --waiting / --kv-cache it also serves GET /metrics the way vLLM does. It speaks HTTP/1.1
+keep-alive on a bare asyncio protocol (no framework) so a load test measures the gateway, not the fake.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Behaviour:
         self.done = not args.no_done
         self.model = args.model
         self.reply = args.reply
+        self.metrics = _vllm_metrics(args.waiting, args.kv_cache) if args.waiting is not None else None
         self.requests = 0
         self.tasks: set[asyncio.Task[None]] = set()  # keep slow answers referenced until done
 
@@ -85,6 +87,35 @@ def _events(model: str, n: int, chat: bool, usage: bool) -> list[bytes]:
         obj = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
         out.append(b"data: " + json.dumps({**obj, "choices": [], "usage": u}, separators=(",", ":")).encode() + b"\n\n")
     return out
+
+
+def _vllm_metrics(waiting: float, kv: float) -> bytes:
+    return (
+        "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        f'vllm:num_requests_waiting{{model_name="fake-model"}} {waiting}\n'
+        "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n"
+        "# TYPE vllm:kv_cache_usage_perc gauge\n"
+        f'vllm:kv_cache_usage_perc{{model_name="fake-model"}} {kv}\n'
+    ).encode()
+
+
+def _max_tokens(body: bytes) -> int | None:
+    for field in (b'"max_tokens":', b'"max_completion_tokens":'):
+        at = body.find(field)
+        if at >= 0:
+            digits = body[at + len(field) :].lstrip()[:12]
+            digits = digits[: len(digits) - len(digits.lstrip(b"0123456789"))]
+            return max(1, int(digits)) if digits else None
+    return None
+
+
+def _sizes(body: bytes, chunks: int, chat: bool) -> tuple[int, int]:
+    """(completion tokens of a JSON answer, events of a stream), never more tokens than max_tokens."""
+    cap = _max_tokens(body)
+    if cap is None:
+        return chunks, chunks
+    return min(chunks, cap), min(chunks, cap + 1 if chat else cap)  # a chat stream opens with a role-only event
 
 
 _EMBEDDING = json.dumps(
@@ -144,6 +175,9 @@ class FakeOpenAI(asyncio.Protocol):
         if method == "GET" and path.endswith("/models"):
             self._write(200, b'{"object":"list","data":[{"id":"%s","object":"model"}]}' % self.b.model.encode())
             return
+        if method == "GET" and path == "/metrics" and self.b.metrics is not None:
+            self._write(200, self.b.metrics, b"text/plain; version=0.0.4")
+            return
         if self.b.status != 200:
             err = {"error": {"message": f"injected failure {self.b.status}", "type": "server_error"}}
             self._write(self.b.status, json.dumps(err).encode())
@@ -152,17 +186,18 @@ class FakeOpenAI(asyncio.Protocol):
             self._write(200, _EMBEDDING)
             return
         chat = path.endswith("/chat/completions")
+        n, n_events = _sizes(body, self.b.chunks, chat)
         if b'"stream":true' in body.replace(b" ", b""):
             usage = b'"include_usage":true' in body.replace(b" ", b"")
-            events = _events(self.b.model, self.b.chunks, chat, usage)
+            events = _events(self.b.model, n_events, chat, usage)
             self._stream_head()
             self._chunk(b"".join(events) + (b"data: [DONE]\n\n" if self.b.done else b""))
             self._chunk(b"")
             return
         if chat:
-            self._write(200, _chat_body(self.b.model, self.b.chunks, self.b.reply))
+            self._write(200, _chat_body(self.b.model, n, self.b.reply))
         else:
-            self._write(200, _completion_body(self.b.model, self.b.chunks))
+            self._write(200, _completion_body(self.b.model, n))
 
     def _stream_head(self) -> None:
         assert self.transport
@@ -189,7 +224,7 @@ class FakeOpenAI(asyncio.Protocol):
             return
         usage = b'"include_usage":true' in body.replace(b" ", b"")
         self._stream_head()
-        for i, event in enumerate(_events(self.b.model, self.b.chunks, chat, usage)):
+        for i, event in enumerate(_events(self.b.model, _sizes(body, self.b.chunks, chat)[1], chat, usage)):
             if self.b.die_after is not None and i >= self.b.die_after:
                 self.transport.abort()  # drop the connection mid-stream
                 return
@@ -226,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--die-after", type=int, default=None, help="drop the connection after N stream events")
     p.add_argument("--no-done", action="store_true", help="end streams without data: [DONE]")
     p.add_argument("--reply", help="the content of every (non-streaming) chat answer")
+    p.add_argument("--waiting", type=float, help="serve GET /metrics with this vllm:num_requests_waiting")
+    p.add_argument("--kv-cache", type=float, default=0.0, help="... and this vllm:kv_cache_usage_perc (0-1)")
     args = p.parse_args(argv)
     try:
         import uvloop
