@@ -133,3 +133,40 @@ def test_cli_config_check_exits_2_and_names_the_file(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "ok: 2 deployment(s), 2 route(s)" in out.stdout
+
+
+TEAMS = """\
+teams:
+  quant:
+    keys: ["${QUANT_KEY}"]
+    routes: [chat]
+    limits: {rpm: 600, tokens_per_day: 2000000}
+"""
+
+
+def test_teams_take_keys_from_the_environment_and_check_their_routes():
+    fleet = parse_fleet(GOOD + TEAMS, file="fleet.yaml", env={"VLLM_KEY": "x", "QUANT_KEY": "q" * 32})
+    assert fleet.teams["quant"].keys == ["q" * 32] and fleet.teams["quant"].limits.rpm == 600
+    msg = problems(GOOD + TEAMS.replace("[chat]", "[chatt]"), {"VLLM_KEY": "x", "QUANT_KEY": "q" * 32})
+    assert "teams.quant.routes: unknown route 'chatt'" in msg
+    msg = problems(GOOD + TEAMS, {"VLLM_KEY": "x", "QUANT_KEY": "short"})
+    assert "teams.quant.keys.0 (line 20)" in msg and "at least 16 characters" in msg
+    assert "short" not in msg  # a key is a secret, even a wrong one
+    msg = problems(GOOD + TEAMS.replace("rpm: 600", "rpm: -1"), {"VLLM_KEY": "x", "QUANT_KEY": "q" * 32})
+    assert "teams.quant.limits.rpm (line 22)" in msg
+
+
+def test_fallbacks_sticky_and_strict_routes():
+    text = GOOD.replace(
+        "    timeout: 500ms\n", "    timeout: 500ms\n    sticky: header:X-Session-ID\n    fallbacks: [small]\n"
+    )
+    fleet = parse_fleet(text + "  strict:\n    deployments: [local]\n    fallbacks: none\n", env={"VLLM_KEY": "x"})
+    assert fleet.routes["chat"].fallbacks == ["small"] and fleet.routes["strict"].strict
+    assert fleet.routes["chat"].sticky == "header:X-Session-ID"
+    assert "routes.chat.fallbacks: 'nope' is not another route" in problems(
+        text.replace("[small]", "[nope]"), {"VLLM_KEY": "x"}
+    )
+    assert "expected 'user' or 'header:NAME'" in problems(
+        text.replace("header:X-Session-ID", "cookie"), {"VLLM_KEY": "x"}
+    )
+    assert "state.store" in problems(GOOD + "state: {store: mysql://x}\n", {"VLLM_KEY": "x"})

@@ -129,3 +129,42 @@ def test_sse_decoder_survives_every_split_point(crlf):
     for cut in range(1, len(raw)):
         dec = SSEDecoder()
         assert dec.feed(raw[:cut]) + dec.feed(raw[cut:]) == expected, cut
+
+
+def test_power_of_two_prefers_fresh_low_load_and_never_trusts_stale_readings():
+    import time
+
+    async def main():
+        busy, idle, stale = ready("busy"), ready("idle"), ready("stale")
+        now = time.monotonic()
+        busy.load, busy.load_at = 5.0, now
+        idle.load, idle.load_at = 0.2, now
+        stale.load, stale.load_at = 0.0, now - 10  # looked idle, 10 s ago: unknown now
+        d = Dispatcher("d", [busy, idle, stale], max_concurrency=None, max_queue=8, stale_after=2.0)
+        picks = Counter()
+        for _ in range(300):
+            r = await d.acquire(1.0)
+            picks[r.name] += 1
+            d.release(r)
+        # Two of three are sampled each time: idle wins whenever it is sampled (2/3 of the time), busy
+        # wins only against stale, and stale never wins.
+        assert picks["stale"] == 0
+        assert picks["idle"] > picks["busy"] > 0
+
+    run(main())
+
+
+def test_sticky_points_are_stable_uniform_and_move_few_keys_when_weights_change():
+    from modelfleet.routing.routes import sticky_point
+
+    keys = [f"user-{i}" for i in range(5000)]
+    assert [sticky_point("r", k) for k in keys[:5]] == [sticky_point("r", k) for k in keys[:5]]
+    before, after = WeightedChoice({"a": 80, "b": 20}), WeightedChoice({"a": 70, "b": 30})
+    moved = sum(before.pick(sticky_point("r", k)) != after.pick(sticky_point("r", k)) for k in keys)
+    assert abs(moved / len(keys) - 0.10) < 0.02  # only the keys between 0.7 and 0.8 move
+    # Routes are salted apart: one route's split says nothing about another's.
+    assert sum(sticky_point("r", k) < 0.5 and sticky_point("s", k) < 0.5 for k in keys) / len(keys) < 0.3
+
+
+def test_failover_order_is_the_pick_then_the_heaviest():
+    assert WeightedChoice({"a": 10, "b": 60, "c": 30}).order("a") == ["a", "b", "c"]

@@ -151,10 +151,16 @@ class Gateway:
             self.metrics.publish()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        routes = {}
-        for name, route in self.fleet.routes.items():
-            live = [d for d, w in route.deployments.items() if w > 0]
-            routes[name] = any(r.ready for d in live for r in self.control.replicas[d])
+        """A route is ready when a request to it can be answered: by its deployments or its fallbacks'."""
+        deployments = {
+            name: any(r.ready for d, w in route.deployments.items() if w > 0 for r in self.control.replicas[d])
+            for name, route in self.fleet.routes.items()
+        }
+        routes = {
+            name: deployments[name]
+            or any(deployments[fb] for fb in route.fallbacks if isinstance(route.fallbacks, list))
+            for name, route in self.fleet.routes.items()
+        }
         return all(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
 
 

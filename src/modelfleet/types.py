@@ -27,7 +27,9 @@ class Replica:
     state: ReplicaState = ReplicaState.STARTING
     reason: str = "starting"
     inflight: int = 0
-    failures: int = 0
+    failures: int = 0  # in a row; reset by a success
+    requests: int = 0  # ever handed this replica
+    failed: int = 0  # ever failed on it before the first byte
     load: float = 0.0
     load_at: float = 0.0
 

@@ -247,6 +247,7 @@ class Proxy:
             except UpstreamError as exc:
                 # Nothing has reached the client yet (a stream that had started answered with an error event).
                 replica.failures += 1
+                replica.failed += 1
                 self.request_failed(replica, exc.message)
                 tried.append(replica)
                 if any(r.ready and r not in tried for r in dispatcher.replicas):

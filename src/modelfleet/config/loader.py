@@ -20,6 +20,7 @@ from modelfleet.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 Path_ = tuple[str | int, ...]
+_SECRET_FIELDS = {"keys", "api_key", "admin_key"}  # a mistake there is named, its value never shown
 
 
 def load_fleet(path: str | Path, env: dict[str, str] | None = None) -> Fleet:
@@ -129,7 +130,8 @@ def _describe(err: Any, lines: dict[Path_, int]) -> str:
             return msg
         return f"{_where(loc, lines)}: {msg}"
     got = err.get("input")
-    shown = "" if isinstance(got, dict | list) else f"; got {got!r}"
+    secret = any(part in _SECRET_FIELDS for part in loc)
+    shown = "" if isinstance(got, dict | list) or secret else f"; got {got!r}"
     return f"{_where(loc, lines)}: {err['msg'].lower()}{shown}"
 
 

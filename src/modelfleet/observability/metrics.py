@@ -208,11 +208,21 @@ class _Exposition(Collector):
         queue = GaugeMetricFamily(
             "modelfleet_queue_depth", "Requests waiting for a free replica.", labels=["deployment"]
         )
+        handed = CounterMetricFamily(
+            "modelfleet_replica_requests", "Requests sent to the replica (retries count again).",
+            labels=["deployment", "replica"],
+        )  # fmt: skip
+        failed = CounterMetricFamily(
+            "modelfleet_replica_failures", "Requests that failed on the replica before their first byte.",
+            labels=["deployment", "replica"],
+        )  # fmt: skip
         deployments = set()
         for r in self.m._replicas():
             ready.add_metric([r.deployment, r.name], 1.0 if r.ready else 0.0)
             busy.add_metric([r.deployment, r.name], float(r.inflight))
+            handed.add_metric([r.deployment, r.name], float(r.requests))
+            failed.add_metric([r.deployment, r.name], float(r.failed))
             deployments.add(r.deployment)
         for d in sorted(deployments):
             queue.add_metric([d], float(self.m._queued(d)))
-        yield from (ready, busy, queue)
+        yield from (ready, busy, queue, handed, failed)

@@ -91,6 +91,7 @@ class Dispatcher:
             replica = self._free_replica(exclude)
             if replica is not None:
                 replica.inflight += 1
+                replica.requests += 1
                 return replica
         alive = [r for r in self.replicas if r not in exclude]
         if not any(r.state is _READY or (wait_starting and r.state == "starting") for r in alive):
@@ -131,6 +132,7 @@ class Dispatcher:
             if waiter.done():
                 continue
             replica.inflight += 1
+            replica.requests += 1
             waiter.set_result(replica)
 
     def fail_waiters(self) -> None:
