@@ -27,7 +27,7 @@ def fleet(tmp_path_factory):
         "busy": Upstream("--delay", "1"),
     }
     deployments = "\n".join(
-        f"  {name}: {{kind: openai, urls: ['{u.url}'], model: up-{name}, health: {{interval: 60s, timeout: 5s}}}}"
+        f"  {name}: {{kind: openai, urls: ['{u.url}'], model: up-{name}, health: {{interval: 60s}}}}"
         for name, u in ups.items()
         if name != "busy"
     )

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import aiohttp
 
-TEAMS_ISSUE = "needs teams, limits and failover (issue 'Teams, keys, limits and usage; A/B routing, failover')"
+DRILL_KEY = "drill-key-0123456789abcdef"  # the drill fleet has teams, so every request carries a key
+QUOTA_KEY = "quota-key-0123456789abcdef"  # a team with rpm: 3
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Outcome:
 class Fleet:
     url: str  # …/v1
     gateway_pid: int
+    replica_pids: dict[str, int]  # the fake upstreams behind the `pair` deployment, by replica name
 
 
 class _Proc:
@@ -90,24 +92,35 @@ async def drill_fleet() -> AsyncIterator[Fleet]:
             "broken": ["--status", "500"],
             "dies": ["--chunks", "20", "--chunk-delay", "0.02", "--die-after", "5"],
         }
-        for name, flags in failing.items():
+        pids = {}
+        for name, flags in {**failing, "pair-0": [], "pair-1": [], "fast": []}.items():
             p, m = await _Proc.start(py, "-m", "modelfleet.testing.fake_upstream", "--port", "0", *flags,
                                      ready=r"FAKE_UPSTREAM_READY port=(\d+)")  # fmt: skip
             procs.append(p)
             ups[name] = f"http://127.0.0.1:{m.group(1)}/v1"
-        fleet = Path(tempfile.mkdtemp(prefix="modelfleet-drill-")) / "fleet.yaml"
+            pids[name] = p.proc.pid
+        home = Path(tempfile.mkdtemp(prefix="modelfleet-drill-"))
+        fleet = home / "fleet.yaml"
         fleet.write_text(
+            f"state: {{store: 'sqlite:///{home}/modelfleet.db'}}\n"
+            f"teams:\n  drill: {{keys: ['{DRILL_KEY}']}}\n"
+            f"  quota: {{keys: ['{QUOTA_KEY}'], routes: [fast], limits: {{rpm: 3}}}}\n"
             "deployments:\n"
             "  engine: {kind: llama-cpp, replicas: 1, max_queue: 64}\n"
-            + "".join(f"  {n}: {{kind: openai, urls: ['{u}'], health: {{interval: 60s}}}}\n" for n, u in ups.items())
-            + "routes:\n  engine: {deployments: [engine], timeout: 60s}\n"
+            + "".join(f"  {n}: {{kind: openai, urls: ['{ups[n]}'], health: {{interval: 60s}}}}\n" for n in failing)
+            + f"  pair: {{kind: openai, urls: ['{ups['pair-0']}', '{ups['pair-1']}']}}\n"
+            f"  fast: {{kind: openai, urls: ['{ups['fast']}']}}\n"
+            "  gone: {kind: openai, urls: ['http://127.0.0.1:9/v1'], health: {interval: 60s}}\n"
+            "routes:\n  engine: {deployments: [engine], timeout: 60s}\n"
             "  slow: {deployments: [slow], timeout: 1s}\n  broken: {deployments: [broken]}\n"
-            "  dies: {deployments: [dies]}\n"
+            "  dies: {deployments: [dies]}\n  pair: {deployments: [pair], timeout: 10s}\n"
+            "  fast: {deployments: [fast]}\n  strict: {deployments: [gone], fallbacks: none}\n"
         )
         gw, m = await _Proc.start(py, "-m", "modelfleet", "serve", "-f", str(fleet), "--port", "0",
                                   ready=r"listening on (http://[0-9.]+:[0-9]+)")  # fmt: skip
         procs.append(gw)
-        yield Fleet(url=m.group(1) + "/v1", gateway_pid=gw.proc.pid)
+        replicas = {"pair-0": pids["pair-0"], "pair-1": pids["pair-1"]}
+        yield Fleet(url=m.group(1) + "/v1", gateway_pid=gw.proc.pid, replica_pids=replicas)
     finally:
         for p in reversed(procs):
             await p.stop()
@@ -130,12 +143,17 @@ def engine_pids(gateway_pid: int) -> list[int]:
 
 
 async def _chat(session: aiohttp.ClientSession, url: str, model: str, *, stream: bool = False,
-                max_tokens: int = 8) -> tuple[int, str]:  # fmt: skip
+                max_tokens: int = 8, key: str = DRILL_KEY) -> tuple[int, str]:  # fmt: skip
+    status, text, _ = await _chat_headers(session, url, model, stream=stream, max_tokens=max_tokens, key=key)
+    return status, text
+
+
+async def _chat_headers(session: aiohttp.ClientSession, url: str, model: str, *, stream: bool = False,
+                        max_tokens: int = 8, key: str = DRILL_KEY) -> tuple[int, str, dict[str, str]]:  # fmt: skip
     body = {"model": model, "messages": [{"role": "user", "content": "Say something."}], "max_tokens": max_tokens,
             "stream": stream}  # fmt: skip
-    async with session.post(url + "/chat/completions", json=body) as resp:
-        text = await resp.text()
-        return resp.status, text
+    async with session.post(url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}) as resp:
+        return resp.status, await resp.text(), dict(resp.headers)
 
 
 async def _wait_ready(session: aiohttp.ClientSession, fleet: Fleet, timeout: float = 120) -> None:
@@ -201,8 +219,82 @@ async def stream_dies(session: aiohttp.ClientSession, fleet: Fleet) -> tuple[boo
     )
 
 
+async def quota_exceeded(session: aiohttp.ClientSession, fleet: Fleet) -> tuple[bool, str]:
+    replies = [await _chat_headers(session, fleet.url, "fast", key=QUOTA_KEY) for _ in range(4)]
+    statuses = [s for s, _, _ in replies]
+    _, text, headers = replies[-1]
+    named = {h for h in headers if h.lower().startswith("x-ratelimit-")}
+    ok = statuses == [200, 200, 200, 429] and "Retry-After" in headers and "limits.rpm" in text and bool(named)
+    return ok, f"statuses {statuses}; Retry-After {headers.get('Retry-After')}; {', '.join(sorted(named))}"
+
+
+async def strict_no_fallback(session: aiohttp.ClientSession, fleet: Fleet) -> tuple[bool, str]:
+    started = time.monotonic()
+    status, text = await _chat(session, fleet.url, "strict")
+    took = time.monotonic() - started
+    ok = status == 503 and "fallbacks: none" in text and "deployment 'gone'" in text and took < 1
+    return ok, f"HTTP {status} after {took * 1000:.0f} ms"
+
+
+@dataclass
+class FailoverResult:
+    sent: int
+    failed: int
+    out_after: float | None  # seconds from the kill until the replica was out of rotation
+    rate: float
+
+
+async def failover_under_load(
+    session: aiohttp.ClientSession, fleet: Fleet, *, rate: float = 200.0, seconds: float = 4.0, kill_at: float = 1.5
+) -> FailoverResult:
+    """Open-loop load at `rate` on the two-replica `pair` route; SIGKILL one replica at `kill_at`."""
+    base = fleet.url.removesuffix("/v1")
+    statuses: list[int] = []
+    victim = "pair-1"
+
+    async def one() -> None:
+        try:
+            status, _ = await _chat(session, fleet.url, "pair")
+        except aiohttp.ClientError:
+            status = 0
+        statuses.append(status)
+
+    async def watch(killed_at: float) -> float | None:
+        while time.monotonic() - killed_at < seconds:
+            async with session.get(base + "/readyz") as resp:
+                doc = await resp.json()
+            if any(r["replica"] == victim for r in doc["not_ready"].get("pair", [])):
+                return time.monotonic() - killed_at
+            await asyncio.sleep(0.002)
+        return None
+
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.monotonic()
+    watcher: asyncio.Task[float | None] | None = None
+    i = 0
+    while (now := time.monotonic()) - start < seconds:
+        if watcher is None and now - start >= kill_at:
+            os.kill(fleet.replica_pids[victim], signal.SIGKILL)
+            watcher = asyncio.create_task(watch(time.monotonic()))
+        task = asyncio.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        i += 1
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+    await asyncio.gather(*tasks)
+    out_after = await watcher if watcher else None
+    return FailoverResult(len(statuses), sum(s != 200 for s in statuses), out_after, i / seconds)
+
+
+async def replica_failover(session: aiohttp.ClientSession, fleet: Fleet) -> tuple[bool, str]:
+    r = await failover_under_load(session, fleet)
+    out = f"{r.out_after * 1000:.0f} ms" if r.out_after is not None else "never"
+    ok = r.failed == 0 and r.out_after is not None and r.out_after <= 1.0
+    return ok, f"{r.sent} requests at {r.rate:.0f}/s, {r.failed} failed; the killed replica was out after {out}"
+
+
 Drill = Callable[[aiohttp.ClientSession, Fleet], Awaitable[tuple[bool, str]]]
-DRILLS: list[tuple[str, str, Drill | None]] = [
+DRILLS: list[tuple[str, str, Drill]] = [
     ("slow-engine-start", "requests sent while the engine loads wait for it and succeed", slow_engine_start),
     (
         "replica-killed-under-load",
@@ -212,8 +304,13 @@ DRILLS: list[tuple[str, str, Drill | None]] = [
     ("upstream-timeout", "504 upstream_timeout within the route timeout", upstream_timeout),
     ("upstream-5xx", "502 naming the deployment", upstream_error),
     ("stream-dies-mid-way", "the stream ends with an explicit error event, not a silent truncation", stream_dies),
-    ("quota-exceeded", "429 with Retry-After and x-ratelimit-* headers", None),
-    ("strict-no-fallback", "an immediate error naming the unavailable deployment", None),
+    ("quota-exceeded", "429 with Retry-After and x-ratelimit-* headers", quota_exceeded),
+    ("strict-no-fallback", "an immediate error naming the unavailable deployment", strict_no_fallback),
+    (
+        "replica-failover",
+        "a replica killed at 200 requests/s: no failed request, out of rotation within 1 s",
+        replica_failover,
+    ),
 ]
 
 
@@ -225,14 +322,11 @@ async def run_drills(
         for name, expected, drill in DRILLS:
             if only and name not in only:
                 continue
-            if drill is None:
-                outcome = Outcome(name, expected, "skipped", TEAMS_ISSUE)
-            else:
-                try:
-                    ok, detail = await drill(session, fleet)
-                    outcome = Outcome(name, expected, "pass" if ok else "fail", detail)
-                except Exception as exc:  # a drill that crashes is a failed drill, not a crashed command
-                    outcome = Outcome(name, expected, "fail", f"{type(exc).__name__}: {exc}")
+            try:
+                ok, detail = await drill(session, fleet)
+                outcome = Outcome(name, expected, "pass" if ok else "fail", detail)
+            except Exception as exc:  # a drill that crashes is a failed drill, not a crashed command
+                outcome = Outcome(name, expected, "fail", f"{type(exc).__name__}: {exc}")
             outcomes.append(outcome)
             on_result(outcome)
     return outcomes

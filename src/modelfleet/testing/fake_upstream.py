@@ -156,7 +156,7 @@ class FakeOpenAI(asyncio.Protocol):
             self.buf = self.buf[total:]
             method, path = head.split(" ", 2)[:2]
             self.b.requests += 1
-            if self.b.delay or self.b.chunk_delay or self.b.die_after is not None:
+            if method != "GET" and (self.b.delay or self.b.chunk_delay or self.b.die_after is not None):
                 task = asyncio.ensure_future(self._slow(method, path, body))
                 self.b.tasks.add(task)
                 task.add_done_callback(self.b.tasks.discard)
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--model", default="fake-model")
     p.add_argument("--status", type=int, default=200, help="answer every generation request with this status")
-    p.add_argument("--delay", type=float, default=0.0, help="seconds before the first byte")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before the first byte (not for GET)")
     p.add_argument("--chunks", type=int, default=16, help="stream events (and completion tokens) per answer")
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream events")
     p.add_argument("--die-after", type=int, default=None, help="drop the connection after N stream events")
