@@ -6,7 +6,11 @@ A fast fake OpenAI upstream and wrk share core 1; the proxy under test gets core
 and only one proxy is loaded at a time. For each of upstream / bare proxy / modelfleet, streaming
 and not, it prints RPS at concurrency 32 and p50/p99 latency at concurrency 1, then modelfleet's
 ratios to the bare proxy and its added latency over the upstream alone.
-modelfleet runs its full path: validation, routing, dispatch, metrics, access log (to a file).
+modelfleet runs its full path: validation, routing, dispatch, metrics, access log (to a file),
+usage ledger. Two more modelfleet gateways add auth and limits (a team key; rpm, tpm, concurrency
+and a daily token budget, all checked per request, none reached): one keeps its counters in
+process (with SQLite), one in a redis-server on core 1 (started here; `apt-get install redis-server`).
+Every target gets the same request, Authorization header included.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 16}
-TARGETS = {"rps_ratio": 0.75, "rps_ratio_stream": 0.6, "added_p50_ms": 0.4, "added_p99_ms": 1.0}
+TARGETS = {"rps_ratio": 0.75, "rps_ratio_stream": 0.6, "added_p50_ms": 0.4, "added_p99_ms": 1.0, "auth_ratio": 0.9}
+KEY = "bench-key-0123456789abcdef"
+LIMITS = "{rpm: 100000000, tpm: 1000000000000, concurrency: 100000, tokens_per_day: 1000000000000}"
 
 
 def free_port() -> int:
@@ -75,9 +81,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10, help="seconds per measurement (default 10)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
-    for tool in ("wrk", "taskset"):
+    for tool, package in (("wrk", "wrk"), ("taskset", "util-linux"), ("redis-server", "redis-server")):
         if not shutil.which(tool):
-            raise SystemExit(f"{tool} is needed: apt-get install {'wrk' if tool == 'wrk' else 'util-linux'}")
+            raise SystemExit(f"{tool} is needed: apt-get install {package}")
 
     tmp = Path(tempfile.mkdtemp(prefix="mf-bench-"))
     procs: list[subprocess.Popen] = []
@@ -91,16 +97,29 @@ def main() -> None:
         bare_port = free_port()
         procs.append(start([PY, str(HERE / "bare_proxy.py"), upstream + "/v1", str(bare_port)], core=0))
 
-        mf_port = free_port()
-        fleet = tmp / "fleet.yaml"
-        fleet.write_text(
-            f"server: {{port: {mf_port}, access_log: true}}\n"
-            f"deployments:\n  fake: {{kind: openai, urls: ['{upstream}/v1'], model: fake-model}}\n"
-            "routes:\n  bench: {deployments: [fake], timeout: 30s}\n"
-        )
-        log = open(tmp / "modelfleet.log", "w")  # noqa: SIM115
-        procs.append(start([PY, "-m", "modelfleet", "serve", "-f", str(fleet)], core=0, stderr=log))
-        wait_http(f"http://127.0.0.1:{mf_port}/readyz")
+        redis_port = free_port()
+        procs.append(start(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], core=1,
+                           stdout=subprocess.DEVNULL))  # fmt: skip
+        gateways = {}
+        for name, extra in (
+            ("modelfleet", ""),
+            ("mf+auth", f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
+            ("mf+auth+redis", f"state: {{store: 'sqlite:///{tmp}/redis.db', counters: 'redis://127.0.0.1:{redis_port}/0'}}\n"
+                              f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
+        ):  # fmt: skip
+            port = free_port()
+            fleet = tmp / f"{name}.yaml"
+            state = "" if "state:" in extra else f"state: {{store: 'sqlite:///{tmp}/{name}.db'}}\n"
+            fleet.write_text(
+                f"server: {{port: {port}, access_log: true}}\n{state}{extra}"
+                f"deployments:\n  fake: {{kind: openai, urls: ['{upstream}/v1'], model: fake-model}}\n"
+                "routes:\n  bench: {deployments: [fake], timeout: 30s}\n"
+            )
+            log = open(tmp / f"{name}.log", "w")  # noqa: SIM115
+            procs.append(start([PY, "-m", "modelfleet", "serve", "-f", str(fleet)], core=0, stderr=log))
+            gateways[name] = f"http://127.0.0.1:{port}"
+        for base in gateways.values():
+            wait_http(base + "/readyz")
         time.sleep(1.0)
 
         results: dict[str, dict[str, dict[str, float]]] = {}
@@ -109,18 +128,19 @@ def main() -> None:
             body = {**BODY, "stream": stream}
             lua.write_text(
                 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
                 f"wrk.body = '{json.dumps(body)}'\n"
             )
             mode = "stream" if stream else "json"
             for name, base in (("upstream", upstream), ("bare-proxy", f"http://127.0.0.1:{bare_port}"),
-                               ("modelfleet", f"http://127.0.0.1:{mf_port}")):  # fmt: skip
+                               *gateways.items()):  # fmt: skip
                 url = base + "/v1/chat/completions"
                 wrk(url, lua, 32, 2)  # warm-up
                 rps, _, _ = wrk(url, lua, 32, args.duration)
                 _, p50, p99 = wrk(url, lua, 1, args.duration)
                 results.setdefault(mode, {})[name] = {"rps_c32": rps, "p50_ms_c1": p50, "p99_ms_c1": p99}
                 print(
-                    f"{mode:6} {name:11} rps@32={rps:8.0f}  p50@1={p50:6.3f}ms  p99@1={p99:6.3f}ms",
+                    f"{mode:6} {name:13} rps@32={rps:8.0f}  p50@1={p50:6.3f}ms  p99@1={p99:6.3f}ms",
                     flush=True,
                 )
         report(results, args)
@@ -149,6 +169,14 @@ def report(results: dict, args: argparse.Namespace) -> None:
             f"(target <= {TARGETS['added_p50_ms']}), p99 +{added99:.3f} ms (target <= {TARGETS['added_p99_ms']}); "
             f"bare proxy adds +{bare50:.3f} ms p50"
         )
+        for name in ("mf+auth", "mf+auth+redis"):
+            auth = rows[name]["rps_c32"] / mf["rps_c32"]
+            summary[mode][f"{name}_rps_ratio_vs_modelfleet"] = auth
+            print(
+                f"  {mode:6}: {name}: RPS {auth:.2f}x modelfleet without auth (target >= {TARGETS['auth_ratio']}x); "
+                f"p50 +{rows[name]['p50_ms_c1'] - mf['p50_ms_c1']:.3f} ms, "
+                f"p99 +{rows[name]['p99_ms_c1'] - mf['p99_ms_c1']:.3f} ms over modelfleet"
+            )
     if args.json:
         args.json.write_text(json.dumps({"results": results, "summary": summary, "cpus": os.cpu_count()}, indent=2))
 

@@ -179,12 +179,16 @@ class RedisServer:
         exe = _binary("redis-server")
         if exe is None:
             pytest.skip("redis-server is not installed (.ci/run installs it: apt-get install redis-server)")
+        self.exe = exe
         self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         _wait_port(self.port)
 
     def stop(self) -> None:

@@ -70,6 +70,19 @@ def test_a_token_budget_holds_across_gateways_under_concurrency(pair):
     assert used <= 1000, f"{len(ok)} requests used {used} tokens of a 1000-token budget"
 
 
+def test_limited_teams_get_503_while_redis_is_away_and_recover_on_a_fresh_one(pair, redis_server):
+    gws, _ = pair
+    redis_server.stop()
+    try:
+        away = _post(gws[0].url, "budget", max_tokens=5)
+        assert away.status_code == 503 and "limit counters" in away.json()["error"]["message"]
+        assert _post(gws[0].url, "steady").status_code == 200  # a team without limits never needs Redis
+    finally:
+        redis_server.start()  # empty: the scripts must be loaded again, the budget seeded again
+    assert _post(gws[0].url, "budget", max_tokens=5).status_code in (200, 429)
+    assert _post(gws[1].url, "budget", max_tokens=5).status_code in (200, 429)
+
+
 def test_keys_and_usage_live_in_postgres(pair):
     gws, path = pair
     made = json.loads(cli("keys", "create", "--team", "steady", "-f", str(path), "--json").stdout)

@@ -82,7 +82,8 @@ class _Proc:
 
 
 @contextlib.asynccontextmanager
-async def drill_fleet() -> AsyncIterator[Fleet]:
+async def drill_fleet(*, engine: bool = True) -> AsyncIterator[Fleet]:
+    """The drill fleet; `engine=False` leaves out the embedded engine (for drills that do not use it)."""
     py = sys.executable
     procs: list[_Proc] = []
     try:
@@ -106,13 +107,14 @@ async def drill_fleet() -> AsyncIterator[Fleet]:
             f"teams:\n  drill: {{keys: ['{DRILL_KEY}']}}\n"
             f"  quota: {{keys: ['{QUOTA_KEY}'], routes: [fast], limits: {{rpm: 3}}}}\n"
             "deployments:\n"
-            "  engine: {kind: llama-cpp, replicas: 1, max_queue: 64}\n"
+            + ("  engine: {kind: llama-cpp, replicas: 1, max_queue: 64}\n" if engine else "")
             + "".join(f"  {n}: {{kind: openai, urls: ['{ups[n]}'], health: {{interval: 60s}}}}\n" for n in failing)
             + f"  pair: {{kind: openai, urls: ['{ups['pair-0']}', '{ups['pair-1']}']}}\n"
             f"  fast: {{kind: openai, urls: ['{ups['fast']}']}}\n"
             "  gone: {kind: openai, urls: ['http://127.0.0.1:9/v1'], health: {interval: 60s}}\n"
-            "routes:\n  engine: {deployments: [engine], timeout: 60s}\n"
-            "  slow: {deployments: [slow], timeout: 1s}\n  broken: {deployments: [broken]}\n"
+            "routes:\n"
+            + ("  engine: {deployments: [engine], timeout: 60s}\n" if engine else "")
+            + "  slow: {deployments: [slow], timeout: 1s}\n  broken: {deployments: [broken]}\n"
             "  dies: {deployments: [dies]}\n  pair: {deployments: [pair], timeout: 10s}\n"
             "  fast: {deployments: [fast]}\n  strict: {deployments: [gone], fallbacks: none}\n"
         )

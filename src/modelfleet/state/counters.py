@@ -13,6 +13,7 @@ in Redis, atomically, for every gateway at once.
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -51,7 +52,12 @@ class Counters(Protocol):
 
 def periods(now: float) -> tuple[str, str, float, float]:
     """(day key, month key, seconds to the next UTC day, seconds to the next UTC month)."""
-    t = time.gmtime(now)
+    return _periods(int(now))
+
+
+@functools.lru_cache(maxsize=4)  # called per request; the answer changes once a second
+def _periods(sec: int) -> tuple[str, str, float, float]:
+    t = time.gmtime(sec)
     day_left = 86400 - (t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec)
     month_days = calendar.monthrange(t.tm_year, t.tm_mon)[1]
     month_left = (month_days - t.tm_mday) * 86400 + day_left
