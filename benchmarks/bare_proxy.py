@@ -5,6 +5,7 @@ python benchmarks/bare_proxy.py UPSTREAM_BASE_URL PORT
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import aiohttp
@@ -39,4 +40,5 @@ async def app_factory(upstream: str) -> web.Application:
 if __name__ == "__main__":
     upstream, port = sys.argv[1].rstrip("/").removesuffix("/v1"), int(sys.argv[2])
     uvloop.install()
+    logging.getLogger("aiohttp").setLevel(logging.CRITICAL)  # wrk's closed connections are not news
     web.run_app(app_factory(upstream), host="127.0.0.1", port=port, access_log=None, print=None)

@@ -1,6 +1,6 @@
 """What the gateway costs: modelfleet vs a bare aiohttp proxy vs the upstream alone, in one run.
 
-    python benchmarks/gateway_overhead.py [--duration 10] [--json out.json]
+    python benchmarks/gateway_overhead.py [--duration 5] [--rounds 3] [--json out.json]
 
 A fast fake OpenAI upstream and wrk share core 1; the proxy under test gets core 0 to itself,
 and only one proxy is loaded at a time. For each of upstream / bare proxy / modelfleet, streaming
@@ -10,7 +10,9 @@ modelfleet runs its full path: validation, routing, dispatch, metrics, access lo
 usage ledger. Two more modelfleet gateways add auth and limits (a team key; rpm, tpm, concurrency
 and a daily token budget, all checked per request, none reached): one keeps its counters in
 process (with SQLite), one in a redis-server on core 1 (started here; `apt-get install redis-server`).
-Every target gets the same request, Authorization header included.
+Every target gets the same request, Authorization header included. Targets are measured in
+interleaved rounds and each number is the median over rounds, so a slow minute on a shared machine
+touches every target alike instead of whichever ran then.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,7 +81,8 @@ def _pct(out: str, p: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=float, default=10, help="seconds per measurement (default 10)")
+    ap.add_argument("--duration", type=float, default=5, help="seconds per measurement (default 5)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     for tool, package in (("wrk", "wrk"), ("taskset", "util-linux"), ("redis-server", "redis-server")):
@@ -123,26 +127,31 @@ def main() -> None:
         time.sleep(1.0)
 
         results: dict[str, dict[str, dict[str, float]]] = {}
-        for stream in (False, True):
-            lua = tmp / f"post-{stream}.lua"
-            body = {**BODY, "stream": stream}
-            lua.write_text(
-                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
-                f"wrk.body = '{json.dumps(body)}'\n"
-            )
-            mode = "stream" if stream else "json"
-            for name, base in (("upstream", upstream), ("bare-proxy", f"http://127.0.0.1:{bare_port}"),
-                               *gateways.items()):  # fmt: skip
-                url = base + "/v1/chat/completions"
-                wrk(url, lua, 32, 2)  # warm-up
-                rps, _, _ = wrk(url, lua, 32, args.duration)
-                _, p50, p99 = wrk(url, lua, 1, args.duration)
-                results.setdefault(mode, {})[name] = {"rps_c32": rps, "p50_ms_c1": p50, "p99_ms_c1": p99}
-                print(
-                    f"{mode:6} {name:13} rps@32={rps:8.0f}  p50@1={p50:6.3f}ms  p99@1={p99:6.3f}ms",
-                    flush=True,
+        samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        targets = (("upstream", upstream), ("bare-proxy", f"http://127.0.0.1:{bare_port}"), *gateways.items())
+        for rnd in range(args.rounds):
+            for stream in (False, True):
+                lua = tmp / f"post-{stream}.lua"
+                body = {**BODY, "stream": stream}
+                lua.write_text(
+                    'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                    f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
+                    f"wrk.body = '{json.dumps(body)}'\n"
                 )
+                mode = "stream" if stream else "json"
+                for name, base in targets:
+                    url = base + "/v1/chat/completions"
+                    wrk(url, lua, 32, 1)  # warm-up
+                    rps, _, _ = wrk(url, lua, 32, args.duration)
+                    _, p50, p99 = wrk(url, lua, 1, args.duration)
+                    samples.setdefault((mode, name), []).append((rps, p50, p99))
+                    print(f"round {rnd + 1} {mode:6} {name:13} rps@32={rps:8.0f}  p50@1={p50:6.3f}ms  "
+                          f"p99@1={p99:6.3f}ms", flush=True)  # fmt: skip
+        print("\nmedians over rounds:")
+        for (mode, name), runs in samples.items():
+            rps, p50, p99 = (statistics.median(col) for col in zip(*runs, strict=True))
+            results.setdefault(mode, {})[name] = {"rps_c32": rps, "p50_ms_c1": p50, "p99_ms_c1": p99}
+            print(f"{mode:6} {name:13} rps@32={rps:8.0f}  p50@1={p50:6.3f}ms  p99@1={p99:6.3f}ms")
         report(results, args)
     finally:
         for p in procs:

@@ -163,6 +163,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _missing(what: str) -> None:
+    """Skip on a developer's machine; fail in CI, where .ci/run installs every server."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI must run these tests)")
+    pytest.skip(what)
+
+
 def _binary(name: str, *dirs: str) -> str | None:
     import shutil
 
@@ -178,7 +185,7 @@ class RedisServer:
     def __init__(self) -> None:
         exe = _binary("redis-server")
         if exe is None:
-            pytest.skip("redis-server is not installed (.ci/run installs it: apt-get install redis-server)")
+            _missing("redis-server is not installed (.ci/run installs it: apt-get install redis-server)")
         self.exe = exe
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -206,7 +213,7 @@ class PostgresServer:
         dirs = [str(bindir[-1])] if bindir else []
         self.initdb, self.pg_ctl = _binary("initdb", *dirs), _binary("pg_ctl", *dirs)
         if self.initdb is None or self.pg_ctl is None:
-            pytest.skip("PostgreSQL is not installed (.ci/run installs it: apt-get install postgresql)")
+            _missing("PostgreSQL is not installed (.ci/run installs it: apt-get install postgresql)")
         self.user = "postgres" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
         # Directly under /tmp: pytest's own folders are closed to other users.
         self.root = Path(tempfile.mkdtemp(prefix="modelfleet-pg-"))

@@ -11,7 +11,7 @@ import openai
 import pytest
 from conftest import Gateway, Upstream, chat_body, cli, write_fleet
 
-KEYS = {team: f"{team}-key-0123456789abcdef" for team in ("rpm", "budget", "steady")}
+KEYS = {team: f"{team}-key-0123456789abcdef" for team in ("rpm", "budget", "steady", "single")}
 
 
 def fleet_text(pg_url: str, redis_url: str, upstream_url: str) -> str:
@@ -22,6 +22,7 @@ teams:
   rpm: {{keys: ["{KEYS["rpm"]}"], limits: {{rpm: 20}}}}
   budget: {{keys: ["{KEYS["budget"]}"], limits: {{tokens_per_day: 1000}}}}
   steady: {{keys: ["{KEYS["steady"]}"]}}
+  single: {{keys: ["{KEYS["single"]}"], limits: {{concurrency: 1, tpm: 100000}}}}
 deployments:
   up: {{kind: openai, urls: ["{upstream_url}"]}}
 routes:
@@ -59,6 +60,24 @@ def test_two_gateways_sharing_redis_admit_exactly_the_rpm_limit(pair):
     assert statuses.count(429) == 40
     served_by = {i % 2 for i, r in enumerate(replies) if r.status_code == 200}
     assert served_by == {0, 1}  # both gateways admitted some: the count is shared, not per process
+
+
+def test_settling_releases_the_concurrency_slot_and_corrects_the_reservation(pair, redis_server):
+    gws, _ = pair
+    for i in range(6):  # one at a time, alternating gateways: each must find the slot released
+        assert _post(gws[i % 2].url, "single", max_tokens=5).status_code == 200
+    import asyncio
+
+    from modelfleet.state.resp import RedisConnection
+
+    async def tokens_counted() -> int:
+        conn = RedisConnection(redis_server.url)
+        window = await conn.call("HVALS", "mf:{single}:tpm")
+        conn.close()
+        return sum(int(v) for v in window)
+
+    time.sleep(0.2)
+    assert asyncio.run(tokens_counted()) == 6 * (12 + 5)  # settled to what was used, not what was reserved
 
 
 def test_a_token_budget_holds_across_gateways_under_concurrency(pair):

@@ -134,7 +134,8 @@ class Proxy:
         caller: Caller | None = None
         verdict: Verdict | None = None
         try:
-            caller = await self.gate.authenticate(request.headers.get("Authorization"))
+            if self.gate.directory.enforcing:  # open mode skips even the call
+                caller = await self.gate.authenticate(request.headers.get("Authorization"))
             body, size = await self._read_json(request)
             schema.validate(endpoint.schema, body)
             route = self.routes.get(body["model"])
@@ -204,7 +205,7 @@ class Proxy:
 
     def _candidates(self, route: RouteEntry, first: str, caller: Caller | None) -> list[Target]:
         """The deployments to try, in order: the pick, then (unless strict) the route's others and its fallbacks."""
-        if route.strict:
+        if route.strict or (not route.fallbacks and len(route.choice.by_weight) == 1):
             return [self.targets[first]]
         names = route.choice.order(first)
         for fb_name in route.fallbacks:

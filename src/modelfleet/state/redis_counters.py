@@ -62,7 +62,9 @@ class _Script:
 class RedisCounters:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._conn = RedisConnection(url)
+        # Both scripts are loaded on every new connection (a restarted Redis has none), so a
+        # settlement can be sent without waiting for its reply.
+        self._conn = RedisConnection(url, on_connect=(("SCRIPT", "LOAD", ADMIT), ("SCRIPT", "LOAD", SETTLE)))
         self._admit = _Script(self._conn, ADMIT)
         self._settle = _Script(self._conn, SETTLE)
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -93,8 +95,6 @@ class RedisCounters:
     def settle(self, team: str, limits: Limits, verdict: Verdict, tokens: int) -> None:
         k = _keys(team, verdict.day, verdict.month)
         keys, args = [k[1], k[2], k[3], k[4]], [verdict.second, tokens - verdict.reserved, verdict.lease]
-        # Admission loaded the script on this connection, so no reply is awaited here: the hot path
-        # moves on. (A NOSCRIPT after a Redis restart is retried through the awaited path.)
         fut: asyncio.Future[Any] | None = self._settle.nowait(keys, args)
         if fut is None:
             fut = asyncio.ensure_future(self._settle(keys, args))
@@ -105,7 +105,9 @@ class RedisCounters:
         self._tasks.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
             # The lease expires by itself (LEASE_TTL); the reservation stays counted: the safe side.
-            log.warning("could not settle a request's limits: %s", fut.exception())
+            if not self._failing:
+                log.warning("could not settle a request's limits: %s", fut.exception())
+            self._failing = True
 
     async def seed(self, team: str, day_tokens: int, month_tokens: int) -> None:
         # Redis keeps its counts across gateway restarts; the ledger fills in only what Redis lost.

@@ -83,13 +83,14 @@ class _Protocol(asyncio.Protocol):
 
 
 class RedisConnection:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, on_connect: tuple[tuple[Any, ...], ...] = ()) -> None:
         u = urlparse(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 6379
         self.password = unquote(u.password) if u.password else None
         self.username = unquote(u.username) if u.username else None
         self.db = int(u.path.strip("/") or 0)
         self.tls = u.scheme == "rediss"
+        self.on_connect = on_connect  # commands run on every new connection, e.g. SCRIPT LOAD
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
 
@@ -115,6 +116,8 @@ class RedisConnection:
             await proto.send(("AUTH", *auth))
         if self.db:
             await proto.send(("SELECT", self.db))
+        for command in self.on_connect:
+            await proto.send(command)
         return proto
 
     async def call(self, *args: Any) -> Any:
