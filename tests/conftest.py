@@ -20,6 +20,14 @@ import httpx
 import pytest
 
 PY = sys.executable
+_STARTED: list[Proc] = []  # every process any test started, for the safety net at session end
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """A fixture that raised before its `yield` cannot stop what it started: stop it here."""
+    for p in _STARTED:
+        if p.proc.poll() is None:
+            p.stop(signal.SIGKILL)
 
 
 class Proc:
@@ -37,10 +45,18 @@ class Proc:
             text=True,
             env={**os.environ, **(env or {})},
         )
+        _STARTED.append(self)
         pipes = [self.proc.stdout] if stream == "stdout" else [self.proc.stdout, self.proc.stderr]
         for pipe in pipes:
             threading.Thread(target=self._drain, args=(pipe,), daemon=True).start()
-        self.match = self.wait_for(ready, timeout)
+        self.match = self._started(ready, timeout)
+
+    def _started(self, ready: str, timeout: float) -> re.Match[str]:
+        try:
+            return self.wait_for(ready, timeout)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # a process that never came up is not left behind
+            raise
 
     def _drain(self, pipe) -> None:
         for line in pipe:
@@ -91,7 +107,7 @@ class Gateway(Proc):
         self.base = self.match.group(1)
         self.url = self.base + "/v1"
         if wait_ready:
-            self.wait_for(r"ready: OpenAI-compatible API", timeout)
+            self._started(r"ready: OpenAI-compatible API", timeout)
 
 
 class Upstream(Proc):

@@ -42,7 +42,8 @@ class Gateway:
             check_engine_installed()
         self.fleet = fleet
         self.metrics = GatewayMetrics(metrics_dir)
-        self.control = ControlPlane(fleet, on_change=self._replica_changed)
+        self.store = open_store(fleet.state.store)
+        self.control = ControlPlane(fleet, on_change=self._replica_changed, store=self.store)
         self.dispatchers: dict[str, Dispatcher] = {}
         targets: dict[str, Target] = {}
         for name, dep in fleet.deployments.items():
@@ -74,7 +75,6 @@ class Gateway:
             )
             for name, route in fleet.routes.items()
         }
-        self.store = open_store(fleet.state.store)
         self.counters = open_counters(fleet.state.counters)
         self.ledger = UsageLedger(self.store, fleet.state.flush_interval)
         self.directory = Directory(fleet.teams, self.store, fleet.state.refresh_interval)
@@ -88,14 +88,17 @@ class Gateway:
             max_body_bytes=fleet.server.max_body_bytes,
             access_log=self.access_log,
             request_failed=self.control.request_failed,
+            wake=self.control.wake,
         )
         self.metrics.watch_replicas(
             lambda: [r for reps in self.control.replicas.values() for r in reps],
             lambda d: self.dispatchers[d].queued,
         )
+        self.metrics.watch_wakes(self.control.deployments.wakes)
         created = int(time.time())
         models = [{"id": n, "object": "model", "created": created, "owned_by": "modelfleet"} for n in routes]
-        admin = AdminAPI(TeamAdmin(self.store, list(routes), fleet.teams), self.gate, fleet.auth.admin_key)
+        admin = AdminAPI(TeamAdmin(self.store, list(routes), fleet.teams), self.gate, fleet.auth.admin_key,
+                         self.control.deployments)  # fmt: skip
         self.app = create_app(
             self.proxy, metrics=self.metrics, readiness=self.readiness, models=models, cors=fleet.server.cors,
             admin=admin,
@@ -151,9 +154,18 @@ class Gateway:
             self.metrics.publish()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """A route is ready when a request to it can be answered: by its deployments or its fallbacks'."""
+        """A route is ready when a request to it can be answered: by its deployments or its fallbacks'.
+
+        A stopped deployment that wakes on request can answer (after its wake), so it counts.
+        """
+
+        def servable(d: str) -> bool:
+            reps = self.control.replicas[d]
+            wakes = self.fleet.deployments[d].wake_on_request and self.dispatchers[d].stopped()
+            return wakes or any(r.ready for r in reps)
+
         deployments = {
-            name: any(r.ready for d, w in route.deployments.items() if w > 0 for r in self.control.replicas[d])
+            name: any(servable(d) for d, w in route.deployments.items() if w > 0)
             for name, route in self.fleet.routes.items()
         }
         routes = {

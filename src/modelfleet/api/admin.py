@@ -22,7 +22,9 @@ from modelfleet.access import keys
 from modelfleet.access.admin import TeamAdmin
 from modelfleet.access.directory import caller_from
 from modelfleet.access.gate import Gate
-from modelfleet.errors import Forbidden, InvalidRequest, Unauthorized
+from modelfleet.control.deployments import Deployments
+from modelfleet.control.platforms.base import NotManaged
+from modelfleet.errors import Forbidden, InvalidRequest, ModelNotFound, Unauthorized
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,7 +44,8 @@ async def _body(request: web.Request) -> dict:
 
 
 class AdminAPI:
-    def __init__(self, admin: TeamAdmin, gate: Gate, admin_key: str | None) -> None:
+    def __init__(self, admin: TeamAdmin, gate: Gate, admin_key: str | None, deployments: Deployments) -> None:
+        self.deployments = deployments
         self.admin = admin
         self.gate = gate
         self.directory = gate.directory
@@ -71,6 +74,8 @@ class AdminAPI:
             ("POST", "/admin/teams/{team}/keys", g(self.create_key)),
             ("DELETE", "/admin/keys/{key_id}", g(self.revoke_key)),
             ("GET", "/admin/usage", g(self.all_usage)),
+            ("GET", "/admin/deployments", g(self.deployment_status)),
+            ("POST", "/admin/deployments/{name}/{verb:start|stop}", g(self.deployment_verb)),
             ("GET", "/v1/usage", self.team_usage),
         ]
 
@@ -108,6 +113,19 @@ class AdminAPI:
         team = await self.admin.revoke_key(key_id)
         self.directory.forget_key(key_id)
         return _json({"revoked": key_id, "team": team})
+
+    async def deployment_status(self, _: web.Request) -> web.Response:
+        return _json({"object": "list", "data": self.deployments.status()})
+
+    async def deployment_verb(self, request: web.Request) -> web.Response:
+        name, verb = request.match_info["name"], request.match_info["verb"]
+        if name not in self.deployments.platforms:
+            raise ModelNotFound(f"no deployment {name!r}; deployments: {', '.join(self.deployments.platforms)}")
+        try:
+            want = await self.deployments.set(name, verb, f"{verb} by the admin API")
+        except NotManaged as exc:
+            raise InvalidRequest(str(exc), code="not_managed") from None
+        return _json({"name": name, "desired": want.state, "reason": want.reason})
 
     async def _flushed(self) -> None:
         with contextlib.suppress(Exception):  # what is still in memory shows up now, not after the next flush

@@ -114,6 +114,7 @@ class Proxy:
         max_body_bytes: int,
         access_log: AccessLog | None = None,
         request_failed: Callable[[Replica, str], None] = lambda r, why: None,
+        wake: Callable[[str], float] | None = None,
     ) -> None:
         self.routes = routes
         self.targets = targets
@@ -122,6 +123,7 @@ class Proxy:
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
         self.request_failed = request_failed
+        self.wake = wake  # starts a stopped deployment; returns how long to wait for it
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = time.perf_counter()
@@ -233,8 +235,22 @@ class Proxy:
         same_again = False
         # Waiting for a starting replica beats failing, unless there is somewhere else to go.
         wait_starting = last and not ex.route.strict
+        timeout = ex.timeout
+        woken = False
+        if self.wake is not None and dispatcher.stopped():
+            timeout = self.wake(target.name)  # raises a 503 naming why, if it may not be woken now
+            wait_starting = woken = True
         while True:
-            replica = await dispatcher.acquire(ex.timeout, () if same_again else tried, wait_starting)
+            try:
+                replica = await dispatcher.acquire(timeout, () if same_again else tried, wait_starting)
+            except Unavailable as exc:
+                if not woken:
+                    raise
+                raise Unavailable(
+                    f"deployment {target.name!r} is starting: this request woke it (wake_on_request) and it was "
+                    f"not ready within wake_timeout {timeout:g}s; retry shortly",
+                    retry_after=max(5.0, timeout / 2), code="deployment_starting",
+                ) from exc  # fmt: skip
             replica_box.append(replica)
             stats.inflight += 1
             try:

@@ -7,6 +7,7 @@ import click
 from modelfleet import __version__
 from modelfleet.cli.bench import bench
 from modelfleet.cli.config import config
+from modelfleet.cli.deployments import deployments
 from modelfleet.cli.keys import keys
 from modelfleet.cli.promptset import promptset
 from modelfleet.cli.serve import serve
@@ -24,6 +25,7 @@ def cli() -> None:
       modelfleet serve                      the bundled SmolLM2 on http://127.0.0.1:8000/v1
       modelfleet serve -f fleet.yaml        your own deployments and routes
       modelfleet config check -f fleet.yaml validate a fleet file before you deploy it
+      modelfleet deployments status         what runs, what should, and why
       modelfleet keys create --team quant   an API key for a team (shown once)
       modelfleet usage --team quant         tokens and requests, by route, deployment and day
       modelfleet promptset generate ...     reproducible prompts for load tests
@@ -33,6 +35,7 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(config)
+cli.add_command(deployments)
 cli.add_command(teams)
 cli.add_command(keys)
 cli.add_command(usage)

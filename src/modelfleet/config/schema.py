@@ -144,7 +144,45 @@ class LoadMetrics(_Section):
     path: str = "/metrics"
 
 
-class LlamaCppDeployment(_Section):
+class Schedule(_Section):
+    """When a deployment runs: cron boundaries in a timezone, and an idle stop."""
+
+    start: str | None = Field(None, description='cron, e.g. "0 7 * * MON-FRI"')
+    stop: str | None = Field(None, description='cron, e.g. "0 18 * * MON-FRI"')
+    timezone: str = "UTC"
+    idle_stop_after: Duration | None = Field(None, description="stop after this long without a request")
+    wake_off_hours: bool = Field(True, description="may a request wake it between stop and start?")
+
+    @field_validator("start", "stop")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f'expected a cron expression such as "0 7 * * MON-FRI", got {value!r}')
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA timezone such as Europe/Berlin or UTC, got {value!r}") from None
+        return value
+
+
+class _Managed(_Section):
+    """What every deployment kind shares: its lifecycle."""
+
+    schedule: Schedule | None = None
+    wake_on_request: bool = Field(False, description="a request to a stopped deployment starts it")
+    wake_timeout: Duration = Field(60.0, description="how long such a request waits before a 503")
+
+
+class LlamaCppDeployment(_Managed):
     """The embedded engine: llama-cpp-python serving a GGUF, one process per replica."""
 
     kind: Literal["llama-cpp"]
@@ -166,7 +204,7 @@ class LlamaCppDeployment(_Section):
         return False
 
 
-class OpenAIDeployment(_Section):
+class OpenAIDeployment(_Managed):
     """Any OpenAI-compatible server (vLLM, TGI, llama.cpp server, ...) reached by URL."""
 
     kind: Literal["openai"]

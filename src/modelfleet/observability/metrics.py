@@ -11,6 +11,7 @@ import bisect
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,6 +22,7 @@ from modelfleet.types import Replica, Usage
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+WAKE_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -94,6 +96,7 @@ class GatewayMetrics:
         self.stats: dict[tuple[str, str], RouteStats] = {}
         self._replicas: Callable[[], list[Replica]] = list
         self._queued: Callable[[str], int] = lambda _: 0
+        self.wakes: Any = None
         self.registry.register(_Exposition(self))
 
     def stats_for(self, route: str, deployment: str) -> RouteStats:
@@ -125,6 +128,10 @@ class GatewayMetrics:
         """Replica readiness and queue depth are read from live state at scrape time."""
         self._replicas = replicas
         self._queued = queued
+
+    def watch_wakes(self, wakes: Any) -> None:
+        """Wake counts and latencies (control.deployments.WakeStats), read at scrape time."""
+        self.wakes = wakes
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -226,3 +233,20 @@ class _Exposition(Collector):
         for d in sorted(deployments):
             queue.add_metric([d], float(self.m._queued(d)))
         yield from (ready, busy, queue, handed, failed)
+        if self.m.wakes is not None:
+            yield from _wake_families(self.m.wakes)
+
+
+def _wake_families(wakes: Any) -> Iterator:
+    count = CounterMetricFamily("modelfleet_wakes", "Stopped deployments started by a request.", labels=["deployment"])
+    seconds = HistogramMetricFamily(
+        "modelfleet_wake_seconds", "From a wake to the first ready replica.", labels=["deployment"]
+    )
+    for dep, n in sorted(wakes.count.items()):
+        count.add_metric([dep], n)
+    for dep, values in sorted(wakes.seconds.items()):
+        h = Histogram(WAKE_BUCKETS)
+        for v in values:
+            h.observe(v)
+        seconds.add_metric([dep], h.cumulative(), h.sum)
+    return (count, seconds)

@@ -81,6 +81,10 @@ class Dispatcher:
     def has_ready(self) -> bool:
         return any(r.state is _READY for r in self.replicas)
 
+    def stopped(self) -> bool:
+        """Every replica is stopped: the deployment is off (and may be woken)."""
+        return bool(self.replicas) and all(r.state == "stopped" for r in self.replicas)
+
     async def acquire(self, timeout: float, exclude: Collection[Replica] = (), wait_starting: bool = True) -> Replica:
         """A replica with a free slot; `exclude` names replicas that already failed this request.
 

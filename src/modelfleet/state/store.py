@@ -27,6 +27,9 @@ SCHEMA = (
         variant TEXT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL,
         prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
         PRIMARY KEY (day, team, route, deployment, variant))""",
+    """CREATE TABLE IF NOT EXISTS deployments (
+        name TEXT PRIMARY KEY, desired TEXT NOT NULL, reason TEXT NOT NULL, since DOUBLE PRECISION NOT NULL,
+        observed TEXT NOT NULL, checked_at DOUBLE PRECISION NOT NULL)""",
 )
 
 USAGE_COLUMNS = ("day", "team", "route", "deployment", "variant")
@@ -164,6 +167,22 @@ class Store:
                        total_tokens=prompt + completion)  # fmt: skip
             out.append(doc)
         return out
+
+    # deployments: desired and last observed state, so a restarted gateway resumes
+    async def put_deployment_state(
+        self, name: str, desired: str, reason: str, since: float, observed: str, checked_at: float
+    ) -> None:
+        await self.driver.execute(
+            "INSERT INTO deployments (name, desired, reason, since, observed, checked_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET desired = excluded.desired, reason = excluded.reason, "
+            "since = excluded.since, observed = excluded.observed, checked_at = excluded.checked_at",
+            (name, desired, reason, since, observed, checked_at),
+        )
+
+    async def deployment_states(self) -> dict[str, tuple[str, str, float, float]]:
+        """name -> (desired, reason, since, checked_at)."""
+        rows = await self.driver.fetch("SELECT name, desired, reason, since, checked_at FROM deployments")
+        return {n: (d, r, float(s), float(c)) for n, d, r, s, c in rows}
 
     async def tokens_since(self, day: str) -> dict[str, int]:
         """Tokens per team from `day` on: what budgets already spent, for counters that start empty."""

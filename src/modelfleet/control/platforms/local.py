@@ -1,0 +1,41 @@
+"""llama-cpp deployments: one supervised engine process per replica on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from modelfleet.config import LlamaCppDeployment
+from modelfleet.control.replicas import EngineSupervisor
+from modelfleet.types import Replica, ReplicaState
+
+
+class LocalEngines:
+    managed = True
+
+    def __init__(self, replicas: list[Replica], dep: LlamaCppDeployment, changed: Callable[[Replica], None]) -> None:
+        self.replicas = replicas
+        self.changed = changed
+        self.supervisors = [EngineSupervisor(r, dep, changed) for r in replicas]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks = [asyncio.create_task(s.run(), name=f"engine:{s.replica.name}") for s in self.supervisors]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(s.stop() for s in self.supervisors))
+        for r in self.replicas:
+            r.mark(ReplicaState.STOPPED, "stopped")
+            self.changed(r)
+
+    async def shutdown(self) -> None:
+        await self.stop()
