@@ -99,11 +99,11 @@ class Proc:
 class Gateway(Proc):
     """`modelfleet serve` on a free port; `url` is the API base (…/v1)."""
 
-    def __init__(self, fleet: Path | None, *, wait_ready: bool = True, timeout: float = 120, extra=()):
+    def __init__(self, fleet: Path | None, *, wait_ready: bool = True, timeout: float = 120, extra=(), env=None):
         argv = [PY, "-m", "modelfleet", "serve", "--port", "0", *extra]
         if fleet is not None:
             argv += ["-f", str(fleet)]
-        super().__init__(argv, r"listening on (http://127\.0\.0\.1:\d+)", timeout=timeout)
+        super().__init__(argv, r"listening on (http://127\.0\.0\.1:\d+)", timeout=timeout, env=env)
         self.base = self.match.group(1)
         self.url = self.base + "/v1"
         if wait_ready:
@@ -296,3 +296,41 @@ def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.C
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+class MotoServer:
+    """moto in server mode: the AWS API (SageMaker, Secrets Manager, ...) on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        _wait_port(self.port, 30)
+        self.env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.url}  # fmt: skip
+
+    def client(self, service: str):
+        import boto3
+
+        return boto3.client(service, region_name="us-east-1", endpoint_url=self.url,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+
+    def queue_results(self, *bodies: object) -> None:
+        """What moto's invoke_endpoint answers next, one body per call."""
+        results = [{"Body": b if isinstance(b, str) else json.dumps(b), "ContentType": "application/json",
+                    "InvokedProductionVariant": "AllTraffic", "CustomAttributes": ""} for b in bodies]  # fmt: skip
+        httpx.post(
+            self.url + "/moto-api/static/sagemaker/endpoint-results", json={"results": results}
+        ).raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
+    server.stop()

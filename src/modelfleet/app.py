@@ -14,14 +14,16 @@ from typing import Any
 
 from aiohttp import web
 
+from modelfleet import secrets
 from modelfleet.access.admin import TeamAdmin
 from modelfleet.access.directory import Directory
 from modelfleet.access.gate import Gate
 from modelfleet.api.admin import AdminAPI
 from modelfleet.api.app import create_app
 from modelfleet.api.proxy import Proxy, RouteEntry, Target
+from modelfleet.backends.base import Backend
 from modelfleet.backends.openai_http import OpenAIHTTPBackend
-from modelfleet.config import Deployment, Fleet, LlamaCppDeployment, OpenAIDeployment
+from modelfleet.config import Deployment, Fleet, LlamaCppDeployment, OpenAIDeployment, SageMakerDeployment
 from modelfleet.control.plane import ControlPlane
 from modelfleet.engine.model import check_engine_installed
 from modelfleet.observability.access_log import AccessLog
@@ -37,13 +39,14 @@ log = logging.getLogger("modelfleet")
 
 
 class Gateway:
-    def __init__(self, fleet: Fleet, *, metrics_dir: Path | None = None) -> None:
+    def __init__(self, fleet: Fleet, *, metrics_dir: Path | None = None, worker: bool = False) -> None:
         if any(isinstance(d, LlamaCppDeployment) for d in fleet.deployments.values()):
             check_engine_installed()
+        fleet = secrets.resolve(fleet)
         self.fleet = fleet
         self.metrics = GatewayMetrics(metrics_dir)
         self.store = open_store(fleet.state.store)
-        self.control = ControlPlane(fleet, on_change=self._replica_changed, store=self.store)
+        self.control = ControlPlane(fleet, on_change=self._replica_changed, store=self.store, manage=not worker)
         self.dispatchers: dict[str, Dispatcher] = {}
         targets: dict[str, Target] = {}
         for name, dep in fleet.deployments.items():
@@ -55,13 +58,12 @@ class Gateway:
                 stale_after=dep.load_metrics.stale_after if dep.load_metrics else None,
             )
             upstream_model = (dep.model or name) if isinstance(dep, OpenAIDeployment) else name
-            api_key = dep.api_key if isinstance(dep, OpenAIDeployment) else None
             targets[name] = Target(
                 name=name,
                 kind=dep.kind,
                 upstream_model=upstream_model,
                 dispatcher=self.dispatchers[name],
-                backend=OpenAIHTTPBackend(api_key),
+                backend=_backend(dep),
                 supports_embeddings=dep.supports_embeddings,
             )
         routes = {
@@ -174,6 +176,15 @@ class Gateway:
             for name, route in self.fleet.routes.items()
         }
         return all(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
+
+
+def _backend(dep: Deployment) -> Backend:
+    """The wire protocol a deployment speaks."""
+    if isinstance(dep, SageMakerDeployment):
+        from modelfleet.backends.sagemaker import SageMakerBackend
+
+        return SageMakerBackend(dep)
+    return OpenAIHTTPBackend(dep.api_key if isinstance(dep, OpenAIDeployment) else None)
 
 
 def worker_fleet(fleet: Fleet, replicas: dict[str, list[Replica]]) -> Fleet:

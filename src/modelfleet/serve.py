@@ -36,7 +36,7 @@ async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str],
     metrics_dir = Path(os.environ[METRICS_DIR_ENV]) if worker else None
     if many and not worker:
         metrics_dir = Path(tempfile.mkdtemp(prefix="modelfleet-metrics-"))
-    gateway = Gateway(fleet, metrics_dir=metrics_dir)
+    gateway = Gateway(fleet, metrics_dir=metrics_dir, worker=worker)
     runner = web.AppRunner(
         gateway.app, handler_cancellation=True, access_log=None, shutdown_timeout=server.drain_timeout
     )

@@ -73,6 +73,7 @@ def from_container(payload: bytes, schema: Schema, *, model: str, chat: bool, pr
         raise ContainerError(str(doc.get("error") or "the container reported an error"))
     text = doc["generated_text"]
     completion_tokens = int(details.get("generated_tokens") or 0)
+    prompt_tokens = len(details.get("prefill") or ()) or prompt_tokens  # TGI's count, when it was asked for
     finish = _FINISH.get(details.get("finish_reason", ""), "stop")
     usage = _usage(prompt_tokens, completion_tokens)
     if chat:

@@ -10,7 +10,7 @@ import orjson
 
 from modelfleet.cli.options import fleet_file, load_or_exit, run_async
 from modelfleet.config import Fleet
-from modelfleet.errors import EngineUnavailable
+from modelfleet.errors import ConfigError, EngineUnavailable
 from modelfleet.observability import logging as mf_logging
 
 
@@ -60,6 +60,9 @@ def serve(
 
     try:
         run_async(run(fleet, worker=worker_fleet is not None))
+    except ConfigError as exc:
+        click.echo(click.style("config error: ", fg="red", bold=True) + str(exc), err=True)
+        sys.exit(2)
     except EngineUnavailable as exc:
         click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
         sys.exit(2)

@@ -9,6 +9,7 @@ from modelfleet.config.schema import (
     LlamaCppDeployment,
     OpenAIDeployment,
     Route,
+    SageMakerDeployment,
     Server,
 )
 
@@ -19,6 +20,7 @@ __all__ = [
     "LlamaCppDeployment",
     "OpenAIDeployment",
     "Route",
+    "SageMakerDeployment",
     "Server",
     "default_fleet",
     "load_fleet",

@@ -20,7 +20,7 @@ from modelfleet.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 Path_ = tuple[str | int, ...]
-_SECRET_FIELDS = {"keys", "api_key", "admin_key"}  # a mistake there is named, its value never shown
+_SECRET_FIELDS = {"keys", "api_key", "admin_key", "hf_token"}  # a mistake there is named, its value never shown
 
 
 def load_fleet(path: str | Path, env: dict[str, str] | None = None) -> Fleet:

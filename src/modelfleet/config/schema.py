@@ -226,7 +226,47 @@ class OpenAIDeployment(_Managed):
         return [u.rstrip("/") for u in urls]
 
 
-Deployment = Annotated[LlamaCppDeployment | OpenAIDeployment, Field(discriminator="kind")]
+class SageMakerCreate(_Section):
+    """What `deployments start` needs to create the endpoint (and its model and config, once)."""
+
+    image: str = Field(description="the container image URI, e.g. the HuggingFace TGI or DJL-LMI DLC")
+    role_arn: str = Field(description="the execution role SageMaker assumes")
+    instance_type: str = Field("ml.g5.2xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    instance_count: int = Field(1, ge=1, le=100)
+    model_id: str | None = Field(None, description="HF_MODEL_ID for the container")
+    hf_token: str | None = Field(None, description="HF_TOKEN: ${ENV_VAR} or aws-secret://NAME[#field]")
+    env: dict[str, str] = {}
+    tags: dict[str, str] = {}
+
+
+class SageMakerDeployment(_Managed):
+    """A SageMaker real-time endpoint running an LLM container (TGI, DJL-LMI, or one that takes messages)."""
+
+    kind: Literal["sagemaker"]
+    endpoint: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", description="the endpoint name")
+    region: str = "us-east-1"
+    container: Literal["tgi", "lmi", "messages"] = Field("tgi", description="the request/response schema it speaks")
+    inference_component: str | None = None
+    endpoint_url: str | None = Field(None, description="the AWS API base URL; for tests and private endpoints")
+    chat_template: Path | None = Field(None, description="tokenizer_config.json or a .jinja file (tgi, lmi)")
+    create: SageMakerCreate | None = Field(None, description="unset: the endpoint is managed elsewhere")
+    max_concurrency: int | None = Field(None, ge=1)
+    max_queue: int = Field(256, ge=0)
+    health: Health = Health(interval=30.0)
+    load_metrics: None = None
+    supports_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _template_for_prompt_containers(self) -> SageMakerDeployment:
+        if self.container != "messages" and self.chat_template is None:
+            raise ValueError(
+                f"chat_template: the {self.container} container takes a prompt, so a chat needs the model's chat "
+                "template: name its tokenizer_config.json or a .jinja file"
+            )
+        return self
+
+
+Deployment = Annotated[LlamaCppDeployment | OpenAIDeployment | SageMakerDeployment, Field(discriminator="kind")]
 
 
 def _weights(value: Any) -> Any:

@@ -59,8 +59,11 @@ class Deployments:
         replicas: dict[str, list[Replica]],
         store: Store | None,
         clock: Callable[[], float] = time.time,
+        *,
+        manage: bool = True,
     ) -> None:
         self.fleet = fleet
+        self.manage = manage  # False in extra gateway workers: the primary decides, they only watch
         self.platforms = platforms
         self.replicas = replicas
         self.store = store
@@ -79,6 +82,10 @@ class Deployments:
 
     async def start(self) -> None:
         """Resume what the store remembers (or what schedules say), then start what should run."""
+        if not self.manage:
+            for platform in self.platforms.values():
+                await platform.watch()
+            return
         now = self.clock()
         remembered = await self._load()
         for name in self.fleet.deployments:
@@ -166,6 +173,8 @@ class Deployments:
                 await self.platforms[name].stop()
 
     def wake(self, name: str) -> float:
+        if not self.manage:
+            raise Unavailable(f"deployment {name!r} is stopped; this gateway worker cannot wake it", retry_after=5)
         """A request found `name` stopped: start it (once, however many ask) and say how long to wait.
 
         Raises Unavailable when the deployment may not be woken now; the message says why.

@@ -17,8 +17,9 @@ import contextlib
 import time
 from collections.abc import Callable
 
+from modelfleet.backends.base import Backend
 from modelfleet.backends.openai_http import OpenAIHTTPBackend
-from modelfleet.config import Fleet, LlamaCppDeployment, OpenAIDeployment
+from modelfleet.config import Fleet, LlamaCppDeployment, OpenAIDeployment, SageMakerDeployment
 from modelfleet.control.deployments import Deployments
 from modelfleet.control.health import HealthChecker
 from modelfleet.control.load import LoadScraper
@@ -37,6 +38,7 @@ class ControlPlane:
         *,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
+        manage: bool = True,
     ) -> None:
         self.fleet = fleet
         self.on_change = on_change
@@ -44,7 +46,7 @@ class ControlPlane:
         self.health: dict[str, HealthChecker] = {}
         self.platforms: dict[str, Platform] = {}
         self._scrapers: list[LoadScraper] = []
-        self._backends: list[OpenAIHTTPBackend] = []
+        self._backends: list[Backend] = []
         self._tasks: list[asyncio.Task[None]] = []
         for name, dep in fleet.deployments.items():
             if isinstance(dep, LlamaCppDeployment):
@@ -55,14 +57,21 @@ class ControlPlane:
                 reps = [Replica(name, f"{name}-{i}", url=url) for i, url in enumerate(dep.urls)]
                 self.platforms[name] = ExternalServer(name)
                 backend = OpenAIHTTPBackend(dep.api_key)
+            elif isinstance(dep, SageMakerDeployment):
+                from modelfleet.backends.sagemaker import SageMakerBackend
+                from modelfleet.control.platforms.sagemaker import SageMakerEndpoint
+
+                reps = [Replica(name, f"{name}-0", url=f"sagemaker://{dep.endpoint}")]
+                self.platforms[name] = SageMakerEndpoint(reps[0], dep, self._changed)
+                backend = SageMakerBackend(dep)
             self._backends.append(backend)
             # Engines are watched by their supervisor; for them health checks only bring back ejected replicas.
-            active = not isinstance(dep, LlamaCppDeployment)
+            active = isinstance(dep, OpenAIDeployment)
             self.health[name] = HealthChecker(reps, dep.health, backend, self._changed, active=active)
             if dep.load_metrics is not None:
                 self._scrapers.append(LoadScraper(reps, dep.load_metrics))
             self.replicas[name] = reps
-        self.deployments = Deployments(fleet, self.platforms, self.replicas, store, clock)
+        self.deployments = Deployments(fleet, self.platforms, self.replicas, store, clock, manage=manage)
 
     def _changed(self, replica: Replica) -> None:
         self.deployments.replica_changed(replica)

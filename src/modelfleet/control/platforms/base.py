@@ -18,5 +18,8 @@ class Platform(Protocol):
     async def stop(self) -> None:
         """Take the deployment down; its replicas turn stopped. Idempotent."""
 
+    async def watch(self) -> None:
+        """Only observe it (an extra gateway worker, which leaves decisions to the primary)."""
+
     async def shutdown(self) -> None:
         """The gateway is exiting: release what it holds. Engines stop; remote endpoints stay as they are."""

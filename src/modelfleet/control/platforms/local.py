@@ -37,5 +37,8 @@ class LocalEngines:
             r.mark(ReplicaState.STOPPED, "stopped")
             self.changed(r)
 
+    async def watch(self) -> None:
+        return None  # engines belong to the primary gateway
+
     async def shutdown(self) -> None:
         await self.stop()

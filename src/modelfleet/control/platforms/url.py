@@ -17,5 +17,8 @@ class ExternalServer:
     async def stop(self) -> None:
         raise NotManaged(f"deployment {self.name!r} is a server given by URL; stop it where it runs")
 
+    async def watch(self) -> None:
+        return None  # health checks watch it
+
     async def shutdown(self) -> None:
         return None

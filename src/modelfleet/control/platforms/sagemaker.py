@@ -1,0 +1,169 @@
+"""sagemaker deployments: a real-time endpoint, created and deleted through the AWS API.
+
+    start: create the model and the endpoint config if they are missing, then the endpoint
+    stop:  delete the endpoint; keep the model and the config, so the next start is one call
+    watch: DescribeEndpoint every few seconds -> the replica's state (Creating -> starting, InService -> ready)
+
+An endpoint without `create:` settings is managed elsewhere: modelfleet watches it but will not
+create it (stop still deletes it, and a later start needs `create:`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from modelfleet.backends.sagemaker import aws_client
+from modelfleet.config.schema import SageMakerDeployment
+from modelfleet.types import Replica, ReplicaState
+
+log = logging.getLogger("modelfleet.control")
+
+POLL = 5.0
+_STATES = {
+    "InService": ReplicaState.READY,
+    "Creating": ReplicaState.STARTING,
+    "Updating": ReplicaState.STARTING,
+    "SystemUpdating": ReplicaState.STARTING,
+    "RollingBack": ReplicaState.STARTING,
+    "Deleting": ReplicaState.STOPPED,
+    "Failed": ReplicaState.UNHEALTHY,
+    "OutOfService": ReplicaState.UNHEALTHY,
+}
+
+
+class SageMakerEndpoint:
+    managed = True
+
+    def __init__(
+        self, replica: Replica, dep: SageMakerDeployment, changed: Callable[[Replica], None], poll: float = POLL
+    ) -> None:
+        self.replica = replica
+        self.dep = dep
+        self.changed = changed
+        self.poll = poll
+        self._client: Any = None
+        self._watch: asyncio.Task[None] | None = None
+        self.model_name = f"{dep.endpoint}-model"
+        self.config_name = f"{dep.endpoint}-config"
+
+    def _sm(self) -> Any:
+        if self._client is None:
+            self._client = aws_client("sagemaker", self.dep.region, self.dep.endpoint_url)
+        return self._client
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(getattr(self._sm(), method), **kwargs)
+
+    def _mark(self, state: ReplicaState, reason: str) -> None:
+        if (state, reason) != (self.replica.state, self.replica.reason):
+            self.replica.mark(state, reason)
+            self.changed(self.replica)
+
+    async def status(self) -> str | None:
+        """The endpoint's status, or None when there is no endpoint."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return (await self._call("describe_endpoint", EndpointName=self.dep.endpoint))["EndpointStatus"]
+        except ClientError as exc:
+            if "Could not find" in str(exc) or exc.response.get("Error", {}).get("Code") == "ValidationException":
+                return None
+            raise
+
+    async def observe(self) -> None:
+        try:
+            status = await self.status()
+        except Exception as exc:
+            self._mark(ReplicaState.UNHEALTHY, f"cannot describe endpoint {self.dep.endpoint}: {exc}")
+            return
+        if status is None:
+            self._mark(ReplicaState.STOPPED, f"endpoint {self.dep.endpoint} does not exist")
+        else:
+            self._mark(_STATES.get(status, ReplicaState.UNHEALTHY), f"endpoint {self.dep.endpoint} is {status}")
+
+    async def _watching(self) -> None:
+        while True:
+            await self.observe()
+            await asyncio.sleep(self.poll)
+
+    async def watch(self) -> None:
+        self._ensure_watch()
+
+    def _ensure_watch(self) -> None:
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.create_task(self._watching(), name=f"sagemaker:{self.dep.endpoint}")
+
+    async def start(self) -> None:
+        self._ensure_watch()
+        status = await self.status()
+        if status not in (None, "Deleting", "Failed"):
+            await self.observe()
+            return  # already there, or on its way
+        create = self.dep.create
+        if create is None:
+            self._mark(ReplicaState.UNHEALTHY, f"endpoint {self.dep.endpoint} does not exist and has no `create:` "
+                                               "settings; create it elsewhere, or add them")  # fmt: skip
+            return
+        await self._ensure_model_and_config()
+        if status == "Failed":
+            await self._call("delete_endpoint", EndpointName=self.dep.endpoint)
+        log.info("creating SageMaker endpoint %s (%s x%d)", self.dep.endpoint, create.instance_type,
+                 create.instance_count)  # fmt: skip
+        await self._call("create_endpoint", EndpointName=self.dep.endpoint, EndpointConfigName=self.config_name,
+                         Tags=_tags(create.tags))  # fmt: skip
+        self._mark(ReplicaState.STARTING, f"endpoint {self.dep.endpoint} is being created")
+        await self.observe()
+
+    async def _ensure_model_and_config(self) -> None:
+        from botocore.exceptions import ClientError
+
+        create = self.dep.create
+        assert create is not None
+        env = dict(create.env)
+        if create.model_id:
+            env.setdefault("HF_MODEL_ID", create.model_id)
+        if create.hf_token:
+            env["HF_TOKEN"] = create.hf_token  # resolved from env or Secrets Manager; never logged
+        try:
+            await self._call("describe_model", ModelName=self.model_name)
+        except ClientError:
+            await self._call("create_model", ModelName=self.model_name, ExecutionRoleArn=create.role_arn,
+                             PrimaryContainer={"Image": create.image, "Environment": env},
+                             Tags=_tags(create.tags))  # fmt: skip
+        try:
+            await self._call("describe_endpoint_config", EndpointConfigName=self.config_name)
+        except ClientError:
+            await self._call("create_endpoint_config", EndpointConfigName=self.config_name, ProductionVariants=[{
+                "VariantName": "AllTraffic", "ModelName": self.model_name, "InstanceType": create.instance_type,
+                "InitialInstanceCount": create.instance_count,
+            }], Tags=_tags(create.tags))  # fmt: skip
+
+    async def stop(self) -> None:
+        self._ensure_watch()
+        if await self.status() not in (None, "Deleting"):
+            log.info("deleting SageMaker endpoint %s (its model and config are kept)", self.dep.endpoint)
+            await self._call("delete_endpoint", EndpointName=self.dep.endpoint)
+        await self.observe()
+
+    async def shutdown(self) -> None:
+        """The endpoint outlives the gateway: only stop watching it."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+
+    async def delete_all(self) -> None:
+        """Remove the endpoint, its config and its model (for tearing a fleet down)."""
+        await self.stop()
+        for method, arg in (("delete_endpoint_config", {"EndpointConfigName": self.config_name}),
+                            ("delete_model", {"ModelName": self.model_name})):  # fmt: skip
+            with contextlib.suppress(Exception):
+                await self._call(method, **arg)
+
+
+def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in {"managed-by": "modelfleet", **tags}.items()]
