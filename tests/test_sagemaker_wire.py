@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import binascii
 import json
-import struct
 
 import pytest
 from botocore.eventstream import EventStreamBuffer
@@ -16,6 +14,7 @@ from modelfleet.backends.sagemaker_wire import (
     payload_parts,
     to_container,
 )
+from modelfleet.testing.fake_sagemaker import frame
 
 CHAT = {"model": "r", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0,
         "stop": "END", "top_p": 0.9, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
@@ -87,19 +86,6 @@ def test_lmi_error_mid_stream_and_stream_error_events():
     assert next(parts) == b"ab"
     with pytest.raises(ContainerError, match="ModelStreamError 500: OOM"):
         next(parts)
-
-
-def frame(payload: bytes, event_type: str = "PayloadPart") -> bytes:
-    """One application/vnd.amazon.eventstream message, built to the published format."""
-    headers = b""
-    for name, value in ((":event-type", event_type), (":content-type", "application/octet-stream"),
-                        (":message-type", "event")):  # fmt: skip
-        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
-    total = 12 + len(headers) + len(payload) + 4
-    prelude = struct.pack(">II", total, len(headers))
-    prelude += struct.pack(">I", binascii.crc32(prelude))
-    body = prelude + headers + payload
-    return body + struct.pack(">I", binascii.crc32(body))
 
 
 def test_real_eventstream_frames_split_anywhere_decode_to_the_same_answer():

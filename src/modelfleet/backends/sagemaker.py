@@ -50,7 +50,8 @@ class SageMakerBackend:
 
     def _runtime(self) -> Any:
         if self._client is None:
-            self._client = aws_client("sagemaker-runtime", self.dep.region, self.dep.endpoint_url, read_timeout=3600)
+            url = self.dep.runtime_url or self.dep.endpoint_url
+            self._client = aws_client("sagemaker-runtime", self.dep.region, url, read_timeout=3600)
         return self._client
 
     def _request(self, body: bytes, path: str, stream: bool) -> tuple[dict[str, Any], dict[str, Any], bool, int]:

@@ -248,6 +248,7 @@ class SageMakerDeployment(_Managed):
     container: Literal["tgi", "lmi", "messages"] = Field("tgi", description="the request/response schema it speaks")
     inference_component: str | None = None
     endpoint_url: str | None = Field(None, description="the AWS API base URL; for tests and private endpoints")
+    runtime_url: str | None = Field(None, description="InvokeEndpoint's base URL, if not endpoint_url's")
     chat_template: Path | None = Field(None, description="tokenizer_config.json or a .jinja file (tgi, lmi)")
     create: SageMakerCreate | None = Field(None, description="unset: the endpoint is managed elsewhere")
     max_concurrency: int | None = Field(None, ge=1)
