@@ -34,7 +34,8 @@ state: {{store: "sqlite:///{tmp}/mf.db"}}
 auth: {{admin_key: {ADMIN}}}
 deployments:
   tgi: {{kind: sagemaker, endpoint: llama-tgi, container: tgi, {common}, create: {create("tgi")}}}
-  lmi: {{kind: sagemaker, endpoint: llama-lmi, container: lmi, {common}, create: {create("lmi")}}}
+  lmi: {{kind: sagemaker, endpoint: llama-lmi, container: lmi, {common}, create: {create("lmi")},
+         wake_on_request: true, wake_timeout: 30s}}
   msgs: {{kind: sagemaker, endpoint: llama-msgs, container: messages, endpoint_url: '{moto.url}',
           create: {create("msgs")}}}
 routes:
@@ -112,3 +113,15 @@ def test_stop_deletes_the_endpoint_but_keeps_model_and_config_and_start_brings_i
     assert status["lmi"]["observed"] == "running"
     assert "tgi: running after" in cli("deployments", "start", "tgi", *args).stdout
     assert sm.describe_endpoint(EndpointName="llama-tgi")["EndpointStatus"] == "InService"
+
+
+def test_a_request_wakes_a_stopped_endpoint(fleet, moto):
+    args = ["--url", fleet.base, "--admin-key", ADMIN]
+    cli("deployments", "stop", "lmi", *args)
+    with pytest.raises(ClientError, match="Could not find endpoint"):
+        moto.client("sagemaker").describe_endpoint(EndpointName="llama-lmi")
+    moto.queue_results({"generated_text": "awake", "details": {"finish_reason": "stop", "generated_tokens": 1}})
+    assert chat(fleet, "lmi").choices[0].message.content == "awake"  # created again, then answered
+    assert moto.client("sagemaker").describe_endpoint(EndpointName="llama-lmi")["EndpointStatus"] == "InService"
+    status = {d["name"]: d for d in json.loads(cli("deployments", "status", "--json", *args).stdout)}
+    assert status["lmi"]["wakes"] == 1 and status["lmi"]["reason"] == "woken by a request"
