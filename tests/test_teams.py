@@ -117,6 +117,13 @@ def test_concurrent_requests_cannot_overshoot_a_token_budget(gw):
     assert sum(r["total_tokens"] for r in mine.json()["data"]) == used
 
 
+def test_embeddings_count_against_a_budget_without_a_max_tokens(gw):
+    # The fake upstream refuses max_tokens on embeddings, as OpenAI does: none may be added on the way.
+    reply = httpx.post(gw.url + "/embeddings", json={"model": "chat", "input": "hello"},
+                       headers={"Authorization": f"Bearer {KEYS['budget']}"})  # fmt: skip
+    assert reply.status_code == 200 and reply.json()["usage"]["prompt_tokens"] == 3
+
+
 def test_keys_are_made_by_the_cli_shown_once_and_stored_hashed(fleet):
     gw, path, tmp = fleet
     made = json.loads(cli("keys", "create", "--team", "quant", "-f", str(path), "--json").stdout)

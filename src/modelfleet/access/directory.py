@@ -39,10 +39,7 @@ class Caller:
     timeout: float | None
     tags: dict[str, str] = field(default_factory=dict)
     source: str = "fleet"
-
-    @property
-    def limited(self) -> bool:
-        return self.limits != _NO_LIMITS
+    limited: bool = False  # any limit set: decided once here, read on every request
 
     def may_use(self, route: str) -> bool:
         return self.routes is None or route in self.routes
@@ -60,7 +57,7 @@ _NO_LIMITS = Limits()
 
 def caller_from(name: str, team: Team, source: str) -> Caller:
     routes = None if team.routes == "*" else frozenset(team.routes)
-    return Caller(name, routes, team.limits, team.timeout, dict(team.tags), source)
+    return Caller(name, routes, team.limits, team.timeout, dict(team.tags), source, team.limits != _NO_LIMITS)
 
 
 def team_spec(team: Team) -> dict[str, Any]:

@@ -48,16 +48,18 @@ class Gate:
             mine = ", ".join(sorted(caller.routes or ()))
             raise Forbidden(f"team {caller.team!r} may not use route {route!r}; its routes: {mine}", param="model")
 
-    async def admit(self, caller: Caller, body: dict[str, Any], body_bytes: int, rid: str) -> Verdict:
+    async def admit(self, caller: Caller, body: dict[str, Any], body_bytes: int, rid: str, generates: bool) -> Verdict:
         limits = caller.limits
         tokens = 0
         if limits.tokens:
-            asked = body.get("max_completion_tokens") or body.get("max_tokens")
-            if not isinstance(asked, int):
-                asked = DEFAULT_RESERVATION
-                body["max_tokens"] = asked
             # A JSON body has well over 3 bytes per prompt token: an over-estimate, settled later.
-            tokens = asked + body_bytes // 3
+            tokens = body_bytes // 3
+            if generates:  # embeddings produce no tokens to bound
+                asked = body.get("max_completion_tokens") or body.get("max_tokens")
+                if not isinstance(asked, int):
+                    asked = DEFAULT_RESERVATION
+                    body["max_tokens"] = asked
+                tokens += asked
         verdict = await self.counters.admit(caller.team, limits, tokens, rid)
         if not verdict.ok:
             raise _refusal(caller, verdict)

@@ -155,7 +155,7 @@ class Proxy:
                 if caller.timeout is not None:
                     timeout = min(timeout, caller.timeout)
                 if caller.limited:
-                    verdict = await self.gate.admit(caller, body, size, rid)
+                    verdict = await self.gate.admit(caller, body, size, rid, endpoint.streams)
                     headers.update(self.gate.headers(caller, verdict))
             stream = endpoint.streams and body.get("stream") is True
             client_wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))

@@ -183,6 +183,10 @@ class FakeOpenAI(asyncio.Protocol):
             self._write(self.b.status, json.dumps(err).encode())
             return
         if path.endswith("/embeddings"):
+            if b'"max_tokens"' in body:  # as OpenAI does: embeddings take no such argument
+                self._write(400, b'{"error":{"message":"Unrecognized request argument supplied: max_tokens",'
+                                 b'"type":"invalid_request_error","param":"max_tokens"}}')  # fmt: skip
+                return
             self._write(200, _EMBEDDING)
             return
         chat = path.endswith("/chat/completions")
