@@ -48,6 +48,12 @@ routes:
     gw.stop()
 
 
+def config_of(sm, endpoint: str) -> str:
+    """The model and config share a name: the endpoint's and a digest of their settings."""
+    return next(c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]
+                if c["EndpointConfigName"].startswith(endpoint + "-"))  # fmt: skip
+
+
 def chat(gw, model: str):
     client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
     return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Capital of France?"}],
@@ -57,10 +63,12 @@ def chat(gw, model: str):
 def test_the_gateway_creates_each_endpoint_with_its_model_and_config(fleet, moto):
     sm = moto.client("sagemaker")
     for name in ("llama-tgi", "llama-lmi", "llama-msgs"):
-        assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
-        config = sm.describe_endpoint_config(EndpointConfigName=f"{name}-config")
+        endpoint = sm.describe_endpoint(EndpointName=name)
+        assert endpoint["EndpointStatus"] == "InService"
+        config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
         assert config["ProductionVariants"][0]["InstanceType"] == "ml.g4dn.xlarge"
-    model = sm.describe_model(ModelName="llama-tgi-model")
+        assert endpoint["EndpointConfigName"].startswith(f"{name}-")  # named with a digest of its settings
+    model = sm.describe_model(ModelName=config_of(sm, "llama-tgi"))
     env = model["PrimaryContainer"]["Environment"]
     assert env["HF_MODEL_ID"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert env["HF_TOKEN"] == HF_TOKEN  # resolved from Secrets Manager ...
@@ -102,9 +110,8 @@ def test_stop_deletes_the_endpoint_but_keeps_model_and_config_and_start_brings_i
     assert "tgi: stopped after" in cli("deployments", "stop", "tgi", *args).stdout
     with pytest.raises(ClientError, match="Could not find endpoint"):
         sm.describe_endpoint(EndpointName="llama-tgi")
-    assert sm.describe_model(ModelName="llama-tgi-model") and sm.describe_endpoint_config(
-        EndpointConfigName="llama-tgi-config"
-    )
+    kept = config_of(sm, "llama-tgi")
+    assert sm.describe_model(ModelName=kept) and sm.describe_endpoint_config(EndpointConfigName=kept)
     refused = openai.OpenAI(base_url=fleet.url, api_key="x", max_retries=0)
     with pytest.raises(openai.APIStatusError, match="stopped"):  # no wake_on_request on this one
         refused.chat.completions.create(model="tgi", messages=[{"role": "user", "content": "hi"}])

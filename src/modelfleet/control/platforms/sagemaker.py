@@ -1,8 +1,10 @@
 """sagemaker deployments: a real-time endpoint, created and deleted through the AWS API.
 
-    start: create the model and the endpoint config if they are missing, then the endpoint
-    stop:  delete the endpoint; keep the model and the config, so the next start is one call
-    watch: DescribeEndpoint every few seconds -> the replica's state (Creating -> starting, InService -> ready)
+    start:  create the model and the endpoint config if they are missing, then the endpoint
+    update: the model and config names carry a digest of their settings, so changed `create:` settings
+            make a new config, and UpdateEndpoint moves the running endpoint to it (it serves meanwhile)
+    stop:   delete the endpoint; keep the model and the config, so the next start is one call
+    watch:  DescribeEndpoint every few seconds -> the replica's state (Creating -> starting, InService -> ready)
 
 An endpoint without `create:` settings is managed elsewhere: modelfleet watches it but will not
 create it (stop still deletes it, and a later start needs `create:`).
@@ -26,9 +28,9 @@ POLL = 5.0
 _STATES = {
     "InService": ReplicaState.READY,
     "Creating": ReplicaState.STARTING,
-    "Updating": ReplicaState.STARTING,
-    "SystemUpdating": ReplicaState.STARTING,
-    "RollingBack": ReplicaState.STARTING,
+    "Updating": ReplicaState.READY,  # an endpoint serves while it moves to a new config
+    "SystemUpdating": ReplicaState.READY,
+    "RollingBack": ReplicaState.READY,
     "Deleting": ReplicaState.STOPPED,
     "Failed": ReplicaState.UNHEALTHY,
     "OutOfService": ReplicaState.UNHEALTHY,
@@ -47,8 +49,9 @@ class SageMakerEndpoint:
         self.poll = poll
         self._client: Any = None
         self._watch: asyncio.Task[None] | None = None
-        self.model_name = f"{dep.endpoint}-model"
-        self.config_name = f"{dep.endpoint}-config"
+        digest = _digest(dep)
+        self.model_name = f"{dep.endpoint}-{digest}"[:63]
+        self.config_name = f"{dep.endpoint}-{digest}"[:63]
 
     def _sm(self) -> Any:
         if self._client is None:
@@ -101,6 +104,7 @@ class SageMakerEndpoint:
         self._ensure_watch()
         status = await self.status()
         if status not in (None, "Deleting", "Failed"):
+            await self._update_if_changed(status)
             await self.observe()
             return  # already there, or on its way
         create = self.dep.create
@@ -117,6 +121,16 @@ class SageMakerEndpoint:
                          Tags=_tags(create.tags))  # fmt: skip
         self._mark(ReplicaState.STARTING, f"endpoint {self.dep.endpoint} is being created")
         await self.observe()
+
+    async def _update_if_changed(self, status: str) -> None:
+        if self.dep.create is None or status != "InService":
+            return  # settings managed elsewhere, or an update already under way
+        current = (await self._call("describe_endpoint", EndpointName=self.dep.endpoint))["EndpointConfigName"]
+        if current == self.config_name:
+            return
+        await self._ensure_model_and_config()
+        log.info("updating SageMaker endpoint %s: config %s -> %s", self.dep.endpoint, current, self.config_name)
+        await self._call("update_endpoint", EndpointName=self.dep.endpoint, EndpointConfigName=self.config_name)
 
     async def _ensure_model_and_config(self) -> None:
         from botocore.exceptions import ClientError
@@ -163,6 +177,15 @@ class SageMakerEndpoint:
                             ("delete_model", {"ModelName": self.model_name})):  # fmt: skip
             with contextlib.suppress(Exception):
                 await self._call(method, **arg)
+
+
+def _digest(dep: SageMakerDeployment) -> str:
+    """8 hex digits of what the model and config are made of (the HF token left out: it is a secret)."""
+    import hashlib
+    import json
+
+    create = dep.create.model_dump(mode="json", exclude={"hf_token", "tags"}) if dep.create else {}
+    return hashlib.sha256(json.dumps(create, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
