@@ -12,6 +12,7 @@ DEFAULT_FLEET_YAML = f"""\
 deployments:
   smollm2:
     kind: llama-cpp
+    wake_on_request: true   # stopped (modelfleet deployments stop smollm2)? the next request starts it
 routes:
   {DEFAULT_ROUTE}:
     deployments: [smollm2]
