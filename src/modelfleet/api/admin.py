@@ -19,12 +19,12 @@ import orjson
 from aiohttp import web
 
 from modelfleet.access import keys
-from modelfleet.access.admin import TeamAdmin
+from modelfleet.access.admin import NotFound, TeamAdmin
 from modelfleet.access.directory import caller_from
 from modelfleet.access.gate import Gate
 from modelfleet.control.deployments import Deployments
 from modelfleet.control.platforms.base import NotManaged
-from modelfleet.errors import Forbidden, InvalidRequest, ModelNotFound, Unauthorized
+from modelfleet.errors import Forbidden, InvalidRequest, Unauthorized
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -120,7 +120,7 @@ class AdminAPI:
     async def deployment_verb(self, request: web.Request) -> web.Response:
         name, verb = request.match_info["name"], request.match_info["verb"]
         if name not in self.deployments.platforms:
-            raise ModelNotFound(f"no deployment {name!r}; deployments: {', '.join(self.deployments.platforms)}")
+            raise NotFound(f"no deployment {name!r}; deployments: {', '.join(self.deployments.platforms)}")
         try:
             want = await self.deployments.set(name, verb, f"{verb} by the admin API")
         except NotManaged as exc:

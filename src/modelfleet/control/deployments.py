@@ -213,10 +213,6 @@ class Deployments:
             del self._woken_at[replica.deployment]
             self.wakes.seconds.setdefault(replica.deployment, []).append(time.monotonic() - started)
 
-    def woken_for(self, name: str) -> float | None:
-        started = self._woken_at.get(name)
-        return None if started is None else time.monotonic() - started
-
     def status(self) -> list[dict[str, Any]]:
         out = []
         for name, dep in self.fleet.deployments.items():

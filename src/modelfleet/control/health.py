@@ -14,12 +14,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from modelfleet.backends.openai_http import OpenAIHTTPBackend
 from modelfleet.config.schema import Health
 from modelfleet.types import Replica, ReplicaState
 
 log = logging.getLogger("modelfleet.control")
+
+
+class Prober(Protocol):
+    """What a health check needs: an HTTP backend for servers, the endpoint itself for SageMaker."""
+
+    async def probe(self, replica: Replica, timeout: float, path: str = "/models") -> str | None: ...
+    async def aclose(self) -> None: ...
 
 
 class HealthChecker:
@@ -27,7 +34,7 @@ class HealthChecker:
         self,
         replicas: list[Replica],
         settings: Health,
-        backend: OpenAIHTTPBackend,
+        backend: Prober,
         changed: Callable[[Replica], None],
         *,
         active: bool = True,

@@ -17,11 +17,10 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from modelfleet.backends.base import Backend
 from modelfleet.backends.openai_http import OpenAIHTTPBackend
 from modelfleet.config import Fleet, LlamaCppDeployment, OpenAIDeployment, SageMakerDeployment
 from modelfleet.control.deployments import Deployments
-from modelfleet.control.health import HealthChecker
+from modelfleet.control.health import HealthChecker, Prober
 from modelfleet.control.load import LoadScraper
 from modelfleet.control.platforms.base import Platform
 from modelfleet.control.platforms.local import LocalEngines
@@ -46,7 +45,7 @@ class ControlPlane:
         self.health: dict[str, HealthChecker] = {}
         self.platforms: dict[str, Platform] = {}
         self._scrapers: list[LoadScraper] = []
-        self._backends: list[Backend] = []
+        self._backends: list[Prober] = []
         self._tasks: list[asyncio.Task[None]] = []
         for name, dep in fleet.deployments.items():
             if isinstance(dep, LlamaCppDeployment):
@@ -58,12 +57,12 @@ class ControlPlane:
                 self.platforms[name] = ExternalServer(name)
                 backend = OpenAIHTTPBackend(dep.api_key)
             elif isinstance(dep, SageMakerDeployment):
-                from modelfleet.backends.sagemaker import SageMakerBackend
                 from modelfleet.control.platforms.sagemaker import SageMakerEndpoint
 
                 reps = [Replica(name, f"{name}-0", url=f"sagemaker://{dep.endpoint}")]
-                self.platforms[name] = SageMakerEndpoint(reps[0], dep, self._changed)
-                backend = SageMakerBackend(dep)
+                # The endpoint's own status is its health check (and an ejected one's way back).
+                backend = endpoint = SageMakerEndpoint(reps[0], dep, self._changed)
+                self.platforms[name] = endpoint
             self._backends.append(backend)
             # Engines are watched by their supervisor; for them health checks only bring back ejected replicas.
             active = isinstance(dep, OpenAIDeployment)

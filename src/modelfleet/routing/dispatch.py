@@ -78,9 +78,6 @@ class Dispatcher:
             return a if self._rr else b
         return a if sa < sb else b
 
-    def has_ready(self) -> bool:
-        return any(r.state is _READY for r in self.replicas)
-
     def stopped(self) -> bool:
         """Every replica is stopped: the deployment is off (and may be woken)."""
         return bool(self.replicas) and all(r.state == "stopped" for r in self.replicas)

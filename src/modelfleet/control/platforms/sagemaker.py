@@ -77,6 +77,17 @@ class SageMakerEndpoint:
                 return None
             raise
 
+    async def probe(self, replica: Replica, timeout: float, path: str = "") -> str | None:
+        """A health check for an ejected endpoint: None when it is InService, else why not."""
+        try:
+            status = await asyncio.wait_for(self.status(), timeout)
+        except Exception as exc:
+            return f"cannot describe endpoint {self.dep.endpoint}: {exc}"
+        return None if status == "InService" else f"endpoint {self.dep.endpoint} is {status or 'missing'}"
+
+    async def aclose(self) -> None:
+        return None
+
     async def observe(self) -> None:
         try:
             status = await self.status()
@@ -169,14 +180,6 @@ class SageMakerEndpoint:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-
-    async def delete_all(self) -> None:
-        """Remove the endpoint, its config and its model (for tearing a fleet down)."""
-        await self.stop()
-        for method, arg in (("delete_endpoint_config", {"EndpointConfigName": self.config_name}),
-                            ("delete_model", {"ModelName": self.model_name})):  # fmt: skip
-            with contextlib.suppress(Exception):
-                await self._call(method, **arg)
 
 
 def _digest(dep: SageMakerDeployment) -> str:
