@@ -40,7 +40,7 @@ def problems(text: str, env: dict | None = None) -> str:
 def test_a_good_fleet_parses_with_defaults_and_interpolation():
     fleet = parse_fleet(GOOD, file="fleet.yaml", env={"VLLM_KEY": "sk-123"})
     dep = fleet.deployments["vllm-a"]
-    assert dep.api_key == "sk-123"
+    assert dep.api_key is not None and dep.api_key.get_secret_value() == "sk-123"
     assert dep.urls == ["http://gpu-1:8000/v1", "http://gpu-2:8000/v1"]
     assert fleet.routes["chat"].deployments == {"vllm-a": 80, "local": 20}
     assert fleet.routes["chat"].timeout == 0.5
@@ -69,7 +69,7 @@ def test_unset_env_var_is_named_with_its_field():
 
 def test_env_default_is_used_when_unset():
     fleet = parse_fleet(GOOD.replace("${VLLM_KEY}", "${VLLM_KEY:-none}"), env={})
-    assert fleet.deployments["vllm-a"].api_key == "none"
+    assert fleet.deployments["vllm-a"].api_key.get_secret_value() == "none"
 
 
 def test_route_to_an_unknown_deployment():
@@ -146,7 +146,9 @@ teams:
 
 def test_teams_take_keys_from_the_environment_and_check_their_routes():
     fleet = parse_fleet(GOOD + TEAMS, file="fleet.yaml", env={"VLLM_KEY": "x", "QUANT_KEY": "q" * 32})
-    assert fleet.teams["quant"].keys == ["q" * 32] and fleet.teams["quant"].limits.rpm == 600
+    assert [k.get_secret_value() for k in fleet.teams["quant"].keys] == ["q" * 32] and fleet.teams[
+        "quant"
+    ].limits.rpm == 600
     msg = problems(GOOD + TEAMS.replace("[chat]", "[chatt]"), {"VLLM_KEY": "x", "QUANT_KEY": "q" * 32})
     assert "teams.quant.routes: unknown route 'chatt'" in msg
     msg = problems(GOOD + TEAMS, {"VLLM_KEY": "x", "QUANT_KEY": "short"})

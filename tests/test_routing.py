@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from modelfleet.api.sse import SSEDecoder
+from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.errors import Unavailable
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
@@ -26,9 +27,7 @@ def test_weighted_choice_follows_weights_and_skips_zero():
 
 
 def ready(name: str, dep: str = "d") -> Replica:
-    r = Replica(dep, name, url=f"http://{name}")
-    r.mark(ReplicaState.READY)
-    return r
+    return Replica(dep, name, url=f"http://{name}", state=ReplicaState.READY)
 
 
 def run(coro):
@@ -70,7 +69,7 @@ def test_queue_is_fifo_bounded_and_hands_slots_on():
         d.release(held)
         await asyncio.gather(*waiters)
         assert order == [0, 1]
-        assert r.inflight == 0
+        assert r.traffic.inflight == 0
 
     run(main())
 
@@ -84,15 +83,14 @@ def test_queue_wait_times_out_and_leaks_no_slot():
             await d.acquire(0.05)
         assert d.queued == 0
         d.release(held)
-        assert r.inflight == 0
+        assert r.traffic.inflight == 0
 
     run(main())
 
 
 def test_no_ready_replica_fails_fast_with_reasons():
     async def main():
-        r = Replica("d", "d-0", url="x")
-        r.mark(ReplicaState.UNHEALTHY, "engine exited with code 9")
+        r = Replica("d", "d-0", url="x", state=ReplicaState.UNHEALTHY, reason="engine exited with code 9")
         d = Dispatcher("d", [r], max_concurrency=1, max_queue=4)
         with pytest.raises(Unavailable, match="d-0: engine exited with code 9"):
             await d.acquire(5)
@@ -102,12 +100,13 @@ def test_no_ready_replica_fails_fast_with_reasons():
 
 def test_requests_wait_for_a_starting_replica():
     async def main():
-        r = Replica("d", "d-0", url="x")  # starting
+        registry = ReplicaRegistry()
+        (r,) = registry.add("d", [Replica("d", "d-0", url="x")])  # starting
         d = Dispatcher("d", [r], max_concurrency=1, max_queue=4)
+        registry.listen(lambda _: d.hand_on())
         task = asyncio.create_task(d.acquire(5))
         await asyncio.sleep(0.01)
-        r.mark(ReplicaState.READY)
-        d.wake()
+        registry.mark(r, ReplicaState.READY)
         assert (await task) is r
 
     run(main())

@@ -12,6 +12,7 @@ from modelfleet.config import parse_fleet
 from modelfleet.config.schema import Schedule
 from modelfleet.control import schedules
 from modelfleet.control.deployments import Deployments
+from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.errors import Unavailable
 from modelfleet.state import open_store
 from modelfleet.types import Replica, ReplicaState
@@ -62,19 +63,21 @@ class FakePlatform:
 
     managed = True
 
-    def __init__(self, replicas: list[Replica]) -> None:
-        self.replicas = replicas
+    def __init__(self, registry: ReplicaRegistry) -> None:
+        self.registry = registry
         self.calls: list[str] = []
+        self.fail_starts = 0  # the next this many starts fail, as AccessDenied would
 
     async def start(self) -> None:
         self.calls.append("start")
-        for r in self.replicas:
-            r.mark(ReplicaState.READY)
+        if self.fail_starts:
+            self.fail_starts -= 1
+            raise PermissionError("AccessDenied: not authorized to perform sagemaker:CreateEndpoint")
+        self.registry.mark_all("office", ReplicaState.READY)
 
     async def stop(self) -> None:
         self.calls.append("stop")
-        for r in self.replicas:
-            r.mark(ReplicaState.STOPPED)
+        self.registry.mark_all("office", ReplicaState.STOPPED)
 
     async def shutdown(self) -> None:
         self.calls.append("shutdown")
@@ -92,10 +95,13 @@ routes:
 
 def lifecycle(tmp_path, clock, wake_off_hours=True):
     fleet = parse_fleet(FLEET.replace("WAKE", str(wake_off_hours).lower()), env={})
-    replicas = {"office": [Replica("office", "office-0", "http://x/v1")]}
-    platform = FakePlatform(replicas["office"])
+    registry = ReplicaRegistry()
+    registry.add("office", [Replica("office", "office-0", "http://x/v1")])
+    platform = FakePlatform(registry)
     store = open_store(f"sqlite:///{tmp_path}/state.db")
-    return Deployments(fleet, {"office": platform}, replicas, store, clock=lambda: clock[0]), platform, replicas
+    d = Deployments(fleet, {"office": platform}, registry, store, clock=lambda: clock[0])
+    registry.listen(d.replica_changed)
+    return d, platform, registry.replicas
 
 
 def test_the_lifecycle_follows_the_clock_wakes_once_and_persists(tmp_path):
@@ -112,11 +118,10 @@ def test_the_lifecycle_follows_the_clock_wakes_once_and_persists(tmp_path):
         await d.tick()
         assert platform.calls[-1] == "stop" and replicas["office"][0].state is ReplicaState.STOPPED
         # Off hours, but wake_off_hours: three requests, one wake.
-        assert [d.wake("office") for _ in range(3)] == [60.0, 60.0, 60.0]
+        assert [await d.wake("office") for _ in range(3)] == [60.0, 60.0, 60.0]
         await asyncio.sleep(0)
         assert platform.calls.count("start") == 2 and d.wakes.count == {"office": 1}
-        d.replica_changed(replicas["office"][0])
-        assert len(d.wakes.seconds["office"]) == 1
+        assert len(d.wakes.seconds["office"]) == 1  # the platform marked it ready: the wake is over
         # No request for 30 minutes: idle stop.
         clock[0] = at(23, 18, 31)
         await d.tick()
@@ -145,7 +150,31 @@ def test_wake_can_be_refused_in_off_hours_naming_the_schedule(tmp_path):
         await d.start()
         assert platform.calls == ["stop"]
         with pytest.raises(Unavailable, match=r"stopped by its schedule until Tue 07:00 CET .*stop '0 18"):
-            d.wake("office")
+            await d.wake("office")
+        await d.shutdown()
+
+    asyncio.run(main())
+
+
+def test_a_failed_wake_is_reported_and_the_next_request_tries_again(tmp_path):
+    async def main():
+        clock = [at(23, 19)]
+        d, platform, replicas = lifecycle(tmp_path, clock)
+        await d.start()
+        assert platform.calls == ["stop"]
+        platform.fail_starts = 1
+        assert await d.wake("office") == 60.0
+        await asyncio.sleep(0.01)
+        replica = replicas["office"][0]
+        # Stopped again, saying why: waiting requests fail now instead of waiting out wake_timeout.
+        assert replica.state is ReplicaState.STOPPED and "AccessDenied" in replica.reason
+        status = {s["name"]: s for s in await d.status()}["office"]
+        assert "AccessDenied" in status["error"] and status["desired"] == "stopped"
+        # The next request wakes it again, and this time it works.
+        await d.wake("office")
+        await asyncio.sleep(0.01)
+        assert platform.calls.count("start") == 2 and replica.state is ReplicaState.READY
+        assert (await d.status())[0]["error"] is None and d.wakes.count == {"office": 2}
         await d.shutdown()
 
     asyncio.run(main())

@@ -5,7 +5,6 @@ Nothing else in modelfleet builds objects from the fleet; everything else is han
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,21 +13,24 @@ from typing import Any
 
 from aiohttp import web
 
-from modelfleet import secrets
+from modelfleet import secret_refs
 from modelfleet.access.admin import TeamAdmin
 from modelfleet.access.directory import Directory
 from modelfleet.access.gate import Gate
 from modelfleet.api.admin import AdminAPI
 from modelfleet.api.app import create_app
-from modelfleet.api.proxy import Proxy, RouteEntry, Target
+from modelfleet.api.proxy import Proxy
 from modelfleet.backends.base import Backend
 from modelfleet.backends.openai_http import OpenAIHTTPBackend
+from modelfleet.background import Periodic
 from modelfleet.config import Deployment, Fleet, LlamaCppDeployment, OpenAIDeployment, SageMakerDeployment
+from modelfleet.control.channel import ChannelClient, ChannelServer
 from modelfleet.control.plane import ControlPlane
 from modelfleet.engine.model import check_engine_installed
 from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
+from modelfleet.routing.plan import Route, Router, Target
 from modelfleet.routing.routes import WeightedChoice
 from modelfleet.state import open_counters, open_store
 from modelfleet.state.counters import periods
@@ -42,11 +44,19 @@ class Gateway:
     def __init__(self, fleet: Fleet, *, metrics_dir: Path | None = None, worker: bool = False) -> None:
         if any(isinstance(d, LlamaCppDeployment) for d in fleet.deployments.values()):
             check_engine_installed()
-        fleet = secrets.resolve(fleet)
+        fleet = secret_refs.resolve(fleet)
         self.fleet = fleet
         self.metrics = GatewayMetrics(metrics_dir)
         self.store = open_store(fleet.state.store)
-        self.control = ControlPlane(fleet, on_change=self._replica_changed, store=self.store, manage=not worker)
+        self.control = ControlPlane(fleet, store=self.store, manage=not worker)
+        self.control.registry.listen(self._replica_changed)
+        # With server.workers > 1 the primary decides lifecycles; workers ask it over a Unix socket.
+        self.channel: ChannelServer | None = None
+        self.primary: ChannelClient | None = None
+        if metrics_dir is not None and worker:
+            self.primary = self.control.deployments.primary = ChannelClient(metrics_dir)
+        elif metrics_dir is not None:
+            self.channel = ChannelServer(self.control.deployments, metrics_dir)
         self.dispatchers: dict[str, Dispatcher] = {}
         targets: dict[str, Target] = {}
         for name, dep in fleet.deployments.items():
@@ -67,7 +77,7 @@ class Gateway:
                 supports_embeddings=dep.supports_embeddings,
             )
         routes = {
-            name: RouteEntry(
+            name: Route(
                 name,
                 route.timeout,
                 WeightedChoice(route.deployments),
@@ -82,20 +92,13 @@ class Gateway:
         self.directory = Directory(fleet.teams, self.store, fleet.state.refresh_interval)
         self.gate = Gate(self.directory, self.counters, self.ledger)
         self.access_log = AccessLog(fleet.server.log_format) if fleet.server.access_log else None
+        router = Router(routes, targets, request_failed=self.control.request_failed,
+                        wake=self.control.deployments.wake)  # fmt: skip
         self.proxy = Proxy(
-            routes,
-            targets,
-            self.metrics,
-            self.gate,
-            max_body_bytes=fleet.server.max_body_bytes,
-            access_log=self.access_log,
-            request_failed=self.control.request_failed,
-            wake=self.control.wake,
+            router, self.metrics, self.gate, max_body_bytes=fleet.server.max_body_bytes, access_log=self.access_log
         )
-        self.metrics.watch_replicas(
-            lambda: [r for reps in self.control.replicas.values() for r in reps],
-            lambda d: self.dispatchers[d].queued,
-        )
+        self.metrics.watch_replicas(self.control.registry.all, lambda d: self.dispatchers[d].queued)
+        self._publisher = Periodic("metrics snapshot for the other workers", 1.0, self._publish, logger=log)
         self.metrics.watch_wakes(self.control.deployments.wakes)
         created = int(time.time())
         models = [{"id": n, "object": "model", "created": created, "owned_by": "modelfleet"} for n in routes]
@@ -107,27 +110,34 @@ class Gateway:
         )  # fmt: skip
         self.app.cleanup_ctx.append(self._lifecycle)
 
-    def _replica_changed(self, deployment: str) -> None:
-        dispatcher = self.dispatchers[deployment]
-        dispatcher.wake()
+    def _replica_changed(self, replica: Replica) -> None:
+        dispatcher = self.dispatchers[replica.deployment]
+        dispatcher.hand_on()
         dispatcher.fail_waiters()
 
     async def _lifecycle(self, _: web.Application) -> AsyncIterator[None]:
         if self.access_log:
             self.access_log.start()
-        publisher = asyncio.create_task(self._publish_metrics()) if self.metrics.share_dir else None
+        if self.metrics.share_dir:
+            self._publisher.start()
+        if self.channel is not None:
+            await self.channel.start()
         await self.directory.start()
         await self._seed_budgets()
         self.ledger.start()
         await self.control.start()
         yield
-        if publisher:
-            publisher.cancel()
-            self.metrics.publish()
+        if self.metrics.share_dir:
+            await self._publisher.stop()
+            await self._publish()
         # aiohttp has already drained in-flight requests when cleanup runs: every request is in the ledger.
         await self.ledger.stop()
         await self.directory.stop()
         await self.control.stop()
+        if self.channel is not None:
+            await self.channel.stop()
+        if self.primary is not None:
+            await self.primary.aclose()
         await self.counters.aclose()
         await self.store.close()
         if self.access_log:
@@ -150,10 +160,8 @@ class Gateway:
         for c in budgeted:
             await self.counters.seed(c.team, today.get(c.team, 0), this_month.get(c.team, 0))
 
-    async def _publish_metrics(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self.metrics.publish()
+    async def _publish(self) -> None:
+        await self.metrics.publish()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """A route is ready when a request to it can be answered: by its deployments or its fallbacks'.
@@ -184,18 +192,5 @@ def _backend(dep: Deployment) -> Backend:
         from modelfleet.backends.sagemaker import SageMakerBackend
 
         return SageMakerBackend(dep)
-    return OpenAIHTTPBackend(dep.api_key if isinstance(dep, OpenAIDeployment) else None)
-
-
-def worker_fleet(fleet: Fleet, replicas: dict[str, list[Replica]]) -> Fleet:
-    """The fleet as an extra gateway worker sees it: engines the primary owns become URL replicas."""
-    deployments: dict[str, Deployment] = {}
-    for name, dep in fleet.deployments.items():
-        if isinstance(dep, LlamaCppDeployment):
-            deployments[name] = OpenAIDeployment(
-                kind="openai", urls=[r.url for r in replicas[name]], model=name, max_concurrency=1,
-                max_queue=dep.max_queue, health={"interval": 1.0}, supports_embeddings=False,
-            )  # fmt: skip
-        else:
-            deployments[name] = dep
-    return fleet.model_copy(update={"deployments": deployments})
+    api_key = dep.api_key if isinstance(dep, OpenAIDeployment) else None
+    return OpenAIHTTPBackend(api_key.get_secret_value() if api_key else None)

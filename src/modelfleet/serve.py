@@ -1,9 +1,9 @@
 """Serving: listen, start the fleet, run until SIGTERM/SIGINT, then drain and stop in order.
 
-With `server.workers: N`, the primary process owns the control plane (engines, probes) and serves
-like any worker; N-1 more gateway processes share its port through SO_REUSEPORT and reach the
-primary's engines as URL replicas. On shutdown the workers drain first, then the primary, then the
-engines stop, so no in-flight request loses its model server.
+With `server.workers: N`, the primary process owns the deployment lifecycles (schedules, wakes,
+start and stop) and serves like any worker; N-1 more gateway processes share its port through
+SO_REUSEPORT, watch the same deployments, and ask the primary to wake or start one (control/channel.py).
+On shutdown the workers drain first, then the primary.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from modelfleet.app import Gateway, worker_fleet
+from modelfleet.app import Gateway
 from modelfleet.config import Fleet
+from modelfleet.config.schema import REVEAL
 
 log = logging.getLogger("modelfleet")
 
@@ -61,10 +62,9 @@ async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str],
         if on_ready:
             on_ready(url)
         if many:
-            spec = worker_fleet(fleet, gateway.control.replicas)
-            spec = spec.model_copy(update={"server": spec.server.model_copy(update={"port": port, "workers": 1})})
+            spec = fleet.model_copy(update={"server": fleet.server.model_copy(update={"port": port, "workers": 1})})
             spec_path = metrics_dir / "fleet.json"  # type: ignore[operator]
-            spec_path.write_bytes(orjson.dumps(spec.model_dump(mode="json")))
+            spec_path.write_bytes(orjson.dumps(spec.model_dump(mode="json", context=REVEAL)))
             workers = [
                 asyncio.create_task(_run_worker(i, spec_path, metrics_dir, stop))  # type: ignore[arg-type]
                 for i in range(1, server.workers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -14,11 +14,22 @@ class ReplicaState(StrEnum):
 
 
 @dataclass(eq=False, slots=True)
+class Traffic:
+    """Routing's counters for one replica, written only by the dispatcher and the attempt plan."""
+
+    inflight: int = 0
+    failures: int = 0  # in a row; reset by a success, and when the control plane ejects the replica
+    requests: int = 0  # ever handed this replica
+    failed: int = 0  # ever failed on it
+
+
+@dataclass(eq=False, slots=True)
 class Replica:
     """One running copy of a deployment, reachable at `url` (an OpenAI base URL ending in /v1).
 
-    The control plane writes `state`, `reason` and the engine's `load` (with `load_at`, a monotonic
-    time); the gateway counts `inflight` and consecutive `failures`, and reports them.
+    `state`, `reason` and `url` are written only by the control plane's ReplicaRegistry, which tells
+    every listener of each change; `load` and `load_at` (a monotonic time) are the engine's readings;
+    `traffic` is routing's.
     """
 
     deployment: str
@@ -26,20 +37,13 @@ class Replica:
     url: str
     state: ReplicaState = ReplicaState.STARTING
     reason: str = "starting"
-    inflight: int = 0
-    failures: int = 0  # in a row; reset by a success
-    requests: int = 0  # ever handed this replica
-    failed: int = 0  # ever failed on it before the first byte
     load: float = 0.0
     load_at: float = 0.0
+    traffic: Traffic = field(default_factory=Traffic)
 
     @property
     def ready(self) -> bool:
         return self.state is ReplicaState.READY
-
-    def mark(self, state: ReplicaState, reason: str = "") -> None:
-        self.state = state
-        self.reason = reason or state.value
 
 
 @dataclass(slots=True)

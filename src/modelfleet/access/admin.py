@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelfleet.access import keys
+from modelfleet.access.directory import merge_teams
 from modelfleet.config.schema import NAME_PATTERN, Team
 from modelfleet.errors import Forbidden, InvalidRequest, ModelNotFound
 from modelfleet.state.store import USAGE_COLUMNS, Store
@@ -56,7 +57,7 @@ class TeamAdmin:
 
     async def teams(self) -> dict[str, tuple[dict[str, Any], str]]:
         await self.store.init()
-        return await self.store.teams()
+        return merge_teams(self.fleet_teams, await self.store.teams())
 
     async def put_team(self, name: str, spec: dict[str, Any]) -> Team:
         if not isinstance(name, str) or not re.match(NAME_PATTERN, name):

@@ -9,7 +9,6 @@ working: the store is the source of truth, not a dependency of every request.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -19,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelfleet.access import keys
+from modelfleet.background import Periodic, Reported
 from modelfleet.config.schema import Limits, Team
 from modelfleet.errors import Unauthorized, Unavailable
 from modelfleet.state.store import Store
@@ -65,6 +65,20 @@ def team_spec(team: Team) -> dict[str, Any]:
     return team.model_dump(mode="json", exclude={"keys"}, exclude_none=True)
 
 
+def merge_teams(
+    fleet_teams: dict[str, Team], stored: dict[str, tuple[dict[str, Any], str]]
+) -> dict[str, tuple[dict[str, Any], str]]:
+    """The one list of teams, for the gateway and the CLI alike: name -> (spec, source).
+
+    The fleet file's teams are the file's: its version wins, and a team removed from the file is gone
+    even though its row (source "fleet") is still in the store, so its keys stop working. Teams made
+    through the admin API or the CLI (source "api") live in the store.
+    """
+    teams = {n: (spec, src) for n, (spec, src) in stored.items() if src != "fleet" and n not in fleet_teams}
+    teams.update({n: (team_spec(t), "fleet") for n, t in fleet_teams.items()})
+    return dict(sorted(teams.items()))
+
+
 class Directory:
     def __init__(self, fleet_teams: dict[str, Team], store: Store, refresh_interval: float) -> None:
         self.store = store
@@ -72,11 +86,13 @@ class Directory:
         self._fleet_teams = fleet_teams
         self.teams: dict[str, Caller] = {n: caller_from(n, t, "fleet") for n, t in fleet_teams.items()}
         # digest -> (key id, team); fleet-file keys have the id "fleet"
-        self._fleet_keys = {keys.digest(k): ("fleet", n) for n, t in fleet_teams.items() for k in t.keys}
+        self._fleet_keys = {
+            keys.digest(k.get_secret_value()): ("fleet", n) for n, t in fleet_teams.items() for k in t.keys
+        }
         self._keys: dict[str, tuple[str, str]] = dict(self._fleet_keys)
         self._misses: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
         self.store_ok = True
+        self._loop = Periodic("team directory refresh", refresh_interval, self.refresh, logger=log)
 
     @property
     def enforcing(self) -> bool:
@@ -91,19 +107,10 @@ class Directory:
                 await self.store.put_team(name, team_spec(team), "fleet")
         with contextlib.suppress(Exception):
             await self.refresh()
-        self._task = asyncio.create_task(self._run(), name="team-directory")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_interval)
-            with contextlib.suppress(Exception):
-                await self.refresh()
+        await self._loop.stop()
 
     async def refresh(self) -> None:
         try:
@@ -114,19 +121,18 @@ class Directory:
             if self.store_ok:
                 log.error("store unreachable (%s); keys already known keep working", exc)
             self.store_ok = False
-            raise
+            raise Reported(f"{type(exc).__name__}: {exc}") from exc
         if not self.store_ok:
             log.info("store reachable again")
         self.store_ok = True
-        teams = {}
-        for name, (spec, source) in stored.items():
-            if name in self._fleet_teams:
-                continue  # the fleet file wins for the teams it defines
+        teams = {n: caller_from(n, t, "fleet") for n, t in self._fleet_teams.items()}
+        for name, (spec, source) in merge_teams(self._fleet_teams, stored).items():
+            if name in teams:
+                continue
             try:
                 teams[name] = caller_from(name, Team.model_validate(spec), source)
             except ValidationError as exc:
                 log.error("team %r in the store is not valid and is skipped: %s", name, exc)
-        teams.update({n: caller_from(n, t, "fleet") for n, t in self._fleet_teams.items()})
         self.teams = teams
         self._keys = {**{h: (i, t) for i, t, h in live if t in teams}, **self._fleet_keys}
         self._misses.clear()

@@ -8,7 +8,9 @@ In open mode (no team exists) every step is skipped but `finish`, which still ke
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from typing import Any
 
 from modelfleet.access.directory import Caller, Directory
@@ -34,6 +36,10 @@ class Gate:
         self.directory = directory
         self.counters = counters
         self.ledger = ledger
+        # Admission leases are named here, never after a client's header: a shared X-Request-ID must not
+        # share (or free) another request's concurrency slot. Unique across gateways sharing Redis.
+        prefix = os.urandom(6).hex()
+        self._leases = (f"{prefix}:{n}" for n in itertools.count())
 
     async def authenticate(self, authorization: str | None) -> Caller | None:
         if not self.directory.enforcing:
@@ -48,7 +54,7 @@ class Gate:
             mine = ", ".join(sorted(caller.routes or ()))
             raise Forbidden(f"team {caller.team!r} may not use route {route!r}; its routes: {mine}", param="model")
 
-    async def admit(self, caller: Caller, body: dict[str, Any], body_bytes: int, rid: str, generates: bool) -> Verdict:
+    async def admit(self, caller: Caller, body: dict[str, Any], body_bytes: int, generates: bool) -> Verdict:
         limits = caller.limits
         tokens = 0
         if limits.tokens:
@@ -60,7 +66,7 @@ class Gate:
                     asked = DEFAULT_RESERVATION
                     body["max_tokens"] = asked
                 tokens += asked
-        verdict = await self.counters.admit(caller.team, limits, tokens, rid)
+        verdict = await self.counters.admit(caller.team, limits, tokens, next(self._leases))
         if not verdict.ok:
             raise _refusal(caller, verdict)
         return verdict

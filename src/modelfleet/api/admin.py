@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from pydantic import SecretStr
 
 from modelfleet.access import keys
 from modelfleet.access.admin import NotFound, TeamAdmin
@@ -44,7 +45,7 @@ async def _body(request: web.Request) -> dict:
 
 
 class AdminAPI:
-    def __init__(self, admin: TeamAdmin, gate: Gate, admin_key: str | None, deployments: Deployments) -> None:
+    def __init__(self, admin: TeamAdmin, gate: Gate, admin_key: SecretStr | None, deployments: Deployments) -> None:
         self.deployments = deployments
         self.admin = admin
         self.gate = gate
@@ -56,7 +57,7 @@ class AdminAPI:
             if self.admin_key is None:
                 raise Forbidden("the admin API is off: set auth.admin_key in the fleet file", code="admin_disabled")
             key = keys.bearer(request.headers.get("Authorization"))
-            if key is None or not keys.same(key, self.admin_key):
+            if key is None or not keys.same(key, self.admin_key.get_secret_value()):
                 raise Unauthorized(
                     "the admin API needs the admin key (auth.admin_key) as 'Authorization: Bearer <key>'"
                 )
@@ -115,7 +116,7 @@ class AdminAPI:
         return _json({"revoked": key_id, "team": team})
 
     async def deployment_status(self, _: web.Request) -> web.Response:
-        return _json({"object": "list", "data": self.deployments.status()})
+        return _json({"object": "list", "data": await self.deployments.status()})
 
     async def deployment_verb(self, request: web.Request) -> web.Response:
         name, verb = request.match_info["name"], request.match_info["verb"]
@@ -125,7 +126,7 @@ class AdminAPI:
             want = await self.deployments.set(name, verb, f"{verb} by the admin API")
         except NotManaged as exc:
             raise InvalidRequest(str(exc), code="not_managed") from None
-        return _json({"name": name, "desired": want.state, "reason": want.reason})
+        return _json({"name": name, **want})
 
     async def _flushed(self) -> None:
         with contextlib.suppress(Exception):  # what is still in memory shows up now, not after the next flush

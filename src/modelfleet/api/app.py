@@ -55,7 +55,7 @@ def create_app(
         )
 
     async def prometheus(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=await metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def unknown_path(request: web.Request) -> web.Response:
         known = {r.canonical for r in app.router.resources() if r.canonical != "/{tail}"}

@@ -1,14 +1,13 @@
-"""The hot path: authenticate, validate, resolve the route, take a replica, forward, relay, account.
+"""The hot path: authenticate, validate, resolve the route, forward, relay, account.
 
     request -> gate.authenticate (401) -> validate(schema) -> route (404, 403 for another team's)
-            -> gate.admit (429) -> candidates: the picked deployment, its route's others, fallbacks
-            -> dispatcher.acquire() replica -> backend.send() / open_stream() -> rewrite, relay
+            -> gate.admit (429) -> router.run(candidates, deadline, attempt)   (routing/plan.py)
+               attempt: backend.send() / open_stream() on the replica it is given -> rewrite, relay
             -> gate.finish (settle limits, usage ledger)
 
-A failure before the first byte (refused, 5xx, timeout) is safe to retry, since the client has seen
-nothing and generation has no side effects: first on another ready replica of the same deployment,
-then on the route's other deployments and its `fallbacks`. A strict route (`fallbacks: none`) never
-leaves its deployment and never waits for one that is starting: it fails at once, naming it.
+This module translates HTTP; which deployments and replicas a request tries, in which order and
+for how long, is routing's (routing/plan.py). An attempt raises UpstreamError only while nothing
+has reached the client, which is what makes it safe to try elsewhere.
 
 Bodies are parsed once with orjson and forwarded as the client wrote them, but for `model`
 (the route name becomes the upstream's name, and back) and `stream_options.include_usage`
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -31,105 +29,73 @@ from modelfleet.access.directory import Caller
 from modelfleet.access.gate import Gate
 from modelfleet.api import schema
 from modelfleet.api.sse import DONE, DONE_EVENT, SSEDecoder, event
-from modelfleet.backends.base import Backend
-from modelfleet.errors import (
-    APIError,
-    BodyTooLarge,
-    InvalidRequest,
-    ModelNotFound,
-    Unavailable,
-    UpstreamError,
-)
+from modelfleet.errors import APIError, BodyTooLarge, InvalidRequest, ModelNotFound, UpstreamError
 from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import GatewayMetrics
-from modelfleet.routing.dispatch import Dispatcher
-from modelfleet.routing.routes import WeightedChoice, sticky_point
+from modelfleet.routing.plan import Route, Router, Target
+from modelfleet.routing.routes import sticky_point
 from modelfleet.state.counters import Verdict
 from modelfleet.types import Replica, Usage
 
 REQUEST_ID = web.AppKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"
-_RETRY_PAUSE = 0.05
 CLIENT_CLOSED = 499  # nginx's code for "client went away"; bounded like every status label
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
+class Operation:
+    """One OpenAI API operation: its path upstream, the schema its body must meet, whether it streams."""
+
     path: str
     schema: TypeAdapter
     streams: bool
 
 
-CHAT = Endpoint("/chat/completions", schema.CHAT, streams=True)
-COMPLETIONS = Endpoint("/completions", schema.COMPLETION, streams=True)
-EMBEDDINGS = Endpoint("/embeddings", schema.EMBEDDING, streams=False)
-
-
-@dataclass(slots=True)
-class Target:
-    """The gateway's view of one deployment: how to reach it and how many may use it at once."""
-
-    name: str
-    kind: str
-    upstream_model: str
-    dispatcher: Dispatcher
-    backend: Backend
-    supports_embeddings: bool
-
-
-@dataclass(slots=True)
-class RouteEntry:
-    name: str
-    timeout: float
-    choice: WeightedChoice
-    sticky: str | None = None  # "user", or a header name
-    strict: bool = False
-    fallbacks: tuple[str, ...] = ()
+CHAT = Operation("/chat/completions", schema.CHAT, streams=True)
+COMPLETIONS = Operation("/completions", schema.COMPLETION, streams=True)
+EMBEDDINGS = Operation("/embeddings", schema.EMBEDDING, streams=False)
 
 
 @dataclass(slots=True)
 class _Exchange:
-    """What one request carries through its attempts."""
+    """What one request carries through its attempts, and what the last one found."""
 
     request: web.Request
-    endpoint: Endpoint
-    route: RouteEntry
+    operation: Operation
+    route: Route
     body: dict
     rid: str
     started: float
-    timeout: float
     stream: bool
     client_wants_usage: bool
     headers: dict[str, str]
+    deployment: str = ""
+    replica: Replica | None = None
 
 
 class Proxy:
     def __init__(
         self,
-        routes: dict[str, RouteEntry],
-        targets: dict[str, Target],
+        router: Router,
         metrics: GatewayMetrics,
         gate: Gate,
         *,
         max_body_bytes: int,
         access_log: AccessLog | None = None,
-        request_failed: Callable[[Replica, str], None] = lambda r, why: None,
-        wake: Callable[[str], float] | None = None,
     ) -> None:
-        self.routes = routes
-        self.targets = targets
+        self.router = router
+        self.routes = router.routes
+        self.targets = router.targets
         self.metrics = metrics
         self.gate = gate
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
-        self.request_failed = request_failed
-        self.wake = wake  # starts a stopped deployment; returns how long to wait for it
 
-    async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    async def handle(self, request: web.Request, operation: Operation) -> web.StreamResponse:
         started = time.perf_counter()
         rid = request[REQUEST_ID]
-        route_name = deployment = variant = ""
-        replica_box: list[Replica] = []
+        route_name = variant = ""
+        ex: _Exchange | None = None
         status = 500
         usage: Usage | None = None
         ttft: float | None = None
@@ -139,7 +105,7 @@ class Proxy:
             if self.gate.directory.enforcing:  # open mode skips even the call
                 caller = await self.gate.authenticate(request.headers.get("Authorization"))
             body, size = await self._read_json(request)
-            schema.validate(endpoint.schema, body)
+            schema.validate(operation.schema, body)
             route = self.routes.get(body["model"])
             if route is None or (caller is not None and not caller.may_use(route.name)):
                 if route is not None and caller is not None:
@@ -155,26 +121,19 @@ class Proxy:
                 if caller.timeout is not None:
                     timeout = min(timeout, caller.timeout)
                 if caller.limited:
-                    verdict = await self.gate.admit(caller, body, size, rid, endpoint.streams)
+                    verdict = await self.gate.admit(caller, body, size, operation.streams)
                     headers.update(self.gate.headers(caller, verdict))
-            stream = endpoint.streams and body.get("stream") is True
+            stream = operation.streams and body.get("stream") is True
             client_wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
             if stream:
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            ex = _Exchange(request, endpoint, route, body, rid, started, timeout, stream, client_wants_usage,
-                           headers)  # fmt: skip
-            candidates = self._candidates(route, variant, caller)
-            errors: list[APIError] = []
-            for i, target in enumerate(candidates):
-                deployment = target.name
-                try:
-                    response, status, usage, ttft = await self._serve(
-                        ex, target, replica_box, last=i == len(candidates) - 1
-                    )
-                    return response
-                except (Unavailable, UpstreamError) as exc:
-                    errors.append(exc)
-            raise _exhausted(route, candidates, errors)
+            ex = _Exchange(request, operation, route, body, rid, started, stream, client_wants_usage, headers)
+            candidates = self.router.candidates(route, variant, caller.may_use if caller is not None else None)
+            attempt = self._relay_stream if stream else self._send
+            response, status, usage, ttft = await self.router.run(
+                route, candidates, timeout, lambda target, replica, left: attempt(ex, target, replica, left)
+            )
+            return response
         except APIError as exc:
             status = exc.status
             raise
@@ -183,6 +142,7 @@ class Proxy:
             raise
         finally:
             elapsed = time.perf_counter() - started
+            deployment = ex.deployment if ex is not None else ""
             self.metrics.observe(route_name, deployment, status, elapsed, ttft, usage)
             if route_name:
                 prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
@@ -196,88 +156,41 @@ class Proxy:
                     elapsed * 1000,
                     route_name,
                     deployment,
-                    replica_box[-1].name if replica_box else "",
+                    ex.replica.name if ex is not None and ex.replica is not None else "",
                 )
 
-    def _sticky(self, route: RouteEntry, request: web.Request, body: dict) -> float | None:
+    def _sticky(self, route: Route, request: web.Request, body: dict) -> float | None:
         if route.sticky is None:
             return None
         key = body.get("user") if route.sticky == "user" else request.headers.get(route.sticky)
         return sticky_point(route.name, key) if isinstance(key, str) and key else None
 
-    def _candidates(self, route: RouteEntry, first: str, caller: Caller | None) -> list[Target]:
-        """The deployments to try, in order: the pick, then (unless strict) the route's others and its fallbacks."""
-        if route.strict or (not route.fallbacks and len(route.choice.by_weight) == 1):
-            return [self.targets[first]]
-        names = route.choice.order(first)
-        for fb_name in route.fallbacks:
-            fb = self.routes[fb_name]
-            if caller is None or caller.may_use(fb_name):  # a fallback never crosses into another team's routes
-                names += fb.choice.order(fb.choice.pick())
-        seen: set[str] = set()
-        return [self.targets[n] for n in names if not (n in seen or seen.add(n))]
-
-    async def _serve(
-        self, ex: _Exchange, target: Target, replica_box: list[Replica], *, last: bool
-    ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
-        """Answer from one deployment, retrying on its other replicas while nothing has reached the client."""
-        if ex.endpoint is EMBEDDINGS and not target.supports_embeddings:
+    def _begin(self, ex: _Exchange, target: Target, replica: Replica) -> bytes:
+        """What every attempt does first: note where it goes, and name the upstream's model."""
+        if ex.operation is EMBEDDINGS and not target.supports_embeddings:
             raise InvalidRequest(
                 f"route {ex.route.name!r} is served by deployment {target.name!r} ({target.kind}), "
                 "which does not serve embeddings",
                 param="model",
             )
+        ex.deployment = target.name
+        ex.replica = replica
         ex.body["model"] = target.upstream_model
-        payload = orjson.dumps(ex.body)
-        dispatcher = target.dispatcher
+        return orjson.dumps(ex.body)
+
+    async def _send(
+        self, ex: _Exchange, target: Target, replica: Replica, timeout: float
+    ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
+        payload = self._begin(ex, target, replica)
         stats = self.metrics.stats_for(ex.route.name, target.name)
-        tried: list[Replica] = []
-        same_again = False
-        # Waiting for a starting replica beats failing, unless there is somewhere else to go.
-        wait_starting = last and not ex.route.strict
-        timeout = ex.timeout
-        woken = False
-        if self.wake is not None and dispatcher.stopped():
-            timeout = self.wake(target.name)  # raises a 503 naming why, if it may not be woken now
-            wait_starting = woken = True
-        while True:
-            try:
-                replica = await dispatcher.acquire(timeout, () if same_again else tried, wait_starting)
-            except Unavailable as exc:
-                if not woken:
-                    raise
-                raise Unavailable(
-                    f"deployment {target.name!r} is starting: this request woke it (wake_on_request) and it was "
-                    f"not ready within wake_timeout {timeout:g}s; retry shortly",
-                    retry_after=max(5.0, timeout / 2), code="deployment_starting",
-                ) from exc  # fmt: skip
-            replica_box.append(replica)
-            stats.inflight += 1
-            try:
-                if ex.stream:
-                    return await self._relay_stream(ex, target, replica, payload)
-                reply = await target.backend.send(replica, ex.endpoint.path, payload, ex.rid, ex.timeout)
-                if replica.failures:
-                    replica.failures = 0
-                response, usage = _rewrite_reply(reply, ex.route.name, target, ex.headers)
-                return response, 200, usage, None
-            except UpstreamError as exc:
-                # Nothing has reached the client yet (a stream that had started answered with an error event).
-                replica.failures += 1
-                replica.failed += 1
-                self.request_failed(replica, exc.message)
-                tried.append(replica)
-                if any(r.ready and r not in tried for r in dispatcher.replicas):
-                    continue  # another replica of the same deployment
-                if exc.code != "upstream_unreachable" or same_again:
-                    raise
-                # The only replica refused or died: an engine restarting says so within the pause,
-                # and the retry then waits for it rather than failing.
-                same_again = True
-            finally:
-                dispatcher.release(replica)
-                stats.inflight -= 1
-            await asyncio.sleep(_RETRY_PAUSE)
+        stats.inflight += 1
+        try:
+            reply = await target.backend.send(replica, ex.operation.path, payload, ex.rid, timeout)
+        finally:
+            stats.inflight -= 1
+        self.router.answered(replica)
+        response, usage = _rewrite_reply(reply, ex.route.name, target, ex.headers)
+        return response, 200, usage, None
 
     async def _read_json(self, request: web.Request) -> tuple[dict, int]:
         length = request.content_length
@@ -303,13 +216,23 @@ class Proxy:
         return body, len(raw)
 
     async def _relay_stream(
-        self, ex: _Exchange, target: Target, replica: Replica, payload: bytes
+        self, ex: _Exchange, target: Target, replica: Replica, timeout: float
     ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
-        request, endpoint, route, rid, started = ex.request, ex.endpoint, ex.route, ex.rid, ex.started
+        payload = self._begin(ex, target, replica)
+        stats = self.metrics.stats_for(ex.route.name, target.name)
+        stats.inflight += 1
+        try:
+            return await self._relay(ex, target, replica, payload, timeout)
+        finally:
+            stats.inflight -= 1
+
+    async def _relay(
+        self, ex: _Exchange, target: Target, replica: Replica, payload: bytes, timeout: float
+    ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
+        request, route, rid, started = ex.request, ex.route, ex.rid, ex.started
         client_wants_usage = ex.client_wants_usage
-        upstream = await target.backend.open_stream(replica, endpoint.path, payload, rid, ex.timeout)
-        if replica.failures:
-            replica.failures = 0
+        upstream = await target.backend.open_stream(replica, ex.operation.path, payload, rid, timeout)
+        self.router.answered(replica)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -366,6 +289,8 @@ class Proxy:
         except APIError as exc:
             if not response.prepared:
                 raise
+            if isinstance(exc, UpstreamError):  # a replica that breaks streams off is a failing replica
+                self.router.failed(replica, exc.message)
             # Headers are gone: end with an explicit error event, never a silent truncation.
             await response.write_eof(event(exc.body()))
             return response, exc.status, usage, ttft
@@ -396,17 +321,3 @@ def _upstream_stream_error(target: Target, replica: Replica, err: object) -> Ups
         f"deployment {target.name!r} replica {replica.name} failed mid-stream: {message}",
         code="upstream_stream_error",
     )
-
-
-def _exhausted(route: RouteEntry, candidates: list[Target], errors: list[APIError]) -> APIError:
-    """One error for a request no deployment could serve; it names each deployment and why."""
-    if route.strict:
-        err = errors[0]
-        err.message = f"route {route.name!r} is strict (fallbacks: none) and {err.message}"
-        return err
-    if len(errors) == 1:
-        return errors[0]
-    first = errors[0]
-    why = "; ".join(f"{t.name}: {e.message}" for t, e in zip(candidates, errors, strict=False))
-    first.message = f"route {route.name!r}: no deployment could answer ({why})"
-    return first

@@ -39,10 +39,7 @@ def show(fleet_path: Path | None, example: bool) -> None:
         click.echo(DEFAULT_FLEET_YAML, nl=False)
         return
     fleet = load_or_exit(fleet_path)
-    # Secrets stay out: upstream API keys, team keys, the admin key, a password in the store URL.
-    doc = fleet.model_dump(
-        mode="json",
-        exclude={"deployments": {"__all__": {"api_key"}}, "teams": {"__all__": {"keys"}}, "auth": {"admin_key"}},
-    )
+    # Every field marked Secret in the schema prints as a mask; a password in the store URL is cut out too.
+    doc = fleet.model_dump(mode="json")
     doc["state"]["store"] = redacted(doc["state"]["store"])
     click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)

@@ -7,20 +7,20 @@ so a person can go straight to the line.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from modelfleet.config.schema import Fleet
 from modelfleet.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 Path_ = tuple[str | int, ...]
-_SECRET_FIELDS = {"keys", "api_key", "admin_key", "hf_token"}  # a mistake there is named, its value never shown
 
 
 def load_fleet(path: str | Path, env: dict[str, str] | None = None) -> Fleet:
@@ -130,33 +130,46 @@ def _describe(err: Any, lines: dict[Path_, int]) -> str:
             return msg
         return f"{_where(loc, lines)}: {msg}"
     got = err.get("input")
-    secret = any(part in _SECRET_FIELDS for part in loc)
+    secret = any(part in secret_fields() for part in loc)  # a mistake there is named, its value never shown
     shown = "" if isinstance(got, dict | list) or secret else f"; got {got!r}"
     return f"{_where(loc, lines)}: {err['msg'].lower()}{shown}"
 
 
 def _all_field_names() -> list[str]:
-    names: set[str] = set()
+    return sorted({name for model in _models() for name in model.model_fields})
+
+
+@functools.cache
+def secret_fields() -> frozenset[str]:
+    """The names of the schema's fields marked `Secret` (pydantic SecretStr), found once from the schema."""
+    return frozenset(
+        name
+        for model in _models()
+        for name, field in model.model_fields.items()
+        if _types_in(field.annotation, SecretStr)
+    )
+
+
+@functools.cache
+def _models() -> tuple[type[BaseModel], ...]:
     stack: list[type[BaseModel]] = [Fleet]
-    seen: set[type] = set()
+    seen: dict[type[BaseModel], None] = {}
     while stack:
         model = stack.pop()
         if model in seen:
             continue
-        seen.add(model)
-        names.update(model.model_fields)
+        seen[model] = None
         for field in model.model_fields.values():
-            stack.extend(_models_in(field.annotation))
-    return sorted(names)
+            stack.extend(_types_in(field.annotation, BaseModel))
+    return tuple(seen)
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    found = []
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _types_in(annotation: Any, base: type) -> list[type]:
+    found: list[type] = []
+    if isinstance(annotation, type) and issubclass(annotation, base):
         found.append(annotation)
     for arg in getattr(annotation, "__args__", ()) or ():
-        found.extend(_models_in(arg))
-    meta = getattr(annotation, "__metadata__", None)
-    if meta is not None:
-        found.extend(_models_in(annotation.__origin__))
+        found.extend(_types_in(arg, base))
+    if getattr(annotation, "__metadata__", None) is not None:
+        found.extend(_types_in(annotation.__origin__, base))
     return found

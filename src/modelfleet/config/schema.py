@@ -13,7 +13,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -33,6 +44,25 @@ def _parse_duration(value: Any) -> Any:
 
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+MASK = "**********"
+REVEAL = {"reveal_secrets": True}  # the serialisation context that hands secrets on (to gateway workers only)
+
+
+def _serialize_secret(value: SecretStr, info: SerializationInfo) -> str:
+    return value.get_secret_value() if info.context and info.context.get("reveal_secrets") else MASK
+
+
+def _long_enough(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 16:
+        raise ValueError("expected at least 16 characters")
+    return value
+
+
+# The one mark of a secret: its value never prints (config show, errors, logs); code that needs it calls
+# .get_secret_value(). The loader's error messages and `config show` find secret fields by this type.
+Secret = Annotated[SecretStr, PlainSerializer(_serialize_secret, when_used="always")]
+Key = Annotated[Secret, AfterValidator(_long_enough)]
 
 
 class _Section(BaseModel):
@@ -90,8 +120,8 @@ class State(_Section):
 
 
 class Auth(_Section):
-    admin_key: str | None = Field(
-        None, description="bearer key for /admin; use ${ENV_VAR}; unset = the admin API is off", min_length=16
+    admin_key: Key | None = Field(
+        None, description="bearer key for /admin; use ${ENV_VAR}; unset = the admin API is off"
     )
 
 
@@ -110,7 +140,7 @@ class Limits(_Section):
 
 
 class Team(_Section):
-    keys: list[Annotated[str, Field(min_length=16)]] = Field(
+    keys: list[Key] = Field(
         [], description="API keys, usually ${ENV_VAR}; hashed when loaded. More: `modelfleet keys create`"
     )
     routes: list[Name] | Literal["*"] = Field("*", description="routes the team may use; * = all")
@@ -210,7 +240,7 @@ class OpenAIDeployment(_Managed):
     kind: Literal["openai"]
     urls: list[str] = Field(min_length=1, description="one base URL per replica, e.g. http://gpu-1:8000/v1")
     model: str | None = Field(None, description="the upstream's model name; default: the deployment name")
-    api_key: str | None = Field(None, description="sent as a bearer token; use ${ENV_VAR}")
+    api_key: Secret | None = Field(None, description="sent as a bearer token; use ${ENV_VAR} or aws-secret://NAME")
     max_concurrency: int | None = Field(None, ge=1, description="per replica; unset = unbounded")
     max_queue: int = Field(256, ge=0)
     health: Health = Health()
@@ -234,7 +264,7 @@ class SageMakerCreate(_Section):
     instance_type: str = Field("ml.g5.2xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
     instance_count: int = Field(1, ge=1, le=100)
     model_id: str | None = Field(None, description="HF_MODEL_ID for the container")
-    hf_token: str | None = Field(None, description="HF_TOKEN: ${ENV_VAR} or aws-secret://NAME[#field]")
+    hf_token: Secret | None = Field(None, description="HF_TOKEN: ${ENV_VAR} or aws-secret://NAME[#field]")
     env: dict[str, str] = {}
     tags: dict[str, str] = {}
 
@@ -347,7 +377,8 @@ class Fleet(_Section):
         seen: dict[str, str] = {}
         for team_name, team in self.teams.items():
             for key in team.keys:
-                if key in seen:
-                    raise ValueError(f"teams.{team_name}.keys: the same key is also a key of team {seen[key]!r}")
-                seen[key] = team_name
+                value = key.get_secret_value()
+                if value in seen:
+                    raise ValueError(f"teams.{team_name}.keys: the same key is also a key of team {seen[value]!r}")
+                seen[value] = team_name
         return self

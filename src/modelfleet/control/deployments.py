@@ -3,24 +3,30 @@ and acting on the platforms. The only place that starts or stops a deployment.
 
     desired <- schedule boundaries, idle stop (schedules.py), `deployments start|stop`, wake-on-request
     act     -> platform.start() / platform.stop()
-    observe <- the replicas' states (written by the platforms and health checks)
+    observe <- the replicas' states (the registry, written by the platforms and health checks)
 
 Desired state is kept in the store, so a restarted gateway resumes what it was told (and applies any
 schedule boundary that passed while it was down). Time comes from `clock`, so tests drive it.
+
+A wake that fails (AccessDenied, a quota, a missing image) is logged, shown in `status()` and in
+/readyz through the replicas' reason, and leaves the deployment stopped: the next request tries again.
+Extra gateway workers decide nothing: they ask the primary (`primary`, see channel.py) to wake,
+start or stop, and show its status.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from modelfleet.background import Periodic, spawn
 from modelfleet.config import Fleet
 from modelfleet.control import schedules
 from modelfleet.control.platforms.base import NotManaged, Platform
+from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.control.schedules import Desired
 from modelfleet.errors import Unavailable
 from modelfleet.state.store import Store
@@ -51,12 +57,21 @@ class WakeStats:
         self.seconds: dict[str, list[float]] = {}
 
 
+class Primary(Protocol):
+    """How an extra gateway worker reaches the primary's lifecycle (channel.py)."""
+
+    async def wake(self, name: str) -> float: ...
+    async def set(self, name: str, state: str, reason: str) -> dict[str, Any]: ...
+    async def status(self) -> list[dict[str, Any]]: ...
+    async def activity(self, requests: dict[str, int]) -> None: ...
+
+
 class Deployments:
     def __init__(
         self,
         fleet: Fleet,
         platforms: dict[str, Platform],
-        replicas: dict[str, list[Replica]],
+        registry: ReplicaRegistry,
         store: Store | None,
         clock: Callable[[], float] = time.time,
         *,
@@ -64,18 +79,23 @@ class Deployments:
     ) -> None:
         self.fleet = fleet
         self.manage = manage  # False in extra gateway workers: the primary decides, they only watch
+        self.primary: Primary | None = None  # set in extra workers
         self.platforms = platforms
-        self.replicas = replicas
+        self.registry = registry
+        self.replicas = registry.replicas
         self.store = store
         self.clock = clock
         self.desired: dict[str, Desired] = {}
         self.wakes = WakeStats()
+        self.errors: dict[str, str] = {}  # the last failed start or wake, until the next one succeeds
         self._woken_at: dict[str, float] = {}
         self._last_checked = clock()
         self._last_request: dict[str, float] = {}
         self._seen_requests: dict[str, int] = {}
+        self._elsewhere: dict[str, dict[str, int]] = {}  # requests served by extra workers, per worker
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._waking: dict[str, asyncio.Task[None]] = {}
+        self._loop = Periodic("deployment lifecycle", TICK, self.tick if manage else self._report, logger=log)
 
     def managed(self, name: str) -> bool:
         return self.platforms[name].managed
@@ -85,6 +105,7 @@ class Deployments:
         if not self.manage:
             for platform in self.platforms.values():
                 await platform.watch()
+            self._loop.start()
             return
         now = self.clock()
         remembered = await self._load()
@@ -109,30 +130,32 @@ class Deployments:
                 log.info("deployment %s stays stopped: %s", name, want.reason)
         self._last_checked = now
         await self._save()
-        self._task = asyncio.create_task(self._run(), name="deployments")
+        self._loop.start()
 
     async def shutdown(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._save()
+        await self._loop.stop()
+        if self.manage:
+            await self._save()
         for platform in self.platforms.values():
             await platform.shutdown()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK)
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("deployment lifecycle tick failed")
+    def _requests(self) -> dict[str, int]:
+        return {name: sum(r.traffic.requests for r in reps) for name, reps in self.replicas.items()}
+
+    async def _report(self) -> None:
+        """In a worker: tell the primary how many requests it served, so idle stop sees them."""
+        if self.primary is not None:
+            await self.primary.activity(self._requests())
+
+    def served_elsewhere(self, worker: str, requests: dict[str, int]) -> None:
+        self._elsewhere[worker] = requests
 
     async def tick(self) -> None:
         """Let time pass: schedule boundaries and idle stops."""
         now = self.clock()
-        for name, reps in self.replicas.items():  # a request since the last tick counts as activity
-            n = sum(r.requests for r in reps)
+        mine = self._requests()
+        for name in self.replicas:  # a request since the last tick, on any worker, counts as activity
+            n = mine[name] + sum(w.get(name, 0) for w in self._elsewhere.values())
             if n != self._seen_requests.get(name, 0):
                 self._seen_requests[name] = n
                 self._last_request[name] = now
@@ -151,35 +174,48 @@ class Deployments:
         if changed:
             await self._save()
 
-    async def set(self, name: str, state: str, reason: str) -> Desired:
-        """A person's `start` or `stop` (until the next schedule boundary)."""
+    async def set(self, name: str, state: str, reason: str) -> dict[str, Any]:
+        """A person's `start` or `stop` (until the next schedule boundary): the desired state, as a dict."""
         if name not in self.platforms:
             raise KeyError(name)
         if not self.managed(name):
             raise NotManaged(f"deployment {name!r} is a server given by URL; modelfleet cannot {state} it")
+        if not self.manage and self.primary is not None:
+            return await self.primary.set(name, state, reason)
         want = Desired("running" if state == "start" else "stopped", reason, self.clock())
         await self._apply(name, want)
         await self._save()
-        return want
+        return {"desired": want.state, "reason": want.reason}
 
     async def _apply(self, name: str, want: Desired) -> None:
         async with self._lock:
             self.desired[name] = want
             log.info("deployment %s -> %s: %s", name, want.state, want.reason)
             if want.state == "running":
-                await self.platforms[name].start()
+                try:
+                    await self.platforms[name].start()
+                except Exception as exc:
+                    self.errors[name] = f"start failed: {type(exc).__name__}: {exc}"
+                    raise
+                self.errors.pop(name, None)
             else:
                 self._woken_at.pop(name, None)
                 await self.platforms[name].stop()
 
-    def wake(self, name: str) -> float:
-        if not self.manage:
-            raise Unavailable(f"deployment {name!r} is stopped; this gateway worker cannot wake it", retry_after=5)
+    async def wake(self, name: str) -> float:
         """A request found `name` stopped: start it (once, however many ask) and say how long to wait.
 
         Raises Unavailable when the deployment may not be woken now; the message says why.
         """
         dep = self.fleet.deployments[name]
+        if not self.manage:
+            if self.primary is None:
+                raise Unavailable(f"deployment {name!r} is stopped; this gateway worker cannot wake it",
+                                  retry_after=5)  # fmt: skip
+            wait = await self.primary.wake(name)  # raises Unavailable with the primary's reason
+            if all(r.state is ReplicaState.STOPPED for r in self.replicas[name]):
+                self.registry.mark_all(name, ReplicaState.STARTING, "woken by a request (through the primary)")
+            return wait
         if not dep.wake_on_request or not self.managed(name):
             want = self.desired.get(name)
             why = f" ({want.reason})" if want else ""
@@ -198,13 +234,35 @@ class Deployments:
             self.wakes.count[name] = self.wakes.count.get(name, 0) + 1
             log.info("deployment %s: woken by a request", name)
             # Starting from this moment, so the request queues for a replica instead of failing fast.
-            for r in self.replicas[name]:
-                r.mark(ReplicaState.STARTING, "woken by a request")
-            task = asyncio.get_running_loop().create_task(
-                self._apply(name, Desired("running", "woken by a request", now))
-            )
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            self.registry.mark_all(name, ReplicaState.STARTING, "woken by a request")
+            self._waking[name] = spawn(self._wake(name, now), f"wake of deployment {name}", logger=log)
         return dep.wake_timeout
+
+    async def wake_started(self, name: str) -> float:
+        """The primary's side of a worker's wake: wake, and return once the platform was asked to start."""
+        wait = await self.wake(name)
+        task = self._waking.get(name)
+        if task is not None:
+            await asyncio.shield(task)
+        if name in self.errors and all(r.state is ReplicaState.STOPPED for r in self.replicas[name]):
+            raise Unavailable(f"deployment {name!r} could not be woken: {self.errors[name]}", retry_after=5)
+        return wait
+
+    async def _wake(self, name: str, now: float) -> None:
+        before = self.desired.get(name)
+        try:
+            await self._apply(name, Desired("running", "woken by a request", now))
+        except Exception as exc:
+            # Stopped again, saying why, so waiting requests fail now and the next request tries again.
+            self._woken_at.pop(name, None)
+            if before is not None:
+                self.desired[name] = before
+            log.error("deployment %s: the wake failed (the next request tries again): %s: %s", name,
+                      type(exc).__name__, exc)  # fmt: skip
+            self.registry.mark_all(name, ReplicaState.STOPPED, f"wake failed ({self.errors.get(name, exc)}); "
+                                   "the next request tries again")  # fmt: skip
+        finally:
+            self._waking.pop(name, None)
 
     def replica_changed(self, replica: Replica) -> None:
         """Told by the platforms: a woken deployment that turns ready ends its wake."""
@@ -213,7 +271,9 @@ class Deployments:
             del self._woken_at[replica.deployment]
             self.wakes.seconds.setdefault(replica.deployment, []).append(time.monotonic() - started)
 
-    def status(self) -> list[dict[str, Any]]:
+    async def status(self) -> list[dict[str, Any]]:
+        if not self.manage and self.primary is not None:
+            return await self.primary.status()
         out = []
         for name, dep in self.fleet.deployments.items():
             want = self.desired.get(name)
@@ -226,6 +286,7 @@ class Deployments:
                 "replicas": [{"name": r.name, "state": r.state.value, "reason": r.reason} for r in self.replicas[name]],
                 "schedule": None if w.state is None else {"window": w.state, "until": until},
                 "wake_on_request": dep.wake_on_request, "wakes": self.wakes.count.get(name, 0),
+                "error": self.errors.get(name),
             })  # fmt: skip
         return out
 

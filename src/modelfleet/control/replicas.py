@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from modelfleet.config import LlamaCppDeployment
+from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.engine.model import bundled_model_path
 from modelfleet.engine.process import EngineProcess, EngineStartError
 from modelfleet.types import Replica, ReplicaState
@@ -19,17 +19,15 @@ _BACKOFF_START, _BACKOFF_MAX = 1.0, 30.0
 class EngineSupervisor:
     """Run one llama-cpp replica; when its process dies, mark it unhealthy and start it again."""
 
-    def __init__(self, replica: Replica, dep: LlamaCppDeployment, changed: Callable[[Replica], None]) -> None:
+    def __init__(self, replica: Replica, dep: LlamaCppDeployment, registry: ReplicaRegistry) -> None:
         self.replica = replica
         self.dep = dep
-        self.changed = changed
+        self.registry = registry
         self.process: EngineProcess | None = None
-        self.restarts = 0
         self.port = 0  # picked by the first start, kept across restarts so the replica's URL is stable
 
     def _set(self, state: ReplicaState, reason: str = "") -> None:
-        self.replica.mark(state, reason)
-        self.changed(self.replica)
+        self.registry.mark(self.replica, state, reason)
 
     async def run(self) -> None:
         backoff = _BACKOFF_START
@@ -45,7 +43,7 @@ class EngineSupervisor:
             )
             self._set(ReplicaState.STARTING, "engine starting")
             try:
-                self.replica.url = await self.process.start(self.dep.startup_timeout)
+                self.registry.move(self.replica, await self.process.start(self.dep.startup_timeout))
                 self.port = self.process.port
             except EngineStartError as exc:
                 log.error("replica %s failed to start: %s", self.replica.name, exc)
@@ -57,7 +55,6 @@ class EngineSupervisor:
             self._set(ReplicaState.READY)
             backoff = _BACKOFF_START
             code = await self.process.wait()
-            self.restarts += 1
             log.error("replica %s engine exited with code %s; restarting", self.replica.name, code)
             # Starting, not unhealthy: requests queued for this replica wait for the restart.
             self._set(ReplicaState.STARTING, f"restarting: engine exited with code {code}")

@@ -7,13 +7,14 @@ flushed every `interval` seconds (and on shutdown) in one write.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import time
 from typing import TextIO
 
 import orjson
+
+from modelfleet.background import Periodic
 
 
 class AccessLog:
@@ -24,7 +25,7 @@ class AccessLog:
         self._lines: list[str] = []
         self._sec = -1
         self._stamp = ""
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("access log", self.interval, self._flush)
 
     def _now(self) -> str:
         now = time.time()
@@ -65,20 +66,12 @@ class AccessLog:
                 self.stream.write("\n".join(lines) + "\n")
                 self.stream.flush()
 
-    async def run(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(self.interval)
-                self.flush()
-        finally:
-            self.flush()
+    async def _flush(self) -> None:
+        self.flush()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="access-log")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
         self.flush()

@@ -7,6 +7,7 @@ prometheus_client turns them into the exposition format when /metrics is scraped
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import os
 from collections.abc import Callable, Iterator
@@ -93,6 +94,7 @@ class GatewayMetrics:
     def __init__(self, share_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry()
         self.share_dir = share_dir
+        self._others: list[dict] = []  # the other workers' last snapshots, read at each scrape
         self.stats: dict[tuple[str, str], RouteStats] = {}
         self._replicas: Callable[[], list[Replica]] = list
         self._queued: Callable[[str], int] = lambda _: 0
@@ -133,32 +135,43 @@ class GatewayMetrics:
         """Wake counts and latencies (control.deployments.WakeStats), read at scrape time."""
         self.wakes = wakes
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        # The other workers' snapshots are files: read off the event loop, merged on it.
+        if self.share_dir is not None:
+            self._others = await asyncio.to_thread(self._read_others)
         return generate_latest(self.registry)
 
     def _snapshot(self) -> dict[str, dict]:
         return {f"{r}\x00{d}": s.snapshot() for (r, d), s in self.stats.items()}
 
-    def publish(self) -> None:
+    async def publish(self) -> None:
         if self.share_dir is None:
             return
-        doc = self._snapshot()
+        doc = orjson.dumps(self._snapshot(), option=orjson.OPT_NON_STR_KEYS)  # taken on the loop
+        await asyncio.to_thread(self._write, doc)
+
+    def _write(self, doc: bytes) -> None:
+        assert self.share_dir is not None
         tmp = self.share_dir / f".metrics-{os.getpid()}.tmp"
-        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS))
+        tmp.write_bytes(doc)
         tmp.replace(self.share_dir / f"metrics-{os.getpid()}.json")
+
+    def _read_others(self) -> list[dict]:
+        assert self.share_dir is not None
+        docs = []
+        for path in self.share_dir.glob("metrics-*.json"):
+            if path.stem != f"metrics-{os.getpid()}":
+                try:
+                    docs.append(orjson.loads(path.read_bytes()))
+                except (OSError, orjson.JSONDecodeError):
+                    continue  # a worker mid-write; its counts arrive with the next scrape
+        return docs
 
     def merged(self) -> dict[tuple[str, str], RouteStats]:
         if self.share_dir is None:
             return self.stats
         total: dict[tuple[str, str], RouteStats] = {}
-        sources = [self._snapshot()]
-        for path in self.share_dir.glob("metrics-*.json"):
-            if path.stem != f"metrics-{os.getpid()}":
-                try:
-                    sources.append(orjson.loads(path.read_bytes()))
-                except (OSError, orjson.JSONDecodeError):
-                    continue  # a worker mid-write; its counts arrive with the next scrape
-        for doc in sources:
+        for doc in [self._snapshot(), *self._others]:
             for key, snap in doc.items():
                 route, dep = key.split("\x00")
                 total.setdefault((route, dep), RouteStats()).add(snap)
@@ -220,15 +233,15 @@ class _Exposition(Collector):
             labels=["deployment", "replica"],
         )  # fmt: skip
         failed = CounterMetricFamily(
-            "modelfleet_replica_failures", "Requests that failed on the replica before their first byte.",
+            "modelfleet_replica_failures", "Requests that failed on the replica (before or after their first byte).",
             labels=["deployment", "replica"],
         )  # fmt: skip
         deployments = set()
         for r in self.m._replicas():
             ready.add_metric([r.deployment, r.name], 1.0 if r.ready else 0.0)
-            busy.add_metric([r.deployment, r.name], float(r.inflight))
-            handed.add_metric([r.deployment, r.name], float(r.requests))
-            failed.add_metric([r.deployment, r.name], float(r.failed))
+            busy.add_metric([r.deployment, r.name], float(r.traffic.inflight))
+            handed.add_metric([r.deployment, r.name], float(r.traffic.requests))
+            failed.add_metric([r.deployment, r.name], float(r.traffic.failed))
             deployments.add(r.deployment)
         for d in sorted(deployments):
             queue.add_metric([d], float(self.m._queued(d)))

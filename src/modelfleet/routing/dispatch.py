@@ -39,7 +39,7 @@ class Dispatcher:
         stale_after: float | None = None,
     ) -> None:
         self.deployment = deployment
-        self.replicas = replicas  # shared with the control plane, which updates states in place
+        self.replicas = replicas  # the registry's: the control plane changes their states in place
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.stale_after = stale_after  # set when engine metrics are scraped
@@ -52,16 +52,16 @@ class Dispatcher:
 
     def _score(self, r: Replica, now: float) -> float:
         if self.stale_after is None:
-            return r.inflight
+            return r.traffic.inflight
         if now - r.load_at > self.stale_after:
-            return _UNKNOWN_LOAD + r.inflight
-        return r.inflight + r.load
+            return _UNKNOWN_LOAD + r.traffic.inflight
+        return r.traffic.inflight + r.load
 
     def _free_replica(self, exclude: Collection[Replica] = ()) -> Replica | None:
         cap = self.max_concurrency
         free = [
             r for r in self.replicas
-            if r.state is _READY and (cap is None or r.inflight < cap) and r not in exclude
+            if r.state is _READY and (cap is None or r.traffic.inflight < cap) and r not in exclude
         ]  # fmt: skip
         n = len(free)
         if n <= 1:
@@ -91,8 +91,9 @@ class Dispatcher:
         if not self._waiters:
             replica = self._free_replica(exclude)
             if replica is not None:
-                replica.inflight += 1
-                replica.requests += 1
+                t = replica.traffic
+                t.inflight += 1
+                t.requests += 1
                 return replica
         alive = [r for r in self.replicas if r not in exclude]
         if not any(r.state is _READY or (wait_starting and r.state == "starting") for r in alive):
@@ -120,11 +121,11 @@ class Dispatcher:
             raise
 
     def release(self, replica: Replica) -> None:
-        replica.inflight -= 1
-        self.wake()
+        replica.traffic.inflight -= 1
+        self.hand_on()
 
-    def wake(self) -> None:
-        """Hand free slots to waiters in arrival order (also called when a replica turns ready)."""
+    def hand_on(self) -> None:
+        """Hand free slots to waiters in arrival order (also called when a replica changes state)."""
         while self._waiters:
             replica = self._free_replica()
             if replica is None:
@@ -132,8 +133,9 @@ class Dispatcher:
             waiter = self._waiters.popleft()
             if waiter.done():
                 continue
-            replica.inflight += 1
-            replica.requests += 1
+            t = replica.traffic
+            t.inflight += 1
+            t.requests += 1
             waiter.set_result(replica)
 
     def fail_waiters(self) -> None:

@@ -81,8 +81,14 @@ class RedisCounters:
         day, month, day_left, month_left = periods(now)
         args = [repr(now), tokens, lease, LEASE_TTL, limits.rpm or 0, limits.tpm or 0, limits.concurrency or 0,
                 limits.tokens_per_day or 0, limits.tokens_per_month or 0, day_left, month_left, WINDOW]  # fmt: skip
+        keys = _keys(team, day, month)
+        # Shielded: a client that goes away while Redis admits it must not leave its lease and tokens behind.
+        reply = asyncio.ensure_future(self._admit(keys, args))
         try:
-            ok, limit, retry, rem_req, rem_tok = await self._admit(_keys(team, day, month), args)
+            ok, limit, retry, rem_req, rem_tok = await asyncio.shield(reply)
+        except asyncio.CancelledError:
+            reply.add_done_callback(lambda r: self._undo(r, keys, int(now), tokens, lease))
+            raise
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from None
         self._failing = False
@@ -100,6 +106,16 @@ class RedisCounters:
             fut = asyncio.ensure_future(self._settle(keys, args))
         self._tasks.add(fut)
         fut.add_done_callback(self._settled)
+
+    def _undo(self, reply: asyncio.Future[Any], keys: list[str], second: int, tokens: int, lease: str) -> None:
+        """An admission whose caller left before the reply: give back its slot and its reserved tokens."""
+        if reply.cancelled() or reply.exception() is not None or not reply.result()[0]:
+            return
+        args = [second, -tokens, lease]
+        fut = self._settle.nowait([keys[1], keys[2], keys[3], keys[4]], args)
+        if fut is not None:
+            self._tasks.add(fut)
+            fut.add_done_callback(self._settled)
 
     def _settled(self, fut: asyncio.Future[Any]) -> None:
         self._tasks.discard(fut)

@@ -7,11 +7,10 @@ so nothing is lost while the database is away; shutdown flushes whatever is left
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
+from modelfleet.background import Periodic, Reported
 from modelfleet.state.store import Store, UsageRow
 
 log = logging.getLogger("modelfleet.state")
@@ -26,8 +25,8 @@ class UsageLedger:
         self._rows: dict[Key, list[int]] = {}  # key -> [requests, errors, prompt, completion]
         self._day_sec = -1
         self._day = ""
-        self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._loop = Periodic("usage ledger flush", interval, self.flush, logger=log)
 
     def record(
         self, team: str, route: str, deployment: str, variant: str, ok: bool, prompt: int, completion: int
@@ -63,24 +62,21 @@ class UsageLedger:
             if not self._failing:
                 log.error("usage ledger: cannot write to the store (%s); keeping %d rows in memory", exc, len(rows))
             self._failing = True
-            raise
+            raise Reported(f"{type(exc).__name__}: {exc}") from exc
         if self._failing:
             log.info("usage ledger: the store is back; wrote the rows kept in memory")
         self._failing = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="usage-ledger")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            with contextlib.suppress(Exception):
-                await self.flush()
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(Exception):
+        """Stop the loop and write what is left; if that fails, say exactly what is lost."""
+        await self._loop.stop()
+        try:
             await self.flush()
+        except Exception as exc:
+            req = sum(r[0] for r in self._rows.values())
+            tokens = sum(r[2] + r[3] for r in self._rows.values())
+            log.error("usage ledger: the final write failed (%s: %s); %d requests and %d tokens in %d rows are "
+                      "not in the store", type(exc).__name__, exc, req, tokens, len(self._rows))  # fmt: skip

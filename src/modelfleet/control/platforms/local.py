@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 from modelfleet.config import LlamaCppDeployment
+from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.control.replicas import EngineSupervisor
 from modelfleet.types import Replica, ReplicaState
 
@@ -14,10 +14,10 @@ from modelfleet.types import Replica, ReplicaState
 class LocalEngines:
     managed = True
 
-    def __init__(self, replicas: list[Replica], dep: LlamaCppDeployment, changed: Callable[[Replica], None]) -> None:
+    def __init__(self, replicas: list[Replica], dep: LlamaCppDeployment, registry: ReplicaRegistry) -> None:
         self.replicas = replicas
-        self.changed = changed
-        self.supervisors = [EngineSupervisor(r, dep, changed) for r in replicas]
+        self.registry = registry
+        self.supervisors = [EngineSupervisor(r, dep, registry) for r in replicas]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -34,8 +34,7 @@ class LocalEngines:
                 await task
         await asyncio.gather(*(s.stop() for s in self.supervisors))
         for r in self.replicas:
-            r.mark(ReplicaState.STOPPED, "stopped")
-            self.changed(r)
+            self.registry.mark(r, ReplicaState.STOPPED, "stopped")
 
     async def watch(self) -> None:
         return None  # engines belong to the primary gateway

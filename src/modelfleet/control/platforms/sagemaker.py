@@ -13,13 +13,13 @@ create it (stop still deletes it, and a later start needs `create:`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from modelfleet.backends.sagemaker import aws_client
+from modelfleet.background import Periodic
 from modelfleet.config.schema import SageMakerDeployment
+from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.types import Replica, ReplicaState
 
 log = logging.getLogger("modelfleet.control")
@@ -41,30 +41,28 @@ class SageMakerEndpoint:
     managed = True
 
     def __init__(
-        self, replica: Replica, dep: SageMakerDeployment, changed: Callable[[Replica], None], poll: float = POLL
+        self, replica: Replica, dep: SageMakerDeployment, registry: ReplicaRegistry, poll: float = POLL
     ) -> None:
         self.replica = replica
         self.dep = dep
-        self.changed = changed
-        self.poll = poll
+        self.registry = registry
         self._client: Any = None
-        self._watch: asyncio.Task[None] | None = None
+        # observe() reports its own failures as the replica's state, so the loop itself stays quiet.
+        self._watch = Periodic(f"SageMaker endpoint {dep.endpoint} watch", poll, self.observe)
         digest = _digest(dep)
         self.model_name = f"{dep.endpoint}-{digest}"[:63]
         self.config_name = f"{dep.endpoint}-{digest}"[:63]
 
-    def _sm(self) -> Any:
-        if self._client is None:
+    def _invoke(self, method: str, kwargs: dict[str, Any]) -> Any:
+        if self._client is None:  # built here, on a worker thread: making a boto3 client takes ~100 ms
             self._client = aws_client("sagemaker", self.dep.region, self.dep.endpoint_url)
-        return self._client
+        return getattr(self._client, method)(**kwargs)
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(getattr(self._sm(), method), **kwargs)
+        return await asyncio.to_thread(self._invoke, method, kwargs)
 
     def _mark(self, state: ReplicaState, reason: str) -> None:
-        if (state, reason) != (self.replica.state, self.replica.reason):
-            self.replica.mark(state, reason)
-            self.changed(self.replica)
+        self.registry.mark(self.replica, state, reason)
 
     async def status(self) -> str | None:
         """The endpoint's status, or None when there is no endpoint."""
@@ -99,17 +97,12 @@ class SageMakerEndpoint:
         else:
             self._mark(_STATES.get(status, ReplicaState.UNHEALTHY), f"endpoint {self.dep.endpoint} is {status}")
 
-    async def _watching(self) -> None:
-        while True:
-            await self.observe()
-            await asyncio.sleep(self.poll)
-
     async def watch(self) -> None:
-        self._ensure_watch()
+        await self.observe()
+        self._watch.start()
 
     def _ensure_watch(self) -> None:
-        if self._watch is None or self._watch.done():
-            self._watch = asyncio.create_task(self._watching(), name=f"sagemaker:{self.dep.endpoint}")
+        self._watch.start()
 
     async def start(self) -> None:
         self._ensure_watch()
@@ -152,7 +145,7 @@ class SageMakerEndpoint:
         if create.model_id:
             env.setdefault("HF_MODEL_ID", create.model_id)
         if create.hf_token:
-            env["HF_TOKEN"] = create.hf_token  # resolved from env or Secrets Manager; never logged
+            env["HF_TOKEN"] = create.hf_token.get_secret_value()  # resolved from env or Secrets Manager; never logged
         try:
             await self._call("describe_model", ModelName=self.model_name)
         except ClientError:
@@ -176,10 +169,7 @@ class SageMakerEndpoint:
 
     async def shutdown(self) -> None:
         """The endpoint outlives the gateway: only stop watching it."""
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await self._watch.stop()
 
 
 def _digest(dep: SageMakerDeployment) -> str:

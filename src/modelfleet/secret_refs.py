@@ -14,18 +14,20 @@ import json
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from pydantic import SecretStr
+
 from modelfleet.config import Fleet, OpenAIDeployment, SageMakerDeployment
 from modelfleet.errors import ConfigError
 
 PREFIX = "aws-secret://"
 
 
-def is_reference(value: str | None) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
+def is_reference(value: SecretStr | None) -> bool:
+    return value is not None and value.get_secret_value().startswith(PREFIX)
 
 
-def fetch(reference: str, where: str, default_region: str | None = None) -> str:
-    u = urlparse(reference)
+def fetch(reference: SecretStr, where: str, default_region: str | None = None) -> SecretStr:
+    u = urlparse(reference.get_secret_value())
     name = (u.netloc + u.path).strip("/")
     region = parse_qs(u.query).get("region", [default_region])[0]
     try:
@@ -44,16 +46,21 @@ def fetch(reference: str, where: str, default_region: str | None = None) -> str:
             value = json.loads(value)[u.fragment]
         except (ValueError, KeyError, TypeError):
             raise ConfigError([f"{where}: AWS secret {name!r} is not JSON with a field {u.fragment!r}"]) from None
-    return str(value)
+    return SecretStr(str(value))
 
 
 def resolve(fleet: Fleet) -> Fleet:
     """The fleet with every secret reference replaced by its value."""
     deployments = {}
     for name, dep in fleet.deployments.items():
-        if isinstance(dep, OpenAIDeployment) and is_reference(dep.api_key):
+        if isinstance(dep, OpenAIDeployment) and dep.api_key is not None and is_reference(dep.api_key):
             dep = dep.model_copy(update={"api_key": fetch(dep.api_key, f"deployments.{name}.api_key")})
-        elif isinstance(dep, SageMakerDeployment) and dep.create and is_reference(dep.create.hf_token):
+        elif (
+            isinstance(dep, SageMakerDeployment)
+            and dep.create
+            and dep.create.hf_token
+            and is_reference(dep.create.hf_token)
+        ):
             token = fetch(dep.create.hf_token, f"deployments.{name}.create.hf_token", dep.region)
             dep = dep.model_copy(update={"create": dep.create.model_copy(update={"hf_token": token})})
         deployments[name] = dep

@@ -1,0 +1,88 @@
+"""The replica registry: the one writer of replica state, and the one place that tells of a change.
+
+Platforms (engines, SageMaker, Kubernetes), health checks and wakes all change a replica through
+`mark`; every change reaches every listener (the dispatchers, so queued requests move the moment a
+replica turns ready, or fail fast when none is left; the lifecycle, so a wake knows it is done).
+
+An ejection (passive health) holds against a platform's own view: an endpoint that its platform
+still sees as InService stays out until its health check lets it back in (`readmit`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from modelfleet.types import Replica, ReplicaState
+
+log = logging.getLogger("modelfleet.control")
+
+Listener = Callable[[Replica], None]
+
+
+class ReplicaRegistry:
+    def __init__(self) -> None:
+        self.replicas: dict[str, list[Replica]] = {}
+        self._listeners: list[Listener] = []
+        self._ejected: dict[int, float] = {}  # id(replica) -> monotonic time the ejection ends
+
+    def add(self, deployment: str, replicas: list[Replica]) -> list[Replica]:
+        self.replicas[deployment] = replicas
+        return replicas
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def all(self) -> list[Replica]:
+        return [r for reps in self.replicas.values() for r in reps]
+
+    def mark(self, replica: Replica, state: ReplicaState, reason: str = "") -> None:
+        """Set a replica's state; a platform's `ready` does not end an ejection (see `readmit`)."""
+        reason = reason or state.value
+        if state is ReplicaState.READY and id(replica) in self._ejected:
+            return
+        if state is not ReplicaState.UNHEALTHY:
+            self._ejected.pop(id(replica), None)  # stopped or (re)starting: a new life
+        self._set(replica, state, reason)
+
+    def mark_all(self, deployment: str, state: ReplicaState, reason: str = "") -> None:
+        for replica in self.replicas[deployment]:
+            self.mark(replica, state, reason)
+
+    def eject(self, replica: Replica, seconds: float, reason: str) -> None:
+        self._ejected[id(replica)] = time.monotonic() + seconds
+        self._set(replica, ReplicaState.UNHEALTHY, reason)
+
+    def ejected(self, replica: Replica) -> bool:
+        return id(replica) in self._ejected
+
+    def cooling(self, replica: Replica) -> bool:
+        """Ejected, and its cool-down has not passed yet."""
+        return time.monotonic() < self._ejected.get(id(replica), 0.0)
+
+    def readmit(self, replica: Replica) -> None:
+        self._ejected.pop(id(replica), None)
+        self._set(replica, ReplicaState.READY, "ready")
+
+    def move(self, replica: Replica, url: str) -> None:
+        """A replica's address changed (an engine's first start, a pod that moved)."""
+        replica.url = url
+
+    def _set(self, replica: Replica, state: ReplicaState, reason: str) -> None:
+        if replica.state is state and replica.reason == reason:
+            return
+        if state is not replica.state:
+            level = logging.INFO if state in (ReplicaState.READY, ReplicaState.STARTING) else logging.WARNING
+            log.log(level, "replica %s is %s: %s", replica.name, state.value, reason)
+        replica.state = state
+        replica.reason = reason
+        for listener in self._listeners:
+            listener(replica)
+
+    def not_ready(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            name: [{"replica": r.name, "state": r.state.value, "reason": r.reason} for r in reps if not r.ready]
+            for name, reps in self.replicas.items()
+            if any(not r.ready for r in reps)
+        }
