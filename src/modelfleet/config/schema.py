@@ -351,6 +351,8 @@ class Route(_Section):
 
 
 class Fleet(_Section):
+    """The whole fleet file."""
+
     server: Server = Server()
     state: State = Field(default_factory=State)
     auth: Auth = Auth()
@@ -374,6 +376,7 @@ class Fleet(_Section):
                 if r not in self.routes:
                     known = ", ".join(sorted(self.routes))
                     raise ValueError(f"teams.{team_name}.routes: unknown route {r!r}; defined: {known}")
+        self._fits_workers()
         seen: dict[str, str] = {}
         for team_name, team in self.teams.items():
             for key in team.keys:
@@ -382,3 +385,29 @@ class Fleet(_Section):
                     raise ValueError(f"teams.{team_name}.keys: the same key is also a key of team {seen[value]!r}")
                 seen[value] = team_name
         return self
+
+    def _fits_workers(self) -> None:
+        """Refuse what several gateway processes cannot keep exact (each worker counts on its own)."""
+        n = self.server.workers
+        if n == 1:
+            return
+        for name, dep in self.deployments.items():
+            if isinstance(dep, LlamaCppDeployment):
+                raise ValueError(
+                    f"server.workers: {n} gateway processes cannot share deployment {name!r}: a llama-cpp replica "
+                    "decodes one request at a time, and separate processes cannot hold that slot exactly; use "
+                    "workers: 1 (one gateway process serves thousands of requests a second)"
+                )
+            if dep.max_concurrency is not None:
+                raise ValueError(
+                    f"server.workers: {n} gateway processes would each allow deployments.{name}.max_concurrency "
+                    f"({dep.max_concurrency}) per replica, {n}x in all; use workers: 1, or drop max_concurrency "
+                    "and let the server queue"
+                )
+        limited = [t for t, team in self.teams.items() if team.limits != Limits()]
+        if limited and self.state.counters == "memory":
+            raise ValueError(
+                f"server.workers: {n} gateway processes with state.counters: memory would each count team "
+                f"{limited[0]!r}'s limits on their own, {n}x in all; set state.counters: redis://host:6379/0 "
+                "to share them, or use workers: 1"
+            )

@@ -229,6 +229,8 @@ class Deployments:
                 "schedule.wake_off_hours is false, so requests do not wake it",
                 retry_after=max(1.0, off.until.timestamp() - now) if off.until else 60,
             )
+        if not all(r.state is ReplicaState.STOPPED for r in self.replicas[name]):
+            return dep.wake_timeout  # already on its way (a worker that had not seen it yet)
         if name not in self._woken_at:
             self._woken_at[name] = time.monotonic()
             self.wakes.count[name] = self.wakes.count.get(name, 0) + 1

@@ -51,19 +51,20 @@ class HealthChecker:
         if in_a_row < s.eject_after or replica.state is not ReplicaState.READY:
             return False
         self._passed[id(replica)] = 0
-        self.registry.eject(replica, s.eject_for, f"ejected after {in_a_row} failed requests in a row "
+        self.registry.eject(replica, f"ejected after {in_a_row} failed requests in a row "
                             f"(last: {reason}); checked again in {s.eject_for:g}s")  # fmt: skip
         asyncio.get_running_loop().call_later(s.eject_for, self._check_later, replica)
         return True
 
     def _check_later(self, replica: Replica) -> None:
-        spawn(self.check(replica), f"health check of ejected replica {replica.name}")
+        spawn(self.check(replica, cooled=True), f"health check of ejected replica {replica.name}")
 
-    async def check(self, replica: Replica) -> None:
+    async def check(self, replica: Replica, *, cooled: bool = False) -> None:
+        """One check; an ejected replica is checked only once its cool-down is over (`cooled`)."""
         if replica.state in (ReplicaState.STARTING, ReplicaState.STOPPED) or not replica.url:
             return  # its platform owns it now
         ejected = self.registry.ejected(replica)
-        if (not self.active and not ejected) or self.registry.cooling(replica):
+        if (ejected and not cooled) or (not self.active and not ejected):
             return
         s = self.settings
         reason = await self.backend.probe(replica, s.timeout, s.path)
@@ -77,7 +78,7 @@ class HealthChecker:
             self._passed[key] = 0
             self._failed[key] += 1
             if ejected:  # still failing after its cool-down: out for another one
-                self.registry.eject(replica, s.eject_for, f"ejected; its health check still fails: {reason}")
+                self.registry.eject(replica, f"ejected; its health check still fails: {reason}")
                 asyncio.get_running_loop().call_later(s.eject_for, self._check_later, replica)
             elif (
                 replica.state is ReplicaState.READY and self._failed[key] >= s.unhealthy_after

@@ -11,7 +11,6 @@ still sees as InService stays out until its health check lets it back in (`readm
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from modelfleet.types import Replica, ReplicaState
@@ -25,7 +24,7 @@ class ReplicaRegistry:
     def __init__(self) -> None:
         self.replicas: dict[str, list[Replica]] = {}
         self._listeners: list[Listener] = []
-        self._ejected: dict[int, float] = {}  # id(replica) -> monotonic time the ejection ends
+        self._ejected: set[int] = set()  # id(replica) of the ejected
 
     def add(self, deployment: str, replicas: list[Replica]) -> list[Replica]:
         self.replicas[deployment] = replicas
@@ -43,26 +42,22 @@ class ReplicaRegistry:
         if state is ReplicaState.READY and id(replica) in self._ejected:
             return
         if state is not ReplicaState.UNHEALTHY:
-            self._ejected.pop(id(replica), None)  # stopped or (re)starting: a new life
+            self._ejected.discard(id(replica))  # stopped or (re)starting: a new life
         self._set(replica, state, reason)
 
     def mark_all(self, deployment: str, state: ReplicaState, reason: str = "") -> None:
         for replica in self.replicas[deployment]:
             self.mark(replica, state, reason)
 
-    def eject(self, replica: Replica, seconds: float, reason: str) -> None:
-        self._ejected[id(replica)] = time.monotonic() + seconds
+    def eject(self, replica: Replica, reason: str) -> None:
+        self._ejected.add(id(replica))
         self._set(replica, ReplicaState.UNHEALTHY, reason)
 
     def ejected(self, replica: Replica) -> bool:
         return id(replica) in self._ejected
 
-    def cooling(self, replica: Replica) -> bool:
-        """Ejected, and its cool-down has not passed yet."""
-        return time.monotonic() < self._ejected.get(id(replica), 0.0)
-
     def readmit(self, replica: Replica) -> None:
-        self._ejected.pop(id(replica), None)
+        self._ejected.discard(id(replica))
         self._set(replica, ReplicaState.READY, "ready")
 
     def move(self, replica: Replica, url: str) -> None:
