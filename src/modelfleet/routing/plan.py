@@ -153,8 +153,8 @@ class Router:
         try:
             return await target.dispatcher.acquire(remaining, exclude, wait_starting)
         except Unavailable as exc:
-            if not woken:
-                raise
+            if not woken or exc.code != "deployment_overloaded":
+                raise  # not woken, or the wake itself failed: the replicas' reasons say why
             raise Unavailable(
                 f"deployment {target.name!r} is starting: this request woke it (wake_on_request) and it was "
                 f"not ready within wake_timeout {woken:g}s; retry shortly",
