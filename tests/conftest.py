@@ -139,6 +139,20 @@ def start(procs):
     return _start
 
 
+def eventually(check, timeout: float = 10, what: str = ""):
+    """Poll `check()` until it returns something truthy (its value is returned); fail after `timeout`.
+
+    Tests wait on conditions, never on a guessed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what or getattr(check, '__name__', check)}")
+        time.sleep(0.05)
+
+
 def write_fleet(tmp_path: Path, text: str, name: str = "fleet.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)

@@ -78,7 +78,8 @@ def test_compare_cli_on_two_runs_and_a_position_biased_judge(tmp_path, start):
     ttft = rows["ttft p50 (ms)"]
     assert ttft["verdict"] == "worse" and 80 < ttft["delta"] < 130 and ttft["ci_low"] > 0
     judged = json.loads(out.read_text())["candidates"][str(tmp_path / "b.json")]["judge"]
-    assert judged["ties"] == 10 and judged["wins"] == 0  # a judge that always says [[A]] decides nothing
+    # A judge that always says [[A]] prefers whatever comes first: both orders disagree, so every prompt ties.
+    assert (judged["ties"], judged["wins"], judged["losses"], judged["unreadable"]) == (10, 0, 0, 0)
     assert "| ttft p50 (ms) |" in (tmp_path / "cmp.md").read_text()
 
 
@@ -110,3 +111,24 @@ routes:
     assert report["baseline"] == "lora-a"
     rows = {r["metric"]: r for r in report["candidates"]["lora-b"]["rows"]}
     assert rows["ttft p50 (ms)"]["verdict"] == "worse"
+
+
+@pytest.mark.parametrize(("better", "wins", "losses"), [("candidate", 10, 0), ("baseline", 0, 10)])
+def test_the_judge_finds_real_wins_and_losses(tmp_path, start, better, wins, losses):
+    base = start(Upstream, "--chunks", "3", "--reply", "Paris is the capital.")
+    cand = start(Upstream, "--chunks", "3", "--reply", "The capital of France is Paris.")
+    # This judge reads the answers: it prefers the one that names France, in whichever position it stands.
+    good = "The capital of France" if better == "candidate" else "Paris is the capital"
+    judge = start(Upstream, "--reply-when", f"A's Answer]\n{good}=[[A]]", "--reply", "[[B]]")
+    for name, up in (("a", base), ("b", cand)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(bench_run(tmp_path / name, up.url, "m", "-n", "10")))
+    out = tmp_path / "cmp.json"
+    done = subprocess.run(
+        [PY, "-m", "modelfleet", "bench", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+         "--judge-url", judge.url, "--judge-model", "judge", "--reps", "300", "-o", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    judged = json.loads(out.read_text())["candidates"][str(tmp_path / "b.json")]["judge"]
+    assert (judged["wins"], judged["losses"], judged["ties"]) == (wins, losses, 0)
+    assert judged["win_rate_adjusted"] == pytest.approx(wins / 10)

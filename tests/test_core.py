@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import Gateway, Upstream, chat_body, cli, write_fleet
+from conftest import Gateway, Upstream, chat_body, cli, eventually, write_fleet
 
 PY = sys.executable
 KEY = "core-team-key-0123456789abcdef"
@@ -133,10 +133,7 @@ routes:
         assert httpx.post(gw.url + "/chat/completions", json=chat_body()).status_code == 200
     assert _ready(gw, "up-1") == 0.0
     start(Upstream, "--port", str(bad_port))
-    deadline = time.monotonic() + 10
-    while _ready(gw, "up-1") != 1.0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _ready(gw, "up-1") == 1.0, "the revived replica was not readmitted"
+    eventually(lambda: _ready(gw, "up-1") == 1.0, 10, "the revived replica is readmitted")
     for _ in range(10):
         httpx.post(gw.url + "/chat/completions", json=chat_body())
     assert _handed(gw, "up-1") >= 3  # it serves again
@@ -216,9 +213,7 @@ def test_a_failed_wake_answers_at_once_and_the_next_request_tries_again(tmp_path
         r = httpx.post(gw.url + "/chat/completions", json=chat_body(), timeout=40)
         assert r.status_code == 503 and time.monotonic() - started < 10, r.text  # not wake_timeout's 30 s
         assert "wake failed" in r.json()["error"]["message"]
-    gw.wait_for("the wake failed", 5)
-    time.sleep(0.2)
-    assert gw.output.count("the wake failed") == 2  # tried again, not stuck "starting"
+    eventually(lambda: gw.output.count("the wake failed") == 2, 5, "two wake attempts")  # not stuck "starting"
     ready = httpx.get(gw.base + "/readyz").json()
     assert "wake failed" in json.dumps(ready)
     status = json.loads(cli("deployments", "status", "--json", "--url", gw.base, "--admin-key",

@@ -14,7 +14,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import Gateway, Upstream, chat_body, write_fleet
+from conftest import Gateway, Upstream, chat_body, eventually, write_fleet
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,8 @@ routes:
 """,
     )
     gw = Gateway(path, wait_ready=False)  # never "ready": the strict route's deployment is down on purpose
-    time.sleep(0.5)  # the first health checks and a few load scrapes
+    eventually(lambda: httpx.get(gw.base + "/metrics").text.count("modelfleet_replica_engine_load{") >= 3, 10,
+               "the engines' load readings")  # fmt: skip
     yield gw
     gw.stop()
     for up in ups.values():
@@ -105,10 +106,13 @@ def test_sticky_by_the_user_field(fleet):
 
 def test_usage_and_metrics_name_the_serving_deployment(fleet, http):
     served_by(fleet, "ab", 20)
-    time.sleep(0.3)  # one ledger flush
-    rows = http.get(fleet.url + "/usage", params={"by": "route,deployment,variant"}).json()["data"]
-    ab = {r["deployment"] for r in rows if r["route"] == "ab"}
-    assert ab == {"a", "b"} and all(r["variant"] == r["deployment"] for r in rows if r["route"] == "ab")
+
+    def rows() -> list[dict]:
+        return http.get(fleet.url + "/usage", params={"by": "route,deployment,variant"}).json()["data"]
+
+    eventually(lambda: sum(r["requests"] for r in rows() if r["route"] == "ab") >= 20, 5, "one ledger flush")
+    ab = {r["deployment"] for r in rows() if r["route"] == "ab"}
+    assert ab == {"a", "b"} and all(r["variant"] == r["deployment"] for r in rows() if r["route"] == "ab")
     metrics = http.get(fleet.base + "/metrics").text
     assert 'modelfleet_requests_total{deployment="b",route="ab",status="200"}' in metrics
 

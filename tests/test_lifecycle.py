@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 
 import httpx
-from conftest import PY, Gateway, Upstream, chat_body, write_fleet
+from conftest import PY, Gateway, Upstream, chat_body, eventually, write_fleet
 
 
 def fleet_for(tmp_path, upstream: Upstream, extra_server: str = "") -> str:
@@ -32,7 +31,9 @@ def test_sigterm_drains_in_flight_requests(tmp_path, start):
         target=lambda: result.append(httpx.post(gw.url + "/chat/completions", json=chat_body(), timeout=10))
     )
     t.start()
-    time.sleep(0.5)  # the request is now waiting on the upstream
+    eventually(lambda: "modelfleet_requests_in_flight" in (m := httpx.get(gw.base + "/metrics").text)
+               and ' 1.0' in m.split("modelfleet_requests_in_flight{", 1)[-1].split("\n", 1)[0],
+               5, "the request is waiting on the upstream")  # fmt: skip
     assert gw.stop() == 0
     t.join()
     assert result[0].status_code == 200  # finished, not cut off
@@ -94,12 +95,10 @@ def test_workers_share_the_port_and_the_metrics(tmp_path, start):
     up = start(Upstream)
     gw = start(Gateway, fleet_for(tmp_path, up, ", workers: 2"))
     gw.wait_for(r"worker \d+ on http://127\.0\.0\.1", 20)
-    time.sleep(0.5)  # the worker has probed its replicas
     statuses = [httpx.post(gw.url + "/chat/completions", json=chat_body()).status_code for _ in range(30)]
     assert statuses == [200] * 30
-    time.sleep(1.5)  # every worker has published its counts
-    for _ in range(4):  # whichever process answers the scrape, the totals are the fleet's
-        text = httpx.get(gw.base + "/metrics").text
-        assert 'modelfleet_requests_total{deployment="up",route="chat",status="200"} 30.0' in text
+    total = 'modelfleet_requests_total{deployment="up",route="chat",status="200"} 30.0'
+    # Whichever process answers the scrape, the totals are the fleet's, once every worker has published.
+    eventually(lambda: all(total in httpx.get(gw.base + "/metrics").text for _ in range(4)), 10, "merged totals")
     assert gw.stop() == 0
     assert "stopping 1 worker(s)" in gw.output

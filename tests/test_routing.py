@@ -14,7 +14,7 @@ from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.errors import Unavailable
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
-from modelfleet.types import Replica, ReplicaState
+from modelfleet.values import Replica, ReplicaState
 
 
 def test_weighted_choice_follows_weights_and_skips_zero():

@@ -15,7 +15,7 @@ from modelfleet.control.deployments import Deployments
 from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.errors import Unavailable
 from modelfleet.state import open_store
-from modelfleet.types import Replica, ReplicaState
+from modelfleet.values import Replica, ReplicaState
 
 BERLIN = ZoneInfo("Europe/Berlin")
 OFFICE = Schedule(start="0 7 * * MON-FRI", stop="0 18 * * MON-FRI", timezone="Europe/Berlin")

@@ -35,7 +35,7 @@ from modelfleet.routing.routes import WeightedChoice
 from modelfleet.state import open_counters, open_store
 from modelfleet.state.counters import periods
 from modelfleet.state.usage import UsageLedger
-from modelfleet.types import Replica
+from modelfleet.values import Replica
 
 log = logging.getLogger("modelfleet")
 

@@ -35,7 +35,7 @@ from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.plan import Route, Router, Target
 from modelfleet.routing.routes import sticky_point
 from modelfleet.state.counters import Verdict
-from modelfleet.types import Replica, Usage
+from modelfleet.values import Replica, Usage
 
 REQUEST_ID = web.AppKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"

@@ -26,10 +26,6 @@ class SSEDecoder:
                 out.append(data[0] if len(data) == 1 else b"\n".join(data))
         return out
 
-    @property
-    def pending(self) -> bytes:
-        return self._buf
-
 
 def event(payload: dict) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"

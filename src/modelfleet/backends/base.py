@@ -1,5 +1,7 @@
 """The seam between the gateway and a wire protocol: two calls and a close.
 
+(Health checks are the control plane's: an HTTP backend also answers `probe`, see control/health.py.)
+
 A backend sends an OpenAI-shaped body to one replica and gives back either the whole JSON reply
 or the raw bytes of an SSE stream. It translates every foreign error into `modelfleet.errors`,
 so nothing above this line ever sees an aiohttp (or botocore) exception.
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from modelfleet.types import Replica
+from modelfleet.values import Replica
 
 
 class UpstreamStream(Protocol):
@@ -31,10 +33,6 @@ class Backend(Protocol):
         self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float
     ) -> UpstreamStream:
         """POST with stream=true; returns once the upstream has answered 2xx headers."""
-        ...
-
-    async def probe(self, replica: Replica, timeout: float, path: str = "/models") -> str | None:
-        """None when the replica answers its health check, else the reason it does not."""
         ...
 
     async def aclose(self) -> None: ...

@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 
 from modelfleet.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
-from modelfleet.types import Replica
+from modelfleet.values import Replica
 
 _CONNECT_TIMEOUT = 10.0
 _SNIPPET = 300

@@ -29,7 +29,7 @@ from modelfleet.backends.sagemaker_wire import (
 )
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
-from modelfleet.types import Replica
+from modelfleet.values import Replica
 
 _END = object()
 
@@ -116,9 +116,6 @@ class SageMakerBackend:
             raise _translate(replica, self.dep, exc) from None
         decoder = StreamDecoder(self.dep.container, model=doc["model"], chat=chat, prompt_tokens=estimate)
         return _SageMakerStream(resp["Body"], decoder, replica, timeout)
-
-    async def probe(self, replica: Replica, timeout: float, path: str = "/models") -> str | None:
-        return None  # the platform watches the endpoint's status instead
 
     async def aclose(self) -> None:
         self._client = None

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from modelfleet.cli.admin import fail, table
+from modelfleet.cli.common import fail, table
 from modelfleet.config.schema import _parse_duration
 
 url_option = click.option("--url", envvar="MODELFLEET_URL", default="http://127.0.0.1:8000", show_default=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
-from modelfleet.cli.admin import table, with_admin
+from modelfleet.cli.common import table, with_admin
 from modelfleet.cli.options import fleet_file
 
 

@@ -30,7 +30,7 @@ from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.control.schedules import Desired
 from modelfleet.errors import Unavailable
 from modelfleet.state.store import Store
-from modelfleet.types import Replica, ReplicaState
+from modelfleet.values import Replica, ReplicaState
 
 log = logging.getLogger("modelfleet.control")
 

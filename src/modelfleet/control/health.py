@@ -16,7 +16,7 @@ from typing import Protocol
 from modelfleet.background import Periodic, spawn
 from modelfleet.config.schema import Health
 from modelfleet.control.registry import ReplicaRegistry
-from modelfleet.types import Replica, ReplicaState
+from modelfleet.values import Replica, ReplicaState
 
 
 class Prober(Protocol):

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelfleet.background import Periodic
 from modelfleet.config.schema import LoadMetrics
-from modelfleet.types import Replica
+from modelfleet.values import Replica
 
 log = logging.getLogger("modelfleet.control")
 

@@ -26,7 +26,7 @@ from modelfleet.control.platforms.local import LocalEngines
 from modelfleet.control.platforms.url import ExternalServer
 from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.state.store import Store
-from modelfleet.types import Replica, ReplicaState
+from modelfleet.values import Replica, ReplicaState
 
 
 class ControlPlane:

@@ -9,7 +9,7 @@ from modelfleet.config import LlamaCppDeployment
 from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.engine.model import bundled_model_path
 from modelfleet.engine.process import EngineProcess, EngineStartError
-from modelfleet.types import Replica, ReplicaState
+from modelfleet.values import Replica, ReplicaState
 
 log = logging.getLogger("modelfleet.control")
 

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from modelfleet.types import Replica, Usage
+from modelfleet.values import Replica, Usage
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -236,8 +236,15 @@ class _Exposition(Collector):
             "modelfleet_replica_failures", "Requests that failed on the replica (before or after their first byte).",
             labels=["deployment", "replica"],
         )  # fmt: skip
+        load = GaugeMetricFamily(
+            "modelfleet_replica_engine_load",
+            "The engine's own load as last scraped (vLLM: requests waiting + KV-cache use); only scraped replicas.",
+            labels=["deployment", "replica"],
+        )
         deployments = set()
         for r in self.m._replicas():
+            if r.load_at:
+                load.add_metric([r.deployment, r.name], r.load)
             ready.add_metric([r.deployment, r.name], 1.0 if r.ready else 0.0)
             busy.add_metric([r.deployment, r.name], float(r.traffic.inflight))
             handed.add_metric([r.deployment, r.name], float(r.traffic.requests))
@@ -245,7 +252,7 @@ class _Exposition(Collector):
             deployments.add(r.deployment)
         for d in sorted(deployments):
             queue.add_metric([d], float(self.m._queued(d)))
-        yield from (ready, busy, queue, handed, failed)
+        yield from (ready, busy, queue, handed, failed, load)
         if self.m.wakes is not None:
             yield from _wake_families(self.m.wakes)
 

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Collection
 
 from modelfleet.errors import Unavailable
-from modelfleet.types import Replica, ReplicaState
+from modelfleet.values import Replica, ReplicaState
 
 _READY = ReplicaState.READY
 _UNKNOWN_LOAD = 1e9

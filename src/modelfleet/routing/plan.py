@@ -27,7 +27,7 @@ from modelfleet.backends.base import Backend
 from modelfleet.errors import APIError, Unavailable, UpstreamError, UpstreamTimeout
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
-from modelfleet.types import Replica
+from modelfleet.values import Replica
 
 T = TypeVar("T")
 Attempt = Callable[["Target", Replica, float], Awaitable[T]]

@@ -34,10 +34,6 @@ class WeightedChoice:
         self._total = self._cumulative[-1]
         self.by_weight = [name for name, _ in sorted(live, key=lambda nw: -nw[1])]
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._names)
-
     def pick(self, rand: float | None = None) -> str:
         if len(self._names) == 1:
             return self._names[0]

@@ -30,9 +30,20 @@ class Behaviour:
         self.done = not args.no_done
         self.model = args.model
         self.reply = args.reply
+        # --reply-when TEXT=REPLY: a chat whose messages contain TEXT is answered REPLY (a judge with opinions).
+        self.rules = [tuple(rule.split("=", 1)) for rule in args.reply_when]
         self.metrics = _vllm_metrics(args.waiting, args.kv_cache) if args.waiting is not None else None
         self.requests = 0
         self.tasks: set[asyncio.Task[None]] = set()  # keep slow answers referenced until done
+
+
+def _reply(b: Behaviour, body: bytes) -> str | None:
+    if b.rules:
+        text = "\n".join(str(m.get("content")) for m in json.loads(body).get("messages") or [])
+        for pattern, reply in b.rules:
+            if pattern in text:
+                return reply
+    return b.reply
 
 
 def _chat_body(model: str, n_tokens: int, reply: str | None = None) -> bytes:
@@ -45,7 +56,7 @@ def _chat_body(model: str, n_tokens: int, reply: str | None = None) -> bytes:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "tok " * n_tokens},
+                    "message": {"role": "assistant", "content": "tok " * n_tokens if reply is None else reply},
                     "finish_reason": "stop",
                 }
             ],
@@ -69,11 +80,12 @@ def _completion_body(model: str, n_tokens: int) -> bytes:
     ).encode()
 
 
-def _events(model: str, n: int, chat: bool, usage: bool) -> list[bytes]:
+def _events(model: str, n: int, chat: bool, usage: bool, reply: str | None = None) -> list[bytes]:
     out = []
     for i in range(n):
         if chat:
-            delta = {"role": "assistant", "content": ""} if i == 0 else {"content": "tok "}
+            text = "tok " if reply is None else (reply if i == 1 else "")  # a reply comes whole, in one event
+            delta = {"role": "assistant", "content": ""} if i == 0 else {"content": text}
             choice = {"index": 0, "delta": delta, "finish_reason": "stop" if i == n - 1 else None}
             obj = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
         else:
@@ -193,13 +205,13 @@ class FakeOpenAI(asyncio.Protocol):
         n, n_events = _sizes(body, self.b.chunks, chat)
         if b'"stream":true' in body.replace(b" ", b""):
             usage = b'"include_usage":true' in body.replace(b" ", b"")
-            events = _events(self.b.model, n_events, chat, usage)
+            events = _events(self.b.model, n_events, chat, usage, _reply(self.b, body) if chat else None)
             self._stream_head()
             self._chunk(b"".join(events) + (b"data: [DONE]\n\n" if self.b.done else b""))
             self._chunk(b"")
             return
         if chat:
-            self._write(200, _chat_body(self.b.model, n, self.b.reply))
+            self._write(200, _chat_body(self.b.model, n, _reply(self.b, body)))
         else:
             self._write(200, _completion_body(self.b.model, n))
 
@@ -228,7 +240,8 @@ class FakeOpenAI(asyncio.Protocol):
             return
         usage = b'"include_usage":true' in body.replace(b" ", b"")
         self._stream_head()
-        for i, event in enumerate(_events(self.b.model, _sizes(body, self.b.chunks, chat)[1], chat, usage)):
+        reply = _reply(self.b, body) if chat else None
+        for i, event in enumerate(_events(self.b.model, _sizes(body, self.b.chunks, chat)[1], chat, usage, reply)):
             if self.b.die_after is not None and i >= self.b.die_after:
                 self.transport.abort()  # drop the connection mid-stream
                 return
@@ -264,7 +277,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream events")
     p.add_argument("--die-after", type=int, default=None, help="drop the connection after N stream events")
     p.add_argument("--no-done", action="store_true", help="end streams without data: [DONE]")
-    p.add_argument("--reply", help="the content of every (non-streaming) chat answer")
+    p.add_argument("--reply", help="the content of every chat answer (streamed in one event)")
+    p.add_argument(
+        "--reply-when",
+        action="append",
+        default=[],
+        metavar="TEXT=REPLY",
+        help="answer REPLY to a chat whose messages contain TEXT (first match; repeatable)",
+    )
     p.add_argument("--waiting", type=float, help="serve GET /metrics with this vllm:num_requests_waiting")
     p.add_argument("--kv-cache", type=float, default=0.0, help="... and this vllm:kv_cache_usage_perc (0-1)")
     args = p.parse_args(argv)

@@ -8,7 +8,7 @@ import contextlib
 from modelfleet.config import LlamaCppDeployment
 from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.control.replicas import EngineSupervisor
-from modelfleet.types import Replica, ReplicaState
+from modelfleet.values import Replica, ReplicaState
 
 
 class LocalEngines:

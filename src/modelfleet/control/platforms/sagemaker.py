@@ -20,7 +20,7 @@ from modelfleet.backends.sagemaker import aws_client
 from modelfleet.background import Periodic
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.control.registry import ReplicaRegistry
-from modelfleet.types import Replica, ReplicaState
+from modelfleet.values import Replica, ReplicaState
 
 log = logging.getLogger("modelfleet.control")
 

@@ -1,4 +1,4 @@
-"""What the team and key commands share: the fleet file's store, opened for one command."""
+"""What the CLI commands share: the fleet file's store opened for one command, errors, tables."""
 
 from __future__ import annotations
 
