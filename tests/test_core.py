@@ -219,3 +219,26 @@ def test_a_failed_wake_answers_at_once_and_the_next_request_tries_again(tmp_path
     status = json.loads(cli("deployments", "status", "--json", "--url", gw.base, "--admin-key",
                             "admin-key-0123456789abcdef").stdout)  # fmt: skip
     assert "start failed" in status[0]["error"]
+
+
+def test_a_chat_template_that_refuses_is_a_400_and_one_that_breaks_a_502(tmp_path, start, moto):
+    refuse = "{% if messages[0].role == 'system' %}{{ raise_exception('no system messages') }}{% endif %}x"
+    (tmp_path / "refuse.jinja").write_text(refuse)
+    (tmp_path / "broken.jinja").write_text("{{ 1 // 0 }}")
+    create = "{image: img, role_arn: 'arn:aws:iam::123456789012:role/sm', instance_type: ml.g4dn.xlarge}"
+    path = write_fleet(tmp_path, f"""\
+state: {{store: "sqlite:///{tmp_path}/mf.db"}}
+deployments:
+  refuse: {{kind: sagemaker, endpoint: core-refuse, endpoint_url: '{moto.url}', create: {create},
+            chat_template: '{tmp_path}/refuse.jinja'}}
+  broken: {{kind: sagemaker, endpoint: core-broken, endpoint_url: '{moto.url}', create: {create},
+            chat_template: '{tmp_path}/broken.jinja'}}
+routes: {{refuse: {{deployments: [refuse]}}, broken: {{deployments: [broken]}}}}
+""")  # fmt: skip
+    gw = start(Gateway, path, env=moto.env)
+    system = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    r = httpx.post(gw.url + "/chat/completions", json={"model": "refuse", "messages": system})
+    assert r.status_code == 400 and "no system messages" in r.json()["error"]["message"]
+    r = httpx.post(gw.url + "/chat/completions", json={"model": "broken", "messages": system})
+    assert r.status_code == 502 and "chat template failed" in r.json()["error"]["message"]
+    assert httpx.get(gw.base + "/healthz").status_code == 200

@@ -73,7 +73,9 @@ class Gateway:
                 kind=dep.kind,
                 upstream_model=upstream_model,
                 dispatcher=self.dispatchers[name],
-                backend=_backend(dep),
+                backend=_backend(
+                    dep, max((r.timeout for r in fleet.routes.values() if name in r.deployments), default=60.0)
+                ),
                 supports_embeddings=dep.supports_embeddings,
             )
         routes = {
@@ -186,11 +188,11 @@ class Gateway:
         return all(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
 
 
-def _backend(dep: Deployment) -> Backend:
+def _backend(dep: Deployment, read_timeout: float) -> Backend:
     """The wire protocol a deployment speaks."""
     if isinstance(dep, SageMakerDeployment):
         from modelfleet.backends.sagemaker import SageMakerBackend
 
-        return SageMakerBackend(dep)
+        return SageMakerBackend(dep, read_timeout)
     api_key = dep.api_key if isinstance(dep, OpenAIDeployment) else None
     return OpenAIHTTPBackend(api_key.get_secret_value() if api_key else None)

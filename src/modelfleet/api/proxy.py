@@ -37,7 +37,7 @@ from modelfleet.routing.routes import sticky_point
 from modelfleet.state.counters import Verdict
 from modelfleet.values import Replica, Usage
 
-REQUEST_ID = web.AppKey("request_id", str)
+REQUEST_ID = web.RequestKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"
 CLIENT_CLOSED = 499  # nginx's code for "client went away"; bounded like every status label
 

@@ -3,7 +3,11 @@
     send         -> InvokeEndpoint                    -> sagemaker_wire.from_container -> chat.completion JSON
     open_stream  -> InvokeEndpointWithResponseStream  -> PayloadParts -> StreamDecoder -> OpenAI SSE bytes
 
-botocore is synchronous, so calls run on worker threads; a stream's event loop is bridged by a queue.
+botocore is synchronous, so calls run on this deployment's own threads (as many as its max_concurrency,
+so a slow endpoint never starves the rest of the process), and the client is built there too (~100 ms).
+Its read timeout is the longest route timeout that reaches the deployment, so a thread never outlives
+its request by more than that. A stream is bridged to the event loop by a bounded queue: a client that
+reads slowly slows the reading thread down instead of filling memory.
 Credentials come from the standard boto3 chain. Every botocore error is translated here.
 Prompt tokens: TGI reports them (`decoder_input_details`) on non-streaming calls; otherwise they are
 estimated at four characters a token (the reply's tokens are always the container's own count).
@@ -14,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import orjson
 
@@ -32,6 +37,9 @@ from modelfleet.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
 from modelfleet.values import Replica
 
 _END = object()
+_QUEUE = 64  # PayloadParts buffered between the reading thread and the relay
+_THREADS = 32  # when the deployment sets no max_concurrency
+T = TypeVar("T")
 
 
 def aws_client(service: str, region: str, endpoint_url: str | None, read_timeout: float = 60) -> Any:
@@ -43,16 +51,44 @@ def aws_client(service: str, region: str, endpoint_url: str | None, read_timeout
 
 
 class SageMakerBackend:
-    def __init__(self, dep: SageMakerDeployment) -> None:
+    def __init__(self, dep: SageMakerDeployment, read_timeout: float = 60.0) -> None:
         self.dep = dep
         self.template = ChatTemplate.load(dep.chat_template) if dep.chat_template else None
+        self.read_timeout = read_timeout
         self._client: Any = None
+        self._lock = threading.Lock()
+        self._threads = ThreadPoolExecutor(dep.max_concurrency or _THREADS, thread_name_prefix=f"sm-{dep.endpoint}")
 
     def _runtime(self) -> Any:
-        if self._client is None:
-            url = self.dep.runtime_url or self.dep.endpoint_url
-            self._client = aws_client("sagemaker-runtime", self.dep.region, url, read_timeout=3600)
-        return self._client
+        """The runtime client; called on this backend's threads only."""
+        with self._lock:
+            if self._client is None:
+                url = self.dep.runtime_url or self.dep.endpoint_url
+                self._client = aws_client("sagemaker-runtime", self.dep.region, url, read_timeout=self.read_timeout)
+            return self._client
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+
+    def _invoke(self, kwargs: dict[str, Any]) -> bytes:
+        return self._runtime().invoke_endpoint(**kwargs)["Body"].read()
+
+    def _open(self, kwargs: dict[str, Any]) -> Any:
+        return self._runtime().invoke_endpoint_with_response_stream(**kwargs)["Body"]
+
+    def _render(self, messages: Any) -> str:
+        """The chat as the container's prompt; a template that refuses these messages is the client's 400."""
+        from jinja2 import TemplateError
+
+        assert self.template is not None  # the schema requires it for prompt containers
+        try:
+            return self.template.render(messages)
+        except TemplateError as exc:
+            raise UpstreamRejected(400, f"deployment {self.dep.endpoint!r}: its chat template cannot render "
+                                   f"these messages: {exc}", param="messages") from None  # fmt: skip
+        except Exception as exc:
+            raise UpstreamError(f"deployment {self.dep.endpoint!r}: its chat template failed: "
+                                f"{type(exc).__name__}: {exc}") from None  # fmt: skip
 
     def _request(self, body: bytes, path: str, stream: bool) -> tuple[dict[str, Any], dict[str, Any], bool, int]:
         doc = orjson.loads(body)
@@ -62,8 +98,7 @@ class SageMakerBackend:
         prompt: str | None = None
         if self.dep.container != "messages":
             if chat:
-                assert self.template is not None  # the schema requires it for prompt containers
-                prompt = self.template.render(doc["messages"])
+                prompt = self._render(doc["messages"])
             else:
                 prompt = doc.get("prompt") if isinstance(doc.get("prompt"), str) else None
                 if prompt is None:
@@ -88,8 +123,7 @@ class SageMakerBackend:
         kwargs, doc, chat, estimate = self._request(body, path, stream=False)
         kwargs["CustomAttributes"] = f"request-id={request_id}"
         try:
-            resp = await asyncio.wait_for(asyncio.to_thread(self._runtime().invoke_endpoint, **kwargs), timeout)
-            payload = await asyncio.to_thread(resp["Body"].read)
+            payload = await asyncio.wait_for(self._run(self._invoke, kwargs), timeout)
         except TimeoutError:
             raise UpstreamTimeout(f"deployment {replica.deployment!r} (SageMaker endpoint {self.dep.endpoint}) did "
                                   f"not answer within the route timeout of {timeout:g}s") from None  # fmt: skip
@@ -106,45 +140,55 @@ class SageMakerBackend:
     ) -> _SageMakerStream:
         kwargs, doc, chat, estimate = self._request(body, path, stream=True)
         kwargs["CustomAttributes"] = f"request-id={request_id}"
-        call = self._runtime().invoke_endpoint_with_response_stream
         try:
-            resp = await asyncio.wait_for(asyncio.to_thread(call, **kwargs), timeout)
+            events = await asyncio.wait_for(self._run(self._open, kwargs), timeout)
         except TimeoutError:
             raise UpstreamTimeout(f"deployment {replica.deployment!r} (SageMaker endpoint {self.dep.endpoint}) did "
                                   f"not start its stream within {timeout:g}s") from None  # fmt: skip
         except Exception as exc:
             raise _translate(replica, self.dep, exc) from None
         decoder = StreamDecoder(self.dep.container, model=doc["model"], chat=chat, prompt_tokens=estimate)
-        return _SageMakerStream(resp["Body"], decoder, replica, timeout)
+        return _SageMakerStream(events, decoder, replica, timeout, self._threads)
 
     async def aclose(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._client = None
 
 
 class _SageMakerStream:
     """Reads the event stream on a thread; yields OpenAI SSE bytes on the loop."""
 
-    def __init__(self, events: Any, decoder: StreamDecoder, replica: Replica, timeout: float) -> None:
+    def __init__(
+        self, events: Any, decoder: StreamDecoder, replica: Replica, timeout: float, threads: ThreadPoolExecutor
+    ) -> None:
         self._events = events
         self._decoder = decoder
         self._replica = replica
         self._timeout = timeout
+        self._threads = threads
         self._closed = threading.Event()
+        self._queue: asyncio.Queue[Any] | None = None
 
     def _pump(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+        def put(item: Any) -> None:  # waits while the queue is full: the relay sets the pace
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
         try:
             for part in payload_parts(self._events):
                 if self._closed.is_set():
                     return
-                loop.call_soon_threadsafe(queue.put_nowait, part)
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
+                put(part)
+            put(_END)
         except Exception as exc:  # ModelStreamError, InternalStreamFailure, a broken connection
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
+            if not self._closed.is_set():
+                with contextlib.suppress(Exception):
+                    put(exc)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        loop.run_in_executor(None, self._pump, loop, queue)
+        queue: asyncio.Queue[Any] = asyncio.Queue(_QUEUE)
+        self._queue = queue
+        loop.run_in_executor(self._threads, self._pump, loop, queue)
         who = f"deployment {self._replica.deployment!r} (SageMaker)"
         while True:
             try:
@@ -169,6 +213,8 @@ class _SageMakerStream:
         self._closed.set()
         with contextlib.suppress(Exception):
             self._events.close()
+        while self._queue is not None and not self._queue.empty():  # a reader blocked on a full queue moves on
+            self._queue.get_nowait()
 
 
 def _translate(replica: Replica, dep: SageMakerDeployment, exc: BaseException) -> UpstreamError | UpstreamRejected:

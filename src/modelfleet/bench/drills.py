@@ -44,6 +44,7 @@ class _Proc:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.lines: list[str] = []
+        self._drain: asyncio.Task[None] | None = None  # keeps reading its output once it is up
 
     @classmethod
     async def start(cls, *argv: str, ready: str, timeout: float = 120) -> tuple[_Proc, re.Match[str]]:

@@ -72,6 +72,7 @@ class Tokenizer:
     WORDS = r"\w+|[^\w\s]"
 
     def __init__(self) -> None:
+        self._llm: Any = None
         try:
             from llama_cpp import Llama
             from llama_cpp._utils import suppress_stdout_stderr

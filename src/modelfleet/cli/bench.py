@@ -130,7 +130,7 @@ def _parse_sweep(text: str | None) -> tuple[str | None, list]:
         raise click.BadParameter(f"not a list of numbers: {values!r}", param_hint="--sweep") from None
 
 
-def _execute(console, label, url, model, prompts, plan, checks, api_key):  # type: ignore[no-untyped-def]
+def _execute(console, label, url, model, prompts, plan, checks, api_key):
     # The progress display must not cost the measurement: rich renders on its own thread, holding the
     # GIL, so it refreshes rarely, and requests only bump integers that reach it every 0.2 s.
     with Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
@@ -220,7 +220,10 @@ def compare_cmd(
       modelfleet bench compare --by-variant ab.json                              # an 80/20 A/B route
       modelfleet bench compare base.json ft.json --judge-url http://127.0.0.1:8000/v1 --judge-model judge
     """
-    from modelfleet.bench.compare import arms_from_runs, arms_from_variants, compare
+    try:
+        from modelfleet.bench.compare import arms_from_runs, arms_from_variants, compare
+    except ImportError as exc:
+        raise click.UsageError(f"bench compare needs {exc.name}: pip install 'modelfleet[bench]'") from None
 
     if variant_run is not None:
         arms = arms_from_variants(json.loads(variant_run.read_text()))

@@ -145,7 +145,7 @@ class Engine:
             response_format = {"type": "json_object", **({"schema": schema} if schema else {})}
         if response_format.get("type") != "json_object":
             raise _bad(f"response_format type {kind!r} is not supported", "response_format")
-        return self._chat_format._grammar_for_response_format(response_format)
+        return self._chat_format._grammar_for_response_format(response_format)  # type: ignore[arg-type]
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0

@@ -182,7 +182,7 @@ class _Exposition(Collector):
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.m = metrics
 
-    def collect(self) -> Iterator:  # type: ignore[override]
+    def collect(self) -> Iterator:
         labels = ["route", "deployment"]
         requests = CounterMetricFamily(
             "modelfleet_requests",
@@ -257,7 +257,7 @@ class _Exposition(Collector):
             yield from _wake_families(self.m.wakes)
 
 
-def _wake_families(wakes: Any) -> Iterator:
+def _wake_families(wakes: Any) -> tuple[CounterMetricFamily, HistogramMetricFamily]:
     count = CounterMetricFamily("modelfleet_wakes", "Stopped deployments started by a request.", labels=["deployment"])
     seconds = HistogramMetricFamily(
         "modelfleet_wake_seconds", "From a wake to the first ready replica.", labels=["deployment"]

@@ -79,8 +79,7 @@ class Router:
             if may_use is None or may_use(fb_name):
                 fb = self.routes[fb_name]
                 names += fb.choice.order(fb.choice.pick())
-        seen: set[str] = set()
-        return [self.targets[n] for n in names if not (n in seen or seen.add(n))]
+        return [self.targets[n] for n in dict.fromkeys(names)]  # in order, each once
 
     @staticmethod
     def answered(replica: Replica) -> None:

@@ -16,6 +16,7 @@ import binascii
 import contextlib
 import json
 import struct
+from typing import Any
 
 from aiohttp import web
 
@@ -36,9 +37,11 @@ def frame(payload: bytes, event_type: str = "PayloadPart", message_type: str = "
     return body + struct.pack(">I", binascii.crc32(body))
 
 
-def tgi_events(n: int) -> list[dict]:
-    events = [{"index": i, "token": {"id": i, "text": f" tok{i}", "logprob": -0.1, "special": False},
-               "generated_text": None, "details": None} for i in range(n)]  # fmt: skip
+def tgi_events(n: int) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = [
+        {"index": i, "token": {"id": i, "text": f" tok{i}", "logprob": -0.1, "special": False},
+         "generated_text": None, "details": None} for i in range(n)
+    ]  # fmt: skip
     events[-1]["generated_text"] = "".join(e["token"]["text"] for e in events)
     events[-1]["details"] = {"finish_reason": "length", "generated_tokens": n, "seed": None}
     return events
