@@ -45,7 +45,7 @@ class EngineSupervisor:
             try:
                 self.registry.move(self.replica, await self.process.start(self.dep.startup_timeout))
                 self.port = self.process.port
-            except EngineStartError as exc:
+            except (EngineStartError, OSError) as exc:  # a bad model file, no free port, a missing binary
                 log.error("replica %s failed to start: %s", self.replica.name, exc)
                 self._set(ReplicaState.UNHEALTHY, f"failed to start: {exc}")
                 await asyncio.sleep(backoff)

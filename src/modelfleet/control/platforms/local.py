@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from modelfleet.background import spawn
 from modelfleet.config import LlamaCppDeployment
 from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.control.replicas import EngineSupervisor
@@ -23,7 +24,7 @@ class LocalEngines:
     async def start(self) -> None:
         if self._tasks:
             return
-        self._tasks = [asyncio.create_task(s.run(), name=f"engine:{s.replica.name}") for s in self.supervisors]
+        self._tasks = [spawn(s.run(), f"engine supervisor of {s.replica.name}") for s in self.supervisors]
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
