@@ -54,7 +54,7 @@ class Rule(_Section):
     """A rule written in JMESPath: every item `each` selects (where `where` holds) must satisfy `require`."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
-    on: Literal["fleet", "plan"] = Field("fleet", description="the fleet document, or the plan's resources")
+    scope: Literal["fleet", "plan"] = Field("fleet", description="the fleet document, or the plan's resources")
     each: str = Field(description="JMESPath selecting an object (items named by key) or a list")
     where: str | None = Field(None, description="JMESPath filter on each item")
     require: str = Field(description="JMESPath that must be truthy for each item")

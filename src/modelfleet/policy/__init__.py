@@ -41,10 +41,10 @@ def check(
     prices = prices or load_prices()
     period = period or month_period()
     found = check_fleet(fleet, prices, period)
-    found += check_rules(fleet.policy.rules, fleet_document(fleet), on="fleet", fleet=fleet, file=None)
+    found += check_rules(fleet.policy.rules, fleet_document(fleet), scope="fleet", fleet=fleet, file=None)
     if plan is not None:
         found += check_plan(plan, fleet, prices, plan_file)
-        found += check_rules(fleet.policy.rules, plan_document(plan), on="plan", fleet=None, file=plan_file)
+        found += check_rules(fleet.policy.rules, plan_document(plan), scope="plan", fleet=None, file=plan_file)
     return found
 
 

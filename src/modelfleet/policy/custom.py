@@ -54,12 +54,12 @@ def plan_document(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_rules(
-    rules: list[Rule], doc: dict[str, Any], *, on: str, fleet: Fleet | None, file: str | None
+    rules: list[Rule], doc: dict[str, Any], *, scope: str, fleet: Fleet | None, file: str | None
 ) -> list[Violation]:
     owners = ownership(fleet) if fleet is not None else {}
     out: list[Violation] = []
     for rule in rules:
-        if rule.on != on:
+        if rule.scope != scope:
             continue
         selected = jmespath.search(rule.each, doc)
         if isinstance(selected, dict):

@@ -83,6 +83,8 @@ def _tags(r: dict[str, Any]) -> dict[str, str] | None:
         return {t["key"]: t["value"] for t in values.get("tag") or []}
     if "tags_all" in values:
         return dict(values.get("tags_all") or {})
+    if "tags" in values:  # tags_all not known until apply: the resource's own tags are what we know
+        return dict(values.get("tags") or {})
     return None
 
 
