@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelfleet.config.schema import NAME_PATTERN, Fleet, Include
+from modelfleet.config.schema import NAME_PATTERN, Fleet, Include, _include
 from modelfleet.errors import ConfigError
 
 PLATFORM_ONLY = ("server", "state", "auth", "policy", "include")
@@ -68,7 +68,7 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
 
     problems = _Problems()
     try:
-        include = Include.model_validate(data["include"])
+        include = Include.model_validate(_include(data["include"]))
     except ValidationError as exc:
         raise ConfigError(
             [_describe({**e, "loc": ("include", *e["loc"])}, lines) for e in exc.errors()], file=file
@@ -83,7 +83,8 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
     team_files: dict[str, str] = {}  # team -> its file
     own_routes: dict[str, set[str]] = {}
 
-    for path in _expand(include.files, Path(file).parent, file, lines, problems):
+    at = ("include",) if isinstance(data["include"], list | str) else ("include", "files")  # the shorthand: a list
+    for path in _expand(include.files, at, Path(file).parent, file, lines, problems):
         doc, flines = _read(path, env, problems)
         if doc is None:
             continue
@@ -138,7 +139,7 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
     return fleet
 
 
-def _expand(entries: list[str], base: Path, file: str, lines: dict, problems: _Problems) -> list[str]:
+def _expand(entries: list[str], at: tuple, base: Path, file: str, lines: dict, problems: _Problems) -> list[str]:
     found: list[str] = []
     for i, entry in enumerate(entries):
         target = base / entry
@@ -151,7 +152,7 @@ def _expand(entries: list[str], base: Path, file: str, lines: dict, problems: _P
         if not matches:
             problems.add(
                 file,
-                f"{_at(('include', 'files', i), lines)}: {entry!r} matches no file "
+                f"{_at((*at, i), lines)}: {entry!r} matches no file "
                 f"(relative to {base}); expected a file, a glob or a folder of .yaml files",
             )
         found.extend(m for m in matches if m not in found and m != file)
