@@ -199,3 +199,43 @@ def test_chargeback_shares_add_up_to_the_cost_from_a_ledger_written_by_real_requ
     assert sum(r["usd"] for (d, _), r in cli_rows.items() if d == "busy") == pytest.approx(busy_total, abs=1e-5)
     table = cli("cost", "-f", str(path), "--chargeback", "--since", "3d")
     assert "quant" in table.stdout and "(idle)" in table.stdout
+
+
+class PriceListAnswers:
+    """Answers in the shape of the AWS Price List API's get_products (moto has no `pricing` service).
+
+    This checks how `refresh` asks and reads; it is not the real API, which needs credentials and network.
+    """
+
+    def __init__(self) -> None:
+        self.asked: list[dict[str, str]] = []
+
+    def get_products(self, *, ServiceCode: str, Filters: list[dict[str, str]], MaxResults: int) -> dict:
+        asked = {f["Field"]: f["Value"] for f in Filters} | {"service": ServiceCode}
+        self.asked.append(asked)
+        if asked["instanceType"] != "g5.xlarge":
+            return {"PriceList": []}
+        dims = {"SKU.TERM.DIM": {"unit": "Hrs", "pricePerUnit": {"USD": "1.0100000000"}}}
+        product = {"product": {"sku": "SKU"}, "terms": {"OnDemand": {"SKU.TERM": {"priceDimensions": dims}}}}
+        return {"PriceList": [json.dumps(product)], "FormatVersion": "aws_v1"}
+
+
+def test_refresh_asks_the_price_list_api_for_every_entry_and_keeps_what_it_cannot_price():
+    from modelfleet.cost.prices import PriceTable, refresh
+
+    base = PriceTable({"as_of": "2026-01-01", "ec2": {"us-east-1": {"g5.xlarge": 1.006}},
+                       "sagemaker": {"eu-central-1": {"ml.g5.xlarge": 1.7}}}, "test")  # fmt: skip
+    api = PriceListAnswers()
+    doc = refresh(base, api, "2026-11-23")
+    assert doc["ec2"]["us-east-1"]["g5.xlarge"] == 1.01
+    assert doc["sagemaker"]["eu-central-1"]["ml.g5.xlarge"] == 1.7 and doc["not_refreshed"] == [
+        "sagemaker/eu-central-1/ml.g5.xlarge"
+    ]
+    assert doc["as_of"] == "2026-11-23" and "Price List API" in doc["source"]
+    ec2 = {"location": "US East (N. Virginia)", "instanceType": "g5.xlarge", "operatingSystem": "Linux",
+           "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used", "service": "AmazonEC2"}  # fmt: skip
+    assert api.asked[1] == ec2
+    assert api.asked[0] == {"location": "EU (Frankfurt)", "instanceType": "ml.g5.xlarge", "component": "Hosting",
+                            "service": "AmazonSageMaker"}  # fmt: skip
+    refused = cli("cost", "prices", "--refresh", check=False)
+    assert refused.returncode == 2 and "-o FILE" in refused.stderr

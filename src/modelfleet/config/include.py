@@ -135,7 +135,7 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
             problems.add(owner_file, _describe(err, file_lines.get(owner_file, {})))
         problems.raise_any()
         raise
-    fleet._owners = owners  # type: ignore[attr-defined]  # frozen models still take private attributes
+    fleet._owners = owners  # frozen models still take private attributes
     return fleet
 
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from modelfleet.config.policy import Policy
 
@@ -359,6 +359,7 @@ class Fleet(_Section):
     teams: dict[Name, Team] = {}
     deployments: dict[Name, Deployment] = Field(min_length=1)
     routes: dict[Name, Route] = Field(min_length=1)
+    _owners: dict[str, Any] = PrivateAttr(default_factory=dict)  # which file declared what (config/include.py)
 
     @model_validator(mode="after")
     def _names_are_known(self) -> Fleet:
