@@ -177,3 +177,17 @@ def test_real_requests_show_isolation_between_teams(merged_gateway, team, route,
 def test_each_team_lists_only_the_models_it_may_use(merged_gateway):
     r = httpx.get(merged_gateway.url + "/models", headers={"Authorization": f"Bearer {KEYS['search']}"})
     assert sorted(m["id"] for m in r.json()["data"]) == ["general", "search-chat"]
+
+
+def test_policy_violations_in_a_team_file_name_that_file_and_line(tmp_path):
+    search = SEARCH.format(key=KEYS["search"], url="http://127.0.0.1:9/v1").replace(
+        'urls: ["http://127.0.0.1:9/v1"]}',
+        'urls: ["http://127.0.0.1:9/v1"], runs_on: {instance_type: g5.xlarge, region: ap-south-1}}',
+    )
+    path = write(tmp_path, search=search)
+    text = path.read_text().replace("teams:\n", "policy: {regions: [us-east-1]}\nteams:\n", 1)
+    path.write_text(text)
+    done = cli("policy", "check", "-f", str(path), check=False)
+    assert done.returncode == 1
+    assert f"{tmp_path}/teams.d/search.yaml:5: deployments.search-llm.runs_on.region" in done.stdout
+    assert "actual: ap-south-1" in done.stdout

@@ -116,7 +116,8 @@ def test_the_cli_exit_code_and_formats_are_for_ci(plans, tmp_path):
 
     bad = cli("policy", "check", "-f", str(POLICY / "fleet-violations.yaml"), "--month", "2026-12", check=False)
     assert bad.returncode == 1
-    assert "deployments.big.region" in bad.stdout and "rule:   region-allowed" in bad.stdout
+    assert "fleet-violations.yaml:27: deployments.big.region" in bad.stdout  # the file and line
+    assert "rule:   region-allowed" in bad.stdout
     assert "fix:    use one of: us-east-1, eu-central-1" in bad.stdout
 
     as_json = cli("policy", "check", "-f", str(POLICY / "plan-policy.yaml"), "--plan", str(plans["violations"]),

@@ -61,6 +61,7 @@ def check(
     from modelfleet.cost import load_prices, month_period
     from modelfleet.policy import check as run_check
     from modelfleet.policy import report
+    from modelfleet.policy.locate import locate
 
     fleet = load_or_exit(fleet_path)
     plan = None
@@ -82,6 +83,7 @@ def check(
     found = run_check(
         fleet, plan, plan_file=str(plan_path) if plan_path else None, prices=load_prices(prices_path), period=period
     )
+    found = locate(found, str(fleet_path) if fleet_path else None, str(plan_path) if plan_path else None)
     checked = str(fleet_path or "the built-in fleet") + (f" and {plan_path}" if plan_path else "")
     if fmt == "json":
         text = report.json(found, checked)

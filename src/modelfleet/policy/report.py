@@ -16,7 +16,7 @@ def text(violations: list[Violation], checked: str) -> str:
         return f"policy: ok: {checked}"
     lines = [f"policy: {len(violations)} violation(s) in {checked}"]
     for v in violations:
-        where = f"{v.file}: " if v.file else ""
+        where = f"{v.file}{f':{v.line}' if v.line else ''}: " if v.file else ""
         lines.append(f"  {where}{v.where}\n    rule:   {v.rule}\n    actual: {v.actual}\n    fix:    {v.fix}")
     return "\n".join(lines)
 

@@ -30,5 +30,5 @@ class Violation:
         return asdict(self)
 
     def __str__(self) -> str:
-        at = f"{self.file}: " if self.file else ""
+        at = f"{self.file}{f':{self.line}' if self.line else ''}: " if self.file else ""
         return f"{at}{self.where}: [{self.rule}] {self.actual}; fix: {self.fix}"
