@@ -138,6 +138,15 @@ def test_an_include_that_matches_nothing_names_the_platform_file(tmp_path):
     assert "include.0 (line 1): 'teams/*.yaml' matches no file" in str(exc.value)
 
 
+def test_an_empty_teams_folder_is_a_platform_with_no_teams_yet(tmp_path):
+    (tmp_path / "teams.d").mkdir()
+    (tmp_path / "fleet.yaml").write_text(
+        "include: [teams.d/]\ndeployments: {a: {kind: openai, urls: ['http://127.0.0.1:9/v1']}}\n"
+        "routes: {chat: {deployments: [a]}}\n"
+    )
+    assert load_fleet(tmp_path / "fleet.yaml").teams == {}
+
+
 def test_secrets_in_team_files_are_never_shown(tmp_path):
     text = "team: search\nteams:\n  search: {keys: [short-secret]}\nroutes:\n  search-chat: {deployments: [shared]}\n"
     path = write(tmp_path, search=text)

@@ -143,9 +143,11 @@ def _expand(entries: list[str], at: tuple, base: Path, file: str, lines: dict, p
     found: list[str] = []
     for i, entry in enumerate(entries):
         target = base / entry
-        if target.is_dir():
+        if target.is_dir():  # a folder may be empty: a platform with no teams yet
             matches = sorted([*glob.glob(str(target / "*.yaml")), *glob.glob(str(target / "*.yml"))])
-        elif any(c in entry for c in "*?["):
+            found.extend(m for m in matches if m not in found and m != file)
+            continue
+        if any(c in entry for c in "*?["):
             matches = sorted(glob.glob(str(target)))
         else:
             matches = [str(target)] if target.is_file() else []
