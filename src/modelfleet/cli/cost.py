@@ -141,6 +141,9 @@ def _chargeback(fleet_path: Path | None, since: str, prices, as_json: bool) -> N
         [{**r, "usd": f"{r['usd']:,.2f}", "share": f"{r['share']:.1%}"} for r in result["rows"]],
         ["deployment", "team", "tokens", "usd", "share"],
     )
+    click.echo()
+    teams = [{"team": t, "tokens": v["tokens"], "usd": f"{v['usd']:,.2f}"} for t, v in sorted(result["teams"].items())]
+    table(teams, ["team", "tokens", "usd"])
     click.echo(f"since {start:%Y-%m-%d} (UTC) until now; (idle) = days it ran and no team used it")
 
 
