@@ -120,6 +120,19 @@ def test_a_team_file_that_breaks_ownership_is_refused_with_the_file_named(tmp_pa
     assert expected.split("): ", 1)[-1].split(";")[0] in str(exc.value), str(exc.value)
 
 
+def test_routing_to_another_teams_deployment_is_refused_whatever_the_file_order(tmp_path):
+    # teams.d/research.yaml is read before teams.d/search.yaml, which declares search-llm
+    research = RESEARCH.format(key=KEYS["research"], url="http://127.0.0.1:9/v1").replace(
+        "[research-llm, shared]", "[research-llm, search-llm]"
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_fleet(write(tmp_path, research=research))
+    assert exc.value.file == str(tmp_path / "teams.d" / "research.yaml")
+    assert "routes.research-chat.deployments (line 7): deployment 'search-llm' belongs to team 'search'" in str(
+        exc.value
+    )
+
+
 def test_the_cli_names_the_file_and_exits_2(tmp_path):
     path = write(tmp_path, research="team: research\nserver: {port: 1}\n")
     done = cli("config", "check", "-f", str(path), check=False)

@@ -82,6 +82,7 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
             owners[f"{section}.{name}"] = Owner(file, None)
     team_files: dict[str, str] = {}  # team -> its file
     own_routes: dict[str, set[str]] = {}
+    loaded: list[tuple[dict, str, str, dict]] = []
 
     at = ("include",) if isinstance(data["include"], list | str) else ("include", "files")  # the shorthand: a list
     for path in _expand(include.files, at, Path(file).parent, file, lines, problems):
@@ -106,7 +107,11 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
                 )
         _merge_team_settings(doc, team, path, flines, include, merged, owners, problems)
         for section in OWNED:
-            for name, spec in (doc.get(section) or {}).items():
+            declared = doc.get(section) or {}
+            if not isinstance(declared, dict):
+                problems.add(path, f"{_at(section, flines)}: expected a mapping of names to {section}")
+                continue
+            for name, spec in declared.items():
                 where = f"{section}.{name}"
                 if where in owners:
                     other = owners[where]
@@ -121,6 +126,8 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
                 merged.setdefault(section, {})[name] = spec
                 if section == "routes":
                     own_routes[team].add(name)
+        loaded.append((doc, team, path, flines))
+    for doc, team, path, flines in loaded:  # once every file is in, so the order of the files does not matter
         _check_route_targets(doc, team, path, flines, owners, include, problems)
     problems.raise_any()
 
@@ -245,7 +252,8 @@ def _check_route_targets(
     doc: dict, team: str, path: str, lines: dict, owners: dict[str, Owner], include: Include, problems: _Problems
 ) -> None:
     """A team's routes send traffic to its own or the platform's deployments, never to another team's."""
-    for name, spec in (doc.get("routes") or {}).items():
+    routes = doc.get("routes") or {}
+    for name, spec in routes.items() if isinstance(routes, dict) else ():
         if not isinstance(spec, dict):
             continue
         deps = spec.get("deployments")
