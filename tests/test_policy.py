@@ -142,6 +142,12 @@ def test_the_cli_exit_code_and_formats_are_for_ci(plans, tmp_path):
         assert result["locations"][0]["logicalLocations"][0]["fullyQualifiedName"]
 
 
+def test_the_rules_are_listed():
+    out = cli("policy", "rules", "-f", str(POLICY / "plan-policy.yaml")).stdout
+    assert all(rule in out for rule in RULES)
+    assert "db-deletion-protection" in out and "values.deletion_protection" in out
+
+
 def test_a_file_that_is_not_a_plan_is_refused(tmp_path):
     junk = tmp_path / "plan.json"
     junk.write_text('{"hello": 1}')

@@ -97,3 +97,16 @@ def check(
     else:
         click.echo(text)
     sys.exit(1 if found else 0)
+
+
+@policy.command()
+@fleet_file
+def rules(fleet_path: Path | None) -> None:
+    """List the rules: the built-in ones (set under `policy:`) and the fleet's own JMESPath rules."""
+    from modelfleet.policy.violation import RULES
+
+    for rule_id, text in RULES.items():
+        click.echo(f"{rule_id:30} {text}")
+    if fleet_path is not None:
+        for rule in load_or_exit(fleet_path).policy.rules:
+            click.echo(f"{rule.id:30} {rule.description or rule.fix} (JMESPath, {rule.scope}: {rule.require})")

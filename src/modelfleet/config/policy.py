@@ -40,7 +40,7 @@ class Guardrails(_Section):
     instance_types: list[str] | None = Field(None, description="allowed instance types (fnmatch: ml.g5.*)")
     gpu_families: list[str] | None = Field(None, description="families that are GPU/accelerator instances")
     regions: list[str] | None = Field(None, description="allowed AWS regions")
-    required_tags: list[str] | None = Field(None, description="tags every billed resource must carry")
+    required_tags: list[str] | None = Field(None, description="tags billed deployments and plan resources carry")
     max_instances_per_deployment: int | None = Field(None, ge=0)
     max_instances_per_team: int | None = Field(None, ge=0)
     max_monthly_cost_per_team: float | None = Field(None, ge=0, description="USD per month")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 RULES: dict[str, str] = {
     "instance-type-allowed": "Only the instance types listed in policy.instance_types",
     "region-allowed": "Only the regions listed in policy.regions",
-    "required-tags": "Every billed resource carries the tags in policy.required_tags",
+    "required-tags": "Billed deployments and taggable plan resources carry the tags in policy.required_tags",
     "max-instances-per-deployment": "At most policy.max_instances_per_deployment instances or replicas per deployment",
     "max-instances-per-team": "At most policy.max_instances_per_team instances or replicas per team",
     "max-monthly-cost-per-team": "A team's fleet costs at most policy.max_monthly_cost_per_team USD a month",
