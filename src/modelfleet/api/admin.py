@@ -7,6 +7,7 @@ GET    /admin/teams/{team}/keys          ids only; a key is shown once, when it 
 POST   /admin/teams/{team}/keys          -> {"id", "team", "key"}
 DELETE /admin/keys/{id}
 GET    /admin/usage?team=&since=7d&by=day,route
+GET    /admin/cost?since=30d             chargeback: each deployment's cost split by the tokens each team used
 GET    /v1/usage?since=7d&by=day,route   with a team's key: that team's usage, and no other's
 """
 
@@ -75,6 +76,7 @@ class AdminAPI:
             ("POST", "/admin/teams/{team}/keys", g(self.create_key)),
             ("DELETE", "/admin/keys/{key_id}", g(self.revoke_key)),
             ("GET", "/admin/usage", g(self.all_usage)),
+            ("GET", "/admin/cost", g(self.chargeback)),
             ("GET", "/admin/deployments", g(self.deployment_status)),
             ("POST", "/admin/deployments/{name}/{verb:start|stop}", g(self.deployment_verb)),
             ("GET", "/v1/usage", self.team_usage),
@@ -137,6 +139,16 @@ class AdminAPI:
         q = request.query
         rows = await self.admin.usage(since=q.get("since", "7d"), team=q.get("team"), by=q.get("by"))
         return _json({"object": "list", "data": rows})
+
+    async def chargeback(self, request: web.Request) -> web.Response:
+        from modelfleet.cost import chargeback, load_prices
+        from modelfleet.cost.chargeback import window
+
+        await self._flushed()
+        since = request.query.get("since", "30d")
+        start, end = window(since)
+        rows = await self.admin.usage(since=since, team=None, by="day,team,deployment")
+        return _json(chargeback(self.deployments.fleet, rows, start, end, load_prices()))
 
     async def team_usage(self, request: web.Request) -> web.Response:
         caller = await self.gate.authenticate(request.headers.get("Authorization"))

@@ -9,6 +9,7 @@ import yaml
 
 from modelfleet.cli.options import fleet_file, load_or_exit
 from modelfleet.config.defaults import DEFAULT_FLEET_YAML
+from modelfleet.config.include import ownership
 from modelfleet.state.store import redacted
 
 
@@ -28,6 +29,14 @@ def check(fleet_path: Path | None) -> None:
     for name, route in fleet.routes.items():
         split = ", ".join(f"{d} ({w})" for d, w in route.deployments.items())
         click.echo(f"  route {name} -> {split}; timeout {route.timeout:g}s")
+    owners = ownership(fleet)
+    if owners:  # a platform fleet with team files: who declared what
+        click.echo("owners:")
+        for what, owner in sorted(owners.items(), key=lambda o: (o[1].team or "", o[0])):
+            click.echo(f"  {what:40} {owner.file} ({f'team {owner.team}' if owner.team else 'platform'})")
+        for team_name, team in sorted(fleet.teams.items()):
+            routes = "*" if team.routes == "*" else ", ".join(team.routes)
+            click.echo(f"  team {team_name} may use: {routes}")
 
 
 @config.command()

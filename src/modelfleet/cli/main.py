@@ -7,8 +7,10 @@ import click
 from modelfleet import __version__
 from modelfleet.cli.bench import bench
 from modelfleet.cli.config import config
+from modelfleet.cli.cost import cost
 from modelfleet.cli.deployments import deployments
 from modelfleet.cli.keys import keys
+from modelfleet.cli.policy import policy
 from modelfleet.cli.promptset import promptset
 from modelfleet.cli.serve import serve
 from modelfleet.cli.teams import teams
@@ -30,6 +32,8 @@ def cli() -> None:
       modelfleet usage --team quant         tokens and requests, by route, deployment and day
       modelfleet promptset generate ...     reproducible prompts for load tests
       modelfleet bench run ...              load-test any OpenAI-compatible URL
+      modelfleet policy check -f fleet.yaml guardrails for the fleet (and --plan plan.json)
+      modelfleet cost -f fleet.yaml         dollars per month per deployment and team; --chargeback
     """
 
 
@@ -41,3 +45,5 @@ cli.add_command(keys)
 cli.add_command(usage)
 cli.add_command(promptset)
 cli.add_command(bench)
+cli.add_command(policy)
+cli.add_command(cost)

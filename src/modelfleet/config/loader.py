@@ -50,6 +50,10 @@ def parse_fleet(text: str, *, file: str = "<fleet>", env: dict[str, str] | os._E
     data = _interpolate(data, (), env, lines, problems)
     if problems:
         raise ConfigError(problems, file=file)
+    if "include" in data:  # a platform fleet: team files merge in (config/include.py)
+        from modelfleet.config.include import merge_includes
+
+        return merge_includes(data, lines, file=file, env=env)
     try:
         return Fleet.model_validate(data)
     except ValidationError as exc:

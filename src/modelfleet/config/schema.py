@@ -20,11 +20,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     SecretStr,
     SerializationInfo,
     field_validator,
     model_validator,
 )
+
+from modelfleet.config.policy import Policy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -234,6 +237,14 @@ class LlamaCppDeployment(_Managed):
         return False
 
 
+class RunsOn(_Section):
+    """Where an external server's replicas run (one instance per URL): for `modelfleet cost` and `policy check`."""
+
+    instance_type: str = Field(pattern=r"^[a-z0-9-]+\.[a-z0-9-]+$", description="EC2 type, e.g. g5.2xlarge")
+    region: str = "us-east-1"
+    tags: dict[str, str] = {}
+
+
 class OpenAIDeployment(_Managed):
     """Any OpenAI-compatible server (vLLM, TGI, llama.cpp server, ...) reached by URL."""
 
@@ -246,6 +257,7 @@ class OpenAIDeployment(_Managed):
     health: Health = Health()
     load_metrics: LoadMetrics | None = Field(None, description="set to use vLLM's queue and KV-cache metrics")
     supports_embeddings: bool = True
+    runs_on: RunsOn | None = Field(None, description="the EC2 instance type behind each URL, for cost and policy")
 
     @field_validator("urls")
     @classmethod
@@ -350,15 +362,37 @@ class Route(_Section):
         return weights
 
 
+class Include(_Section):
+    """Team fleet files merged into this (platform) fleet; see config/include.py."""
+
+    files: list[str] = Field(min_length=1, description="files, globs or folders (teams.d/), relative to this file")
+    team_settings: list[Literal["keys", "limits", "timeout", "tags"]] = Field(
+        ["tags"], description="what a team file may set for its own team"
+    )
+    share: dict[Name, list[Name] | Literal["*"]] = Field(
+        {}, description="route -> teams (or *) that may use it besides the team that owns it"
+    )
+
+
+def _include(value: Any) -> Any:
+    # `include: [teams.d/]` is shorthand for `include: {files: [teams.d/]}`.
+    if isinstance(value, str):
+        return {"files": [value]}
+    return {"files": value} if isinstance(value, list) else value
+
+
 class Fleet(_Section):
     """The whole fleet file."""
 
+    include: Annotated[Include | None, BeforeValidator(_include)] = None
+    policy: Policy = Policy()
     server: Server = Server()
     state: State = Field(default_factory=State)
     auth: Auth = Auth()
     teams: dict[Name, Team] = {}
     deployments: dict[Name, Deployment] = Field(min_length=1)
     routes: dict[Name, Route] = Field(min_length=1)
+    _owners: dict[str, Any] = PrivateAttr(default_factory=dict)  # which file declared what (config/include.py)
 
     @model_validator(mode="after")
     def _names_are_known(self) -> Fleet:

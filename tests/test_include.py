@@ -1,0 +1,215 @@
+"""Platform and team fleets: merging, ownership (every error names the file), isolation at run time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Gateway, Upstream, chat_body, cli
+
+from modelfleet.config import load_fleet
+from modelfleet.config.include import ownership
+from modelfleet.errors import ConfigError
+
+KEYS = {"search": "search-key-0123456789abcdef", "research": "research-key-0123456789abcdef",
+        "ops": "ops-key-0123456789abcdef01"}  # fmt: skip
+
+PLATFORM = """\
+include:
+  files: [teams.d/]
+  team_settings: [keys, tags]
+  share: {{search-chat: [research]}}
+state: {{store: "sqlite:///{tmp}/modelfleet.db", flush_interval: 200ms}}
+teams:
+  ops: {{keys: ["{ops}"]}}
+deployments:
+  shared: {{kind: openai, urls: ["{url}"]}}
+routes:
+  general: {{deployments: [shared]}}
+"""
+
+SEARCH = """\
+team: search
+teams:
+  search: {{keys: ["{key}"], tags: {{cost-center: cc-7}}}}
+deployments:
+  search-llm: {{kind: openai, urls: ["{url}"]}}
+routes:
+  search-chat: {{deployments: [search-llm]}}
+"""
+
+RESEARCH = """\
+team: research
+teams:
+  research: {{keys: ["{key}"]}}
+deployments:
+  research-llm: {{kind: openai, urls: ["{url}"]}}
+routes:
+  research-chat: {{deployments: [research-llm, shared]}}
+"""
+
+
+def write(tmp: Path, url: str = "http://127.0.0.1:9/v1", **files: str) -> Path:
+    (tmp / "teams.d").mkdir(exist_ok=True)
+    (tmp / "fleet.yaml").write_text(PLATFORM.format(tmp=tmp, ops=KEYS["ops"], url=url))
+    texts = {"search": SEARCH.format(key=KEYS["search"], url=url),
+             "research": RESEARCH.format(key=KEYS["research"], url=url), **files}  # fmt: skip
+    for name, text in texts.items():
+        (tmp / "teams.d" / f"{name}.yaml").write_text(text)
+    return tmp / "fleet.yaml"
+
+
+def test_team_files_merge_into_one_fleet_and_each_team_gets_its_routes(tmp_path):
+    fleet = load_fleet(write(tmp_path))
+    assert set(fleet.deployments) == {"shared", "search-llm", "research-llm"}
+    assert set(fleet.routes) == {"general", "search-chat", "research-chat"}
+    assert fleet.teams["search"].routes == ["general", "search-chat"]
+    assert fleet.teams["research"].routes == ["general", "research-chat", "search-chat"]  # shared with it
+    assert fleet.teams["ops"].routes == ["general"]  # a platform team: the platform's routes only
+    assert fleet.teams["search"].tags == {"cost-center": "cc-7"}
+    owners = ownership(fleet)
+    assert owners["deployments.search-llm"].file.endswith("teams.d/search.yaml")
+    assert owners["deployments.search-llm"].team == "search"
+    assert owners["routes.general"].team is None
+
+
+def test_config_check_says_which_file_owns_what(tmp_path):
+    done = cli("config", "check", "-f", str(write(tmp_path)))
+    out = done.stdout
+    assert "ok: 3 deployment(s), 3 route(s), 3 team(s)" in out
+    assert f"deployments.search-llm                   {tmp_path}/teams.d/search.yaml (team search)" in out
+    assert f"routes.general                           {tmp_path}/fleet.yaml (platform)" in out
+    assert "team research may use: general, research-chat, search-chat" in out
+
+
+@pytest.mark.parametrize(
+    ("team_file", "expected"),
+    [
+        ("team: search\nserver: {port: 9999}\n", "server (line 2): a team file cannot change `server`"),
+        ("team: search\nstate: {store: 'sqlite:///x.db'}\n", "state (line 2): a team file cannot change `state`"),
+        ("team: search\nauth: {admin_key: aaaaaaaaaaaaaaaaaaaa}\n", "auth (line 2): a team file cannot change"),
+        ("team: search\npolicy: {regions: [us-east-1]}\n", "policy (line 2): a team file cannot change `policy`"),
+        ("team: search\ndeployments:\n  research-llm: {kind: openai, urls: ['http://127.0.0.1:9/v1']}\n",
+         "deployments.research-llm (line 3): already declared by team 'research'"),
+        ("team: search\ndeployments:\n  shared: {kind: openai, urls: ['http://127.0.0.1:9/v1']}\n",
+         "deployments.shared (line 3): already declared by the platform fleet"),
+        ("team: search\nroutes:\n  mine: {deployments: [research-llm]}\n",
+         "routes.mine.deployments (line 3): deployment 'research-llm' belongs to team 'research'"),
+        ("team: search\nteams:\n  research: {tags: {x: y}}\n",
+         "teams.research (line 3): this is team 'search''s file; it cannot declare or change team 'research'"),
+        ("team: search\nteams:\n  search: {limits: {rpm: 5}}\n",
+         "teams.search.limits (line 3): the platform fleet does not let team files set 'limits'"),
+        ("team: search\nteams:\n  search: {routes: [general]}\n", "teams.search.routes (line 3): a team's routes"),
+        ("deployments: {}\n", "team: a team file names its team"),
+        ("team: search\nroutes:\n  search-chat: {deployments: [nope]}\n",
+         "routes.search-chat.deployments: unknown deployment 'nope'"),
+        ("team: search\ndeployments:\n  x: {kind: openai, urls: [ftp://nope]}\n"
+         "routes:\n  search-chat: {deployments: [x]}\n",
+         "deployments.x.urls (line 3): expected an http(s) base URL"),
+    ],
+    ids=["server", "state", "auth", "policy", "other-teams-deployment", "platform-deployment", "route-to-other-team",
+         "other-team", "limits-not-allowed", "routes-computed", "no-team", "unknown-deployment", "bad-field"],
+)  # fmt: skip
+def test_a_team_file_that_breaks_ownership_is_refused_with_the_file_named(tmp_path, team_file, expected):
+    path = write(tmp_path, search=team_file)
+    with pytest.raises(ConfigError) as exc:
+        load_fleet(path)
+    assert exc.value.file == str(tmp_path / "teams.d" / "search.yaml"), str(exc.value)
+    assert expected.split(":")[0] in str(exc.value)
+    assert expected.split("): ", 1)[-1].split(";")[0] in str(exc.value), str(exc.value)
+
+
+def test_routing_to_another_teams_deployment_is_refused_whatever_the_file_order(tmp_path):
+    # teams.d/research.yaml is read before teams.d/search.yaml, which declares search-llm
+    research = RESEARCH.format(key=KEYS["research"], url="http://127.0.0.1:9/v1").replace(
+        "[research-llm, shared]", "[research-llm, search-llm]"
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_fleet(write(tmp_path, research=research))
+    assert exc.value.file == str(tmp_path / "teams.d" / "research.yaml")
+    assert "routes.research-chat.deployments (line 7): deployment 'search-llm' belongs to team 'search'" in str(
+        exc.value
+    )
+
+
+def test_the_cli_names_the_file_and_exits_2(tmp_path):
+    path = write(tmp_path, research="team: research\nserver: {port: 1}\n")
+    done = cli("config", "check", "-f", str(path), check=False)
+    assert done.returncode == 2
+    assert f"{tmp_path}/teams.d/research.yaml: server (line 2): a team file cannot change `server`" in done.stderr
+
+
+def test_an_include_that_matches_nothing_names_the_platform_file(tmp_path):
+    (tmp_path / "fleet.yaml").write_text(
+        "include: [teams/*.yaml]\ndeployments: {a: {kind: openai, urls: ['http://127.0.0.1:9/v1']}}\n"
+        "routes: {chat: {deployments: [a]}}\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_fleet(tmp_path / "fleet.yaml")
+    assert exc.value.file == str(tmp_path / "fleet.yaml")
+    assert "include.0 (line 1): 'teams/*.yaml' matches no file" in str(exc.value)
+
+
+def test_an_empty_teams_folder_is_a_platform_with_no_teams_yet(tmp_path):
+    (tmp_path / "teams.d").mkdir()
+    (tmp_path / "fleet.yaml").write_text(
+        "include: [teams.d/]\ndeployments: {a: {kind: openai, urls: ['http://127.0.0.1:9/v1']}}\n"
+        "routes: {chat: {deployments: [a]}}\n"
+    )
+    assert load_fleet(tmp_path / "fleet.yaml").teams == {}
+
+
+def test_secrets_in_team_files_are_never_shown(tmp_path):
+    text = "team: search\nteams:\n  search: {keys: [short-secret]}\nroutes:\n  search-chat: {deployments: [shared]}\n"
+    path = write(tmp_path, search=text)
+    with pytest.raises(ConfigError) as exc:
+        load_fleet(path)
+    assert "short-secret" not in str(exc.value)
+    assert "teams.search.keys.0 (line 3)" in str(exc.value)
+
+
+@pytest.fixture(scope="module")
+def merged_gateway(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tenants")
+    up = Upstream()
+    gw = Gateway(write(tmp, url=up.url))
+    yield gw
+    gw.stop()
+    up.stop()
+
+
+@pytest.mark.parametrize(
+    ("team", "route", "status"),
+    [
+        ("search", "search-chat", 200), ("search", "general", 200), ("search", "research-chat", 403),
+        ("research", "research-chat", 200), ("research", "general", 200),
+        ("research", "search-chat", 200),  # shared by the platform
+        ("ops", "general", 200), ("ops", "search-chat", 403), ("ops", "research-chat", 403),
+    ],
+)  # fmt: skip
+def test_real_requests_show_isolation_between_teams(merged_gateway, team, route, status):
+    r = httpx.post(merged_gateway.url + "/chat/completions", json=chat_body(route),
+                   headers={"Authorization": f"Bearer {KEYS[team]}"}, timeout=30)  # fmt: skip
+    assert r.status_code == status, r.text
+    if status == 403:
+        assert f"team {team!r} may not use route {route!r}" in r.json()["error"]["message"]
+
+
+def test_each_team_lists_only_the_models_it_may_use(merged_gateway):
+    r = httpx.get(merged_gateway.url + "/models", headers={"Authorization": f"Bearer {KEYS['search']}"})
+    assert sorted(m["id"] for m in r.json()["data"]) == ["general", "search-chat"]
+
+
+def test_policy_violations_in_a_team_file_name_that_file_and_line(tmp_path):
+    search = SEARCH.format(key=KEYS["search"], url="http://127.0.0.1:9/v1").replace(
+        'urls: ["http://127.0.0.1:9/v1"]}',
+        'urls: ["http://127.0.0.1:9/v1"], runs_on: {instance_type: g5.xlarge, region: ap-south-1}}',
+    )
+    path = write(tmp_path, search=search)
+    text = path.read_text().replace("teams:\n", "policy: {regions: [us-east-1]}\nteams:\n", 1)
+    path.write_text(text)
+    done = cli("policy", "check", "-f", str(path), check=False)
+    assert done.returncode == 1
+    assert f"{tmp_path}/teams.d/search.yaml:5: deployments.search-llm.runs_on.region" in done.stdout
+    assert "actual: ap-south-1" in done.stdout
