@@ -74,10 +74,15 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _json(obj: Any, status: int = 200) -> web.Response:
+    """As the API server answers: `Content-Type: application/json`, no charset (clients compare it exactly)."""
+    return web.Response(body=json.dumps(obj).encode(), status=status, content_type="application/json")
+
+
 def status_error(code: int, reason: str, message: str, **details: Any) -> web.Response:
     body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "details": details, "code": code}  # fmt: skip
-    return web.json_response(body, status=code)
+    return _json(body, status=code)
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -297,7 +302,7 @@ def build_app(cluster: FakeCluster) -> web.Application:
             api = "apps/v1" if resource == "deployments" else "discovery.k8s.io/v1"
             items = sorted(current(), key=lambda o: o["metadata"]["name"])
             meta = {"resourceVersion": str(cluster.version)}
-            return web.json_response({"kind": kind, "apiVersion": api, "metadata": meta, "items": items})
+            return _json({"kind": kind, "apiVersion": api, "metadata": meta, "items": items})
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
@@ -330,7 +335,7 @@ def build_app(cluster: FakeCluster) -> web.Application:
     async def get_deployment(request: web.Request) -> web.Response:
         record(request, "get", "apps", "deployments")
         w = workload(request)
-        return web.json_response(w.obj) if w else not_found(request)
+        return _json(w.obj) if w else not_found(request)
 
     async def patch_deployment(request: web.Request) -> web.Response:
         record(request, "patch", "apps", "deployments")
@@ -342,12 +347,12 @@ def build_app(cluster: FakeCluster) -> web.Application:
         _merge(w.obj, {k: v for k, v in patch.items() if k not in ("status", "metadata")})
         after, w.obj["spec"]["replicas"] = w.obj["spec"]["replicas"], before
         await cluster.set_replicas(w, after)
-        return web.json_response(w.obj)
+        return _json(w.obj)
 
     async def get_status(request: web.Request) -> web.Response:
         record(request, "get", "apps", "deployments/status")
         w = workload(request)
-        return web.json_response(w.obj) if w else not_found(request)
+        return _json(w.obj) if w else not_found(request)
 
     async def scale(request: web.Request) -> web.Response:
         verb = {"GET": "get", "PATCH": "patch", "PUT": "update"}[request.method]
@@ -362,12 +367,12 @@ def build_app(cluster: FakeCluster) -> web.Application:
                 return status_error(422, "Invalid", f"Scale.autoscaling \"{w.obj['metadata']['name']}\" is invalid: "
                                     "spec.replicas: Invalid value: must be greater than or equal to 0")  # fmt: skip
             await cluster.set_replicas(w, replicas)
-        return web.json_response(cluster.scale_of(w))
+        return _json(cluster.scale_of(w))
 
     # ---- the tests' own controls
     async def fake_seed(request: web.Request) -> web.Response:
         w = await cluster.seed(await request.json())
-        return web.json_response(w.obj)
+        return _json(w.obj)
 
     async def fake_ready(request: web.Request) -> web.Response:
         body = await request.json()
@@ -376,7 +381,7 @@ def build_app(cluster: FakeCluster) -> web.Application:
             await cluster._set_ready(w, pod, bool(body.get("ready", True)))
         if body.get("ready", True):
             w.ready_after = 0.0  # pods started from now on turn ready at once too
-        return web.json_response({"pods": [p.name for p in w.pods]})
+        return _json({"pods": [p.name for p in w.pods]})
 
     async def fake_fail(request: web.Request) -> web.Response:
         body = await request.json()
@@ -385,13 +390,13 @@ def build_app(cluster: FakeCluster) -> web.Application:
                      "message": body.get("message", "ReplicaSet has timed out progressing.")}  # fmt: skip
         w.obj["status"] = cluster._status(w)
         await cluster._record("deployments", "MODIFIED", w.obj)
-        return web.json_response(w.obj["status"])
+        return _json(w.obj["status"])
 
     async def fake_calls(_: web.Request) -> web.Response:
-        return web.json_response(cluster.calls)
+        return _json(cluster.calls)
 
     async def fake_pods(_: web.Request) -> web.Response:
-        return web.json_response([
+        return _json([
             {"namespace": ns, "deployment": name, "pod": p.name, "port": p.port, "ready": p.ready,
              "terminating": p.terminating, "requests": p.behaviour.requests}
             for (ns, name), w in sorted(cluster.workloads.items()) for p in w.pods

@@ -75,6 +75,7 @@ class KubeAPI:
             if self.dep.context:
                 config = config.get(context_name=self.dep.context)
             self._client = AsyncClient(config, namespace=self.namespace, field_manager="modelfleet")
+            logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per call and watch otherwise
         return self._client
 
     @property
