@@ -7,6 +7,7 @@ import click
 from modelfleet import __version__
 from modelfleet.cli.bench import bench
 from modelfleet.cli.config import config
+from modelfleet.cli.deploy_k8s import k8s
 from modelfleet.cli.deployments import deployments
 from modelfleet.cli.keys import keys
 from modelfleet.cli.promptset import promptset
@@ -30,7 +31,16 @@ def cli() -> None:
       modelfleet usage --team quant         tokens and requests, by route, deployment and day
       modelfleet promptset generate ...     reproducible prompts for load tests
       modelfleet bench run ...              load-test any OpenAI-compatible URL
+      modelfleet deploy k8s -f fleet.yaml   render the platform for Kubernetes (Kustomize)
     """
+
+
+@cli.group()
+def deploy() -> None:
+    """Render what runs the fleet on a platform (files to review and apply)."""
+
+
+deploy.add_command(k8s)  # merge: attach `k8s` to the shared `deploy` group (cli/deploy.py) instead
 
 
 cli.add_command(serve)

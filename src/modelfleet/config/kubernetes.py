@@ -18,6 +18,14 @@ _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 
+# What the control plane calls on a kubernetes deployment's namespace (control/platforms/kube_api.py), and so
+# all its Role grants (deploy/k8s/rbac.py renders it): (API group, resource, verbs).
+RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("apps", "deployments", ("list", "watch")),
+    ("apps", "deployments/scale", ("patch",)),
+    ("discovery.k8s.io", "endpointslices", ("list", "watch")),
+)
+
 
 class PodResources(_Section):
     """Per replica. Requests and limits are set alike (Guaranteed QoS), GPUs as nvidia.com/gpu."""

@@ -1,6 +1,7 @@
 """The Kubernetes API calls the `kubernetes` platform makes, through lightkube's async client.
 
-Everything it touches, and so everything its Role must grant (`modelfleet deploy k8s` renders exactly this):
+Everything it touches, and so everything its Role must grant (config.kubernetes.RBAC_RULES, which
+`modelfleet deploy k8s` renders; a test compares them with the calls a fake API server saw):
 
     apps/deployments             list, watch   follow the Deployment's spec.replicas and conditions
     apps/deployments/scale       patch         start (to `replicas`) and stop (to 0)
@@ -22,11 +23,6 @@ from modelfleet.config.kubernetes import KubernetesDeployment, workload_name
 
 log = logging.getLogger("modelfleet.control")
 
-RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("apps", "deployments", ("list", "watch")),
-    ("apps", "deployments/scale", ("patch",)),
-    ("discovery.k8s.io", "endpointslices", ("list", "watch")),
-)
 _RETRY = 1.0
 
 
