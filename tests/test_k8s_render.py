@@ -250,3 +250,15 @@ def test_the_role_grants_exactly_what_the_platform_calls(tree, start):
     called = {(c["group"], c["resource"], c["verb"]) for c in kube.calls()}
     assert called == granted
     assert {c["namespace"] for c in kube.calls()} == {"team-quant"}
+
+
+def test_two_deployments_with_one_kubernetes_name_are_refused(tmp_path):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("deployments:\n  Qwen_7B: {kind: kubernetes, model: m}\n  qwen-7b: {kind: kubernetes, model: m}\n"
+                     "routes:\n  r: {deployments: [Qwen_7B, qwen-7b]}\n")  # fmt: skip
+    done = render(tmp_path / "out", fleet, check=False)
+    assert done.returncode == 2
+    assert (
+        "deployments.qwen-7b: its Kubernetes name 'qwen-7b' in namespace 'modelfleet' is also deployments.Qwen_7B's"
+        in done.stderr
+    )

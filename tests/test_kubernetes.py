@@ -237,3 +237,26 @@ def test_failures_are_named_a_missing_deployment_and_a_rollout_past_its_deadline
         await platform.shutdown()
 
     asyncio.run(main())
+
+
+# ---- the fleet file's kind: kubernetes
+
+
+def test_config_mistakes_name_the_deployment_and_the_field():
+    from modelfleet.errors import ConfigError
+
+    def problems(deployment: str) -> str:
+        text = f"deployments:\n  tuned: {deployment}\nroutes:\n  r: {{deployments: [tuned]}}\n"
+        with pytest.raises(ConfigError) as err:
+            parse_fleet(text, env={})
+        return str(err.value)
+
+    assert "deployments.tuned (line 2): missing required field 'model'" in problems("{kind: kubernetes}")
+    assert "the adapter 'v3' is not one of its lora_modules (v1)" in problems(
+        "{kind: kubernetes, model: m, lora_modules: {v1: org/v1}, adapter: v3}"
+    )
+    assert "deployments.tuned.gpu (line 2): unknown field 'gpu'; did you mean 'gpus'?" in problems(
+        "{kind: kubernetes, model: m, gpu: 1}"
+    )
+    assert "deployments.tuned.namespace" in problems("{kind: kubernetes, model: m, namespace: Team_A}")
+    assert "deployments.tuned.resources.memory" in problems("{kind: kubernetes, model: m, resources: {memory: 32GB}}")

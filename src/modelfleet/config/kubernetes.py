@@ -112,7 +112,7 @@ class KubernetesDeployment(_Managed):
     def _adapter_is_loaded(self) -> KubernetesDeployment:
         if self.adapter is not None and self.adapter not in self.lora_modules:
             known = ", ".join(sorted(self.lora_modules)) or "none"
-            raise ValueError(f"adapter: {self.adapter!r} is not one of lora_modules ({known})")
+            raise ValueError(f"the adapter {self.adapter!r} is not one of its lora_modules ({known})")
         return self
 
     @property

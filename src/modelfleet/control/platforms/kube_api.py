@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelfleet.config.kubernetes import KubernetesDeployment, workload_name
+from modelfleet.errors import ConfigError
 
 log = logging.getLogger("modelfleet.control")
 
@@ -49,30 +50,46 @@ class Endpoint:
 class KubeAPI:
     def __init__(self, dep: KubernetesDeployment, deployment: str) -> None:
         self.dep = dep
+        self.deployment = deployment
         self.namespace = dep.namespace
         self.name = workload_name(deployment)
         self._client: Any = None
+        try:
+            import lightkube  # noqa: F401
+        except ImportError:
+            raise ConfigError([f"deployments.{deployment}: kind: kubernetes needs the Kubernetes client; "
+                               "pip install 'modelfleet[kubernetes]'"]) from None  # fmt: skip
 
     def client(self) -> Any:
         if self._client is None:
-            from lightkube import AsyncClient, KubeConfig
+            from lightkube import AsyncClient
+            from lightkube import ConfigError as KubeConfigError
 
-            if self.dep.api_url:
-                config = KubeConfig.from_dict({  # no credentials: a test server, or `kubectl proxy`
-                    "clusters": [{"name": "api", "cluster": {"server": self.dep.api_url}}],
-                    "users": [{"name": "anonymous", "user": {}}],
-                    "contexts": [{"name": "api", "context": {"cluster": "api", "user": "anonymous"}}],
-                    "current-context": "api",
-                })  # fmt: skip
-            elif self.dep.kubeconfig:
-                config = KubeConfig.from_file(self.dep.kubeconfig)
-            else:  # in a pod: its service account; elsewhere $KUBECONFIG or ~/.kube/config
-                config = KubeConfig.from_env()
-            if self.dep.context:
-                config = config.get(context_name=self.dep.context)
+            try:
+                config = self._config()
+            except (KubeConfigError, OSError, KeyError) as exc:
+                where = f"the kubeconfig {self.dep.kubeconfig}" if self.dep.kubeconfig else (
+                    "in-cluster credentials (a service account) or $KUBECONFIG / ~/.kube/config")  # fmt: skip
+                raise ConfigError([f"deployments.{self.deployment}: cannot load {where}: {exc}"]) from None
             self._client = AsyncClient(config, namespace=self.namespace, field_manager="modelfleet")
             logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per call and watch otherwise
         return self._client
+
+    def _config(self) -> Any:
+        from lightkube import KubeConfig
+
+        if self.dep.api_url:
+            config = KubeConfig.from_dict({  # no credentials: a test server, or `kubectl proxy`
+                "clusters": [{"name": "api", "cluster": {"server": self.dep.api_url}}],
+                "users": [{"name": "anonymous", "user": {}}],
+                "contexts": [{"name": "api", "context": {"cluster": "api", "user": "anonymous"}}],
+                "current-context": "api",
+            })  # fmt: skip
+        elif self.dep.kubeconfig:
+            config = KubeConfig.from_file(self.dep.kubeconfig)
+        else:  # in a pod: its service account; elsewhere $KUBECONFIG or ~/.kube/config
+            config = KubeConfig.from_env()
+        return config.get(context_name=self.dep.context) if self.dep.context else config
 
     @property
     def where(self) -> str:
@@ -127,6 +144,9 @@ class KubeAPI:
                     changed(list(objs.values()))
             except asyncio.CancelledError:
                 raise
+            except ConfigError as exc:  # no credentials: listing again will not help
+                log.error("cannot watch %s %s/%s: %s", kind, self.namespace, self.name, exc)
+                return
             except Exception as exc:  # the API server restarted, a version expired, a network blip: list again
                 log.warning("watching %s %s/%s: %s; listing again in %gs", kind, self.namespace, self.name,
                             _short(exc), _RETRY)  # fmt: skip

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from modelfleet.config import Fleet, KubernetesDeployment, parse_fleet
+from modelfleet.config.kubernetes import workload_name
 from modelfleet.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -46,8 +47,13 @@ def read(path: Path) -> Source:
     except OSError as exc:
         raise ConfigError([f"cannot read the fleet file: {exc.strerror or exc}"], file=str(path)) from exc
     env: dict[str, bool] = {}
-    for m in _ENV.finditer(text):
-        env[m.group(1)] = env.get(m.group(1), False) or m.group(2) is not None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None  # parse_fleet below says where, and what is wrong
+    for value in _strings(data):  # values only: a ${VAR} in a comment is not read
+        for m in _ENV.finditer(value):
+            env[m.group(1)] = env.get(m.group(1), False) or m.group(2) is not None
     values = {name: os.environ[name] for name in env if name in os.environ}
     values |= {
         name: f"unset-for-rendering-{name}"
@@ -55,11 +61,33 @@ def read(path: Path) -> Source:
         if name not in values and not has_default
     }
     fleet = parse_fleet(text, file=str(path), env=values)  # validates first: its messages name the line
-    raw = yaml.safe_load(text)
-    problems = list(_literal_secrets(raw)) + list(_interpolated_manifest_fields(raw))
+    raw = data
+    problems = _literal_secrets(raw) + _interpolated_manifest_fields(raw) + _same_workload(fleet)
     if problems:
         raise ConfigError(problems, file=str(path))
     return Source(path, text, raw, fleet, dict(sorted(env.items())))
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def _same_workload(fleet: Fleet) -> list[str]:
+    """Two deployments whose Kubernetes names coincide (Qwen_7B and qwen-7b) would overwrite each other."""
+    seen: dict[tuple[str, str], str] = {}
+    found = []
+    for name, dep in fleet.deployments.items():
+        if isinstance(dep, KubernetesDeployment):
+            key = (dep.namespace, workload_name(name))
+            if key in seen:
+                found.append(f"deployments.{name}: its Kubernetes name {key[1]!r} in namespace {key[0]!r} is also "
+                             f"deployments.{seen[key]}'s; rename one, or give it another namespace")  # fmt: skip
+            seen[key] = name
+    return found
 
 
 def _literal_secrets(node: Any, path: str = "") -> list[str]:
