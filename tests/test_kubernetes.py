@@ -260,3 +260,24 @@ def test_config_mistakes_name_the_deployment_and_the_field():
     )
     assert "deployments.tuned.namespace" in problems("{kind: kubernetes, model: m, namespace: Team_A}")
     assert "deployments.tuned.resources.memory" in problems("{kind: kubernetes, model: m, resources: {memory: 32GB}}")
+
+
+def test_the_watch_recovers_from_dropped_streams_and_expired_versions(kube):
+    kube.seed("chat", replicas=0)
+
+    async def main():
+        platform, reps = workload(kube, replicas=2)
+        await platform.start()
+        await until(lambda: all(r.ready for r in reps))
+        for compact in ("false", "true"):  # a dropped stream resumes; an expired version (410) lists again
+            httpx.post(f"{kube.url}/fake/drop-watches?compact={compact}").raise_for_status()
+            httpx.post(kube.url + "/fake/ready", json={"namespace": "ml", "name": "chat", "ready": False})
+            await until(lambda: all(r.state is ReplicaState.STARTING for r in reps))
+            httpx.post(kube.url + "/fake/ready", json={"namespace": "ml", "name": "chat", "ready": True})
+            await until(lambda: all(r.ready for r in reps))
+        watches = [c for c in kube.calls() if c["verb"] == "watch" and c["resource"] == "endpointslices"]
+        lists = [c for c in kube.calls() if c["verb"] == "list" and c["resource"] == "endpointslices"]
+        assert len(watches) >= 3 and len(lists) == 2  # resumed once with its version, listed again after the 410
+        await platform.shutdown()
+
+    asyncio.run(main())

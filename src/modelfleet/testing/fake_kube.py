@@ -20,6 +20,7 @@ serves, and then gone. Tests steer it on /fake/...:
                              "upstream": {"delay": 0, "chunk_delay": 0, ...}}    seed a Deployment
     POST /fake/ready        {"namespace", "name", "ready": true}   make its pods ready (or unready)
     POST /fake/fail         {"namespace", "name", "reason", "message"}   a Progressing=False condition
+    POST /fake/drop-watches [?compact=true]   end every watch stream (and expire the versions they had)
     GET  /fake/calls        every request as {"verb", "group", "resource", "namespace"} (for RBAC checks)
     GET  /fake/pods         the pods, their ports, ready and terminating flags, and requests served
 """
@@ -122,6 +123,8 @@ class FakeCluster:
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (version, resource, type, object)
         self.calls: list[dict[str, str]] = []
         self.changed = asyncio.Condition()
+        self.drops = 0  # bumped to end every open watch (an API server restart, a load balancer timeout)
+        self.compacted = 0  # watches from a resourceVersion before this one get 410 Expired
         self._timers: set[asyncio.Task[None]] = set()
 
     # ---- the store: every write bumps the one version counter and is kept for watches
@@ -307,6 +310,13 @@ def build_app(cluster: FakeCluster) -> web.Application:
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         since = q.get("resourceVersion")
+        drops = cluster.drops
+        if since and since != "0" and int(since) < cluster.compacted:
+            expired = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Expired",
+                       "message": f"too old resource version: {since} ({cluster.compacted})", "code": 410}  # fmt: skip
+            await resp.write(json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n")
+            await resp.write_eof()
+            return resp
         if not since or since == "0":
             for obj in current():
                 await resp.write(json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n")
@@ -315,7 +325,7 @@ def build_app(cluster: FakeCluster) -> web.Application:
             seen = int(since)
         deadline = time.monotonic() + float(q.get("timeoutSeconds") or 1800)
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and cluster.drops == drops:
                 for version, res, kind, obj in [e for e in cluster.events if e[0] > seen]:
                     seen = version
                     if res == resource and obj["metadata"]["namespace"] == ns and _selected(obj, labels, fields):
@@ -392,6 +402,16 @@ def build_app(cluster: FakeCluster) -> web.Application:
         await cluster._record("deployments", "MODIFIED", w.obj)
         return _json(w.obj["status"])
 
+    async def fake_drop_watches(request: web.Request) -> web.Response:
+        """End every open watch; with ?compact=true, forget the history too (their versions then expire)."""
+        cluster.drops += 1
+        if request.query.get("compact") == "true":
+            cluster.events.clear()
+            cluster.compacted = cluster.version + 1
+        async with cluster.changed:
+            cluster.changed.notify_all()
+        return _json({"drops": cluster.drops, "compacted": cluster.compacted})
+
     async def fake_calls(_: web.Request) -> web.Response:
         return _json(cluster.calls)
 
@@ -416,6 +436,7 @@ def build_app(cluster: FakeCluster) -> web.Application:
     app.router.add_post("/fake/deployments", fake_seed)
     app.router.add_post("/fake/ready", fake_ready)
     app.router.add_post("/fake/fail", fake_fail)
+    app.router.add_post("/fake/drop-watches", fake_drop_watches)
     app.router.add_get("/fake/calls", fake_calls)
     app.router.add_get("/fake/pods", fake_pods)
     app.on_cleanup.append(on_cleanup)
