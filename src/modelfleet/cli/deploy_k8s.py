@@ -10,7 +10,7 @@ import click
 from modelfleet.errors import ConfigError
 
 
-@click.command("k8s")
+@click.command("k8s", short_help="Render the platform for Kubernetes as a Kustomize tree.")
 @click.option(
     "-f",
     "--file",
