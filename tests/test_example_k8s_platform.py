@@ -13,6 +13,8 @@ from conftest import PY, Gateway, cli
 from test_k8s_render import KEYS, kubectl
 from test_kubernetes import FakeKube
 
+pytestmark = pytest.mark.slow  # gateway and fake API server processes, end to end
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "k8s-platform"
 KUBECONFIG = """\
 apiVersion: v1
@@ -72,6 +74,3 @@ def test_the_readme_walkthrough(tmp_path, start, monkeypatch):
         assert (judge["kind"], judge["observed"], judge["wakes"]) == ("kubernetes", "running", 1)
         assert ask("FINETUNE_KEY", "judge").status_code == 403
         assert ask("QUANT_KEY", "qwen-7b").status_code == 200
-
-
-pytestmark = pytest.mark.slow

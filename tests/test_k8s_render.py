@@ -262,3 +262,12 @@ def test_two_deployments_with_one_kubernetes_name_are_refused(tmp_path):
         "deployments.qwen-7b: its Kubernetes name 'qwen-7b' in namespace 'modelfleet' is also deployments.Qwen_7B's"
         in done.stderr
     )
+
+
+def test_the_renderer_imports_no_control_plane_or_api_code():
+    code = (
+        "import sys, modelfleet.deploy.k8s, modelfleet.cli.deploy_k8s\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('modelfleet.control', 'modelfleet.api'))))"
+    )
+    done = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
