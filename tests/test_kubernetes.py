@@ -114,6 +114,22 @@ def test_a_stop_lets_requests_in_flight_finish_and_refuses_new_ones(tmp_path, ku
     assert kube.pods("chat")[0]["terminating"]
     status = {d["name"]: d for d in json.loads(deployments(gw, "status", "--json"))}
     assert status["chat"]["desired"] == status["chat"]["observed"] == "stopped"
+    assert "chat: running after" in deployments(gw, "start", "chat")  # waits for a ready pod
+    assert sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2).choices[0].message.content
+
+
+def test_extra_gateway_workers_follow_the_pods_the_primary_scaled(tmp_path, kube, start):
+    kube.seed("chat", replicas=0)
+    path = gateway_fleet(tmp_path, kube, replicas="2")
+    path.write_text("server: {workers: 2}\n" + path.read_text())
+    gw = start(Gateway, path)
+    sdk = client(gw)
+    for _ in range(16):
+        assert sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2).choices[0].message.content
+    assert all(p["requests"] >= 2 for p in kube.pods("chat"))
+    watchers = {c["verb"] for c in kube.calls() if c["resource"] == "endpointslices"}
+    assert watchers == {"list", "watch"}
+    assert len([c for c in kube.calls() if c["resource"] == "deployments/scale"]) == 1  # only the primary scales
 
 
 def test_a_wake_is_held_until_the_pods_are_ready(tmp_path, kube, start):
