@@ -12,7 +12,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import Gateway, Proc, cli, write_fleet
+from conftest import Gateway, Proc, cli, free_port, write_fleet
 from test_schedules import at
 
 from modelfleet.config import parse_fleet
@@ -251,6 +251,12 @@ def test_failures_are_named_a_missing_deployment_and_a_rollout_past_its_deadline
         await platform.start()  # a new start is a new rollout: starting again, not failed
         assert reps[0].state is ReplicaState.STARTING
         await platform.shutdown()
+
+        unreachable = platform.dep.model_copy(update={"api_url": f"http://127.0.0.1:{free_port()}"})
+        offline = KubernetesWorkload(reps, unreachable, lambda _: None)
+        await offline.start()  # the gateway keeps running; the replicas say why they are out
+        assert reps[0].state is ReplicaState.UNHEALTHY and reps[0].reason.startswith("cannot scale Deployment ml/chat")
+        await offline.shutdown()
 
     asyncio.run(main())
 

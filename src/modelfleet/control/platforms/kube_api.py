@@ -24,7 +24,7 @@ from modelfleet.errors import ConfigError
 
 log = logging.getLogger("modelfleet.control")
 
-_RETRY = 1.0
+_RETRY, _RETRY_MAX = 1.0, 30.0  # between listings after an error, doubling while the API server stays away
 
 
 class DeploymentMissing(Exception):
@@ -126,6 +126,7 @@ class KubeAPI:
 
     async def _inform(self, res: Any, select: dict[str, Any], changed: Callable[[list[Any]], None]) -> None:
         kind = res.__name__
+        retry = _RETRY
         while True:
             try:
                 objs: dict[str, Any] = {}
@@ -133,6 +134,7 @@ class KubeAPI:
                 async for obj in listing:
                     objs[obj.metadata.name] = obj
                 changed(list(objs.values()))
+                retry = _RETRY
                 version = listing.resourceVersion
                 async for event, obj in self.client().watch(
                     res, namespace=self.namespace, resource_version=version, **select
@@ -149,8 +151,9 @@ class KubeAPI:
                 return
             except Exception as exc:  # the API server restarted, a version expired, a network blip: list again
                 log.warning("watching %s %s/%s: %s; listing again in %gs", kind, self.namespace, self.name,
-                            _short(exc), _RETRY)  # fmt: skip
-            await asyncio.sleep(_RETRY)
+                            _short(exc), retry)  # fmt: skip
+            await asyncio.sleep(retry)
+            retry = min(retry * 2, _RETRY_MAX)
 
     async def aclose(self) -> None:
         if self._client is not None:

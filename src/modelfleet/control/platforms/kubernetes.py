@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from modelfleet.config.kubernetes import KubernetesDeployment
 from modelfleet.control.platforms.kube_api import DeploymentMissing, DeploymentView, Endpoint, KubeAPI
+from modelfleet.errors import ConfigError
 from modelfleet.types import Replica, ReplicaState
 
 log = logging.getLogger("modelfleet.control")
@@ -109,6 +110,11 @@ class KubernetesWorkload:
             self._scaled_at = await self.api.scale(replicas)
         except DeploymentMissing:
             self._deployment_seen(None)
+        except ConfigError:
+            raise  # no client or no credentials: the gateway cannot run this fleet as written
+        except Exception as exc:  # the API server is unreachable, or refuses (RBAC): say so, keep serving the rest
+            log.error("cannot scale %s to %d: %s", self.api.where, replicas, exc)
+            self._all(ReplicaState.UNHEALTHY, f"cannot scale {self.api.where} to {replicas}: {exc}")
         else:
             log.info("scaled %s to %d", self.api.where, replicas)
             # Known now, before the watch says so. Scaled up: an old failure condition no longer applies.
