@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -271,3 +272,16 @@ def test_the_renderer_imports_no_control_plane_or_api_code():
     )
     done = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_alerts_are_valid_promql_and_fire_on_what_the_gateway_exports(tree, tmp_path):
+    promtool = _binary("promtool")
+    if promtool is None:
+        _missing("promtool is not installed (.ci/run installs it: apt-get install prometheus)")
+    docs = yaml.safe_load_all((tree / "base" / "monitoring.yaml").read_text())
+    rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    shutil.copy(Path(__file__).parent / "data" / "alerts_test.yaml", tmp_path / "alerts_test.yaml")
+    for args in (["check", "rules", "rules.yaml"], ["test", "rules", "alerts_test.yaml"]):
+        done = subprocess.run([promtool, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
