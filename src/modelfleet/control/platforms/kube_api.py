@@ -7,6 +7,11 @@ Everything it touches, and so everything its Role must grant (config.kubernetes.
     apps/deployments/scale       patch         start (to `replicas`) and stop (to 0)
     discovery.k8s.io/endpointslices  list, watch   the pods' addresses and readiness
 
+Why lightkube: typed models for every kind (lightkube-models tracks Kubernetes 1.37), async, small
+(wheels of ~50 KB + ~350 KB), kubeconfig/in-cluster loading and `KubeConfig.from_dict` for a plain test
+server; kubernetes_asyncio is a 3 MB generated client, and kr8s hands back untyped objects and brings
+cryptography and python-box along.
+
 Watches are informers: list (state and a resourceVersion), watch from there, and on any error or
 expired version list again, so a missed event can never leave a stale address behind.
 """
