@@ -23,7 +23,14 @@ from modelfleet.api.proxy import Proxy
 from modelfleet.backends.base import Backend
 from modelfleet.backends.openai_http import OpenAIHTTPBackend
 from modelfleet.background import Periodic
-from modelfleet.config import Deployment, Fleet, LlamaCppDeployment, OpenAIDeployment, SageMakerDeployment
+from modelfleet.config import (
+    Deployment,
+    Fleet,
+    KubernetesDeployment,
+    LlamaCppDeployment,
+    OpenAIDeployment,
+    SageMakerDeployment,
+)
 from modelfleet.control.channel import ChannelClient, ChannelServer
 from modelfleet.control.plane import ControlPlane
 from modelfleet.engine.model import check_engine_installed
@@ -68,6 +75,8 @@ class Gateway:
                 stale_after=dep.load_metrics.stale_after if dep.load_metrics else None,
             )
             upstream_model = (dep.model or name) if isinstance(dep, OpenAIDeployment) else name
+            if isinstance(dep, KubernetesDeployment):  # vLLM serves it as `name` (or a LoRA adapter by its own)
+                upstream_model = dep.upstream_model or name
             targets[name] = Target(
                 name=name,
                 kind=dep.kind,

@@ -8,6 +8,7 @@ from modelfleet import __version__
 from modelfleet.cli.bench import bench
 from modelfleet.cli.config import config
 from modelfleet.cli.cost import cost
+from modelfleet.cli.deploy import deploy
 from modelfleet.cli.deployments import deployments
 from modelfleet.cli.keys import keys
 from modelfleet.cli.policy import policy
@@ -34,6 +35,7 @@ def cli() -> None:
       modelfleet bench run ...              load-test any OpenAI-compatible URL
       modelfleet policy check -f fleet.yaml guardrails for the fleet (and --plan plan.json)
       modelfleet cost -f fleet.yaml         dollars per month per deployment and team; --chargeback
+      modelfleet deploy k8s -f fleet.yaml   render the platform for Kubernetes (Kustomize)
     """
 
 
@@ -47,3 +49,4 @@ cli.add_command(promptset)
 cli.add_command(bench)
 cli.add_command(policy)
 cli.add_command(cost)
+cli.add_command(deploy)

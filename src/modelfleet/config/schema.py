@@ -309,7 +309,11 @@ class SageMakerDeployment(_Managed):
         return self
 
 
-Deployment = Annotated[LlamaCppDeployment | OpenAIDeployment | SageMakerDeployment, Field(discriminator="kind")]
+from modelfleet.config.kubernetes import KubernetesDeployment  # noqa: E402  (it builds on the sections above)
+
+Deployment = Annotated[
+    LlamaCppDeployment | OpenAIDeployment | SageMakerDeployment | KubernetesDeployment, Field(discriminator="kind")
+]
 
 
 def _weights(value: Any) -> Any:

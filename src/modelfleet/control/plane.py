@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from modelfleet.backends.openai_http import OpenAIHTTPBackend
-from modelfleet.config import Fleet, LlamaCppDeployment, OpenAIDeployment, SageMakerDeployment
+from modelfleet.config import Fleet, KubernetesDeployment, LlamaCppDeployment, OpenAIDeployment, SageMakerDeployment
 from modelfleet.control.deployments import Deployments
 from modelfleet.control.health import HealthChecker, Prober
 from modelfleet.control.load import LoadScraper
@@ -62,6 +62,13 @@ class ControlPlane:
                 # The endpoint's own status is its health check (and an ejected one's way back).
                 backend = endpoint = SageMakerEndpoint(reps[0], dep, registry)
                 self.platforms[name] = endpoint
+            elif isinstance(dep, KubernetesDeployment):
+                from modelfleet.control.platforms.kubernetes import KubernetesWorkload
+
+                # Bound to pod addresses from the EndpointSlices as pods turn ready (see platforms/kubernetes.py).
+                reps = registry.add(name, [Replica(name, f"{name}-{i}", url="") for i in range(dep.replicas)])
+                self.platforms[name] = KubernetesWorkload(reps, dep, registry)
+                backend = OpenAIHTTPBackend()
             self._backends.append(backend)
             # Engines and endpoints are watched by their platform; for them health checks only bring back
             # ejected replicas.

@@ -18,7 +18,7 @@ from modelfleet.engine import READY_LINE
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m modelfleet.engine", description=__doc__)
-    parser.add_argument("--model", required=True, help="path to a GGUF file")
+    parser.add_argument("--model", help="path to a GGUF file; default: the bundled SmolLM2-135M-Instruct")
     parser.add_argument("--name", default="model", help="model id reported by /v1/models")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--context-size", type=int, default=2048)
@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from modelfleet.engine.server import Engine, build_app
 
+    if args.model is None:  # e.g. a dev pod (`modelfleet deploy k8s`), which cannot know where pip put the GGUF
+        from modelfleet.engine.model import bundled_model_path
+
+        args.model = str(bundled_model_path())
     engine = Engine(args.model, threads=args.threads, context_size=args.context_size, name=args.name)
     asyncio.run(_serve(build_app(engine), args.host, args.port))
 

@@ -7,7 +7,7 @@
                  since an engine that is restarting says so within it and the retry then waits for it
     deadline     the route timeout (capped by the team's) bounds the whole request, queueing, retries
                  and fallbacks together, not each attempt; a request that wakes a stopped deployment
-                 waits up to the deployment's wake_timeout instead
+                 waits up to the deployment's wake_timeout for it, then has the route timeout again
     strict       (`fallbacks: none`) one deployment, no waiting for a starting replica: fail at once
 
 An attempt is the caller's (the proxy's HTTP work): it raises UpstreamError when nothing reached the
@@ -102,7 +102,7 @@ class Router:
         errors: list[APIError] = []
         for i, target in enumerate(candidates):
             try:
-                return await self._on(route, target, deadline, attempt, last=i == len(candidates) - 1)
+                return await self._on(route, target, deadline, timeout, attempt, last=i == len(candidates) - 1)
             except (Unavailable, UpstreamError) as exc:
                 errors.append(exc)
                 if loop.time() >= deadline and i < len(candidates) - 1:
@@ -110,7 +110,9 @@ class Router:
                     break
         raise _exhausted(route, candidates, errors)
 
-    async def _on(self, route: Route, target: Target, deadline: float, attempt: Attempt[T], *, last: bool) -> T:
+    async def _on(
+        self, route: Route, target: Target, deadline: float, timeout: float, attempt: Attempt[T], *, last: bool
+    ) -> T:
         """Answer from one deployment, retrying on its other replicas while nothing reached the client."""
         loop = asyncio.get_running_loop()
         dispatcher = target.dispatcher
@@ -121,13 +123,16 @@ class Router:
         woken = 0.0
         if self.wake is not None and dispatcher.stopped():
             woken = await self.wake(target.name)  # raises a 503 naming why, if it may not be woken now
-            deadline = max(deadline, loop.time() + woken)
             wait_starting = True
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise _timed_out(target, deadline, tried)
-            replica = await self._acquire(target, remaining, () if same_again else tried, wait_starting, woken)
+            if woken:  # up to wake_timeout for the woken deployment, then the route timeout for its answer
+                replica = await self._acquire(target, woken, () if same_again else tried, True, woken)
+                deadline = max(deadline, loop.time() + timeout)
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise _timed_out(target, deadline, tried)
+                replica = await self._acquire(target, remaining, () if same_again else tried, wait_starting, 0.0)
             try:
                 result = await attempt(target, replica, deadline - loop.time())
             except UpstreamError as exc:

@@ -265,7 +265,8 @@ async def _main(args: argparse.Namespace) -> None:
         await server.serve_forever()
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The fake's options (also how fake_kube makes its pods: one parser, one set of defaults)."""
     p = argparse.ArgumentParser(prog="python -m modelfleet.testing.fake_upstream", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--host", default="127.0.0.1")
@@ -287,7 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--waiting", type=float, help="serve GET /metrics with this vllm:num_requests_waiting")
     p.add_argument("--kv-cache", type=float, default=0.0, help="... and this vllm:kv_cache_usage_perc (0-1)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     try:
         import uvloop
 

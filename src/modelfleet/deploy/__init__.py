@@ -1,0 +1,1 @@
+"""Deploying modelfleet somewhere: pure fleet file -> files renderers (they import no control/ or api/ code)."""

@@ -1,0 +1,44 @@
+"""What `modelfleet deploy k8s` is told besides the fleet file, and the names and labels it renders with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelfleet import __version__
+
+GATEWAY = "modelfleet-gateway"
+SECRET = "modelfleet-env"  # every ${VAR} the fleet file names is a key of this Secret
+FLEET_CONFIGMAP = "modelfleet-fleet"
+PORT = 8000
+PRESTOP_SECONDS = 5  # endpoints controllers and kube-proxy take a moment to stop sending to a terminating pod
+
+
+@dataclass(frozen=True)
+class Options:
+    namespace: str = "modelfleet"  # the gateway's
+    image: str = f"modelfleet:{__version__}"  # no image is published: build one, push it, pass --image
+    team_namespace_prefix: str = "team-"
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "modelfleet",
+        "app.kubernetes.io/managed-by": "modelfleet",
+    }
+
+
+def selector(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name}
+
+
+def restricted() -> dict:
+    """A container that cannot escalate: the Pod Security 'restricted' profile's fields."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
