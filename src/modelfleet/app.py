@@ -5,6 +5,8 @@ Nothing else in modelfleet builds objects from the fleet; everything else is han
 
 from __future__ import annotations
 
+import asyncio
+import importlib.metadata
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -31,10 +33,14 @@ from modelfleet.config import (
     OpenAIDeployment,
     SageMakerDeployment,
 )
+from modelfleet.control import schedules
 from modelfleet.control.channel import ChannelClient, ChannelServer
+from modelfleet.control.deployments import observed
 from modelfleet.control.plane import ControlPlane
 from modelfleet.engine.model import check_engine_installed
+from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
+from modelfleet.observability.fleet_state import FleetState
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.plan import Route, Router, Target
@@ -102,7 +108,12 @@ class Gateway:
         self.ledger = UsageLedger(self.store, fleet.state.flush_interval)
         self.directory = Directory(fleet.teams, self.store, fleet.state.refresh_interval)
         self.gate = Gate(self.directory, self.counters, self.ledger)
-        self.access_log = AccessLog(fleet.server.log_format) if fleet.server.access_log else None
+        obs = fleet.observability
+        self.access_log = (
+            AccessLog(fleet.server.log_format, content_routes=obs.log_content, redact=obs.redact)
+            if fleet.server.access_log
+            else None
+        )
         router = Router(routes, targets, request_failed=self.control.request_failed,
                         wake=self.control.deployments.wake)  # fmt: skip
         self.proxy = Proxy(
@@ -111,6 +122,7 @@ class Gateway:
         self.metrics.watch_replicas(self.control.registry.all, lambda d: self.dispatchers[d].queued)
         self._publisher = Periodic("metrics snapshot for the other workers", 1.0, self._publish, logger=log)
         self.metrics.watch_wakes(self.control.deployments.wakes)
+        self._watch_fleet(router)
         created = int(time.time())
         models = [{"id": n, "object": "model", "created": created, "owned_by": "modelfleet"} for n in routes]
         admin = AdminAPI(TeamAdmin(self.store, list(routes), fleet.teams), self.gate, fleet.auth.admin_key,
@@ -121,12 +133,38 @@ class Gateway:
         )  # fmt: skip
         self.app.cleanup_ctx.append(self._lifecycle)
 
+    def _watch_fleet(self, router: Router) -> None:
+        """What /metrics reads at scrape time, besides the request counts (observability/)."""
+        m, registry, deployments = self.metrics, self.control.registry, self.control.deployments
+        m.tallies.update(retries=router.retries, failovers=router.failovers, rate_limited=self.gate.refused,
+                         ejections=registry.ejections, readmissions=registry.readmissions)  # fmt: skip
+
+        def deployment_states() -> dict[str, tuple[str, str, bool]]:
+            out = {}
+            for name, dep in self.fleet.deployments.items():
+                want = deployments.desired.get(name)
+                window = schedules.window(dep.schedule, time.time()).state
+                out[name] = (want.state if want else "running", observed(self.control.replicas[name]),
+                             window in (None, "running"))  # fmt: skip
+            return out
+
+        def engines() -> dict[tuple[str, str], tuple[float | None, float | None]]:
+            return {k: v for s in self.control._scrapers for k, v in s.readings.items()}
+
+        m.state = FleetState(
+            registry.all, deployment_states, lambda: {n: c.limits for n, c in self.directory.teams.items()}, engines
+        )
+
     def _replica_changed(self, replica: Replica) -> None:
         dispatcher = self.dispatchers[replica.deployment]
         dispatcher.hand_on()
         dispatcher.fail_waiters()
 
     async def _lifecycle(self, _: web.Application) -> AsyncIterator[None]:
+        obs = self.fleet.observability
+        traces = tracing.setup(obs.otlp_endpoint, obs.sample_ratio, obs.service_name, _version())
+        if traces:
+            log.info("tracing: OTLP/HTTP to %s, sampling %g", traces, obs.sample_ratio)
         if self.access_log:
             self.access_log.start()
         if self.metrics.share_dir:
@@ -155,6 +193,8 @@ class Gateway:
             await self.access_log.stop()
         for target in self.proxy.targets.values():
             await target.backend.aclose()
+        if traces:
+            await asyncio.to_thread(tracing.shutdown)
 
     async def _seed_budgets(self) -> None:
         """Counters may start empty (a restart, memory counters): budgets spent so far come from the ledger."""
@@ -195,6 +235,13 @@ class Gateway:
             for name, route in self.fleet.routes.items()
         }
         return all(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("modelfleet")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _backend(dep: Deployment, read_timeout: float) -> Backend:

@@ -26,10 +26,11 @@ from aiohttp import web
 from pydantic import TypeAdapter
 
 from modelfleet.access.directory import Caller
-from modelfleet.access.gate import Gate
+from modelfleet.access.gate import OPEN_TEAM, Gate
 from modelfleet.api import schema
 from modelfleet.api.sse import DONE, DONE_EVENT, SSEDecoder, event
 from modelfleet.errors import APIError, BodyTooLarge, InvalidRequest, ModelNotFound, UpstreamError
+from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.plan import Route, Router, Target
@@ -69,8 +70,12 @@ class _Exchange:
     stream: bool
     client_wants_usage: bool
     headers: dict[str, str]
+    team: str = OPEN_TEAM
+    variant: str = ""
     deployment: str = ""
     replica: Replica | None = None
+    attempts: int = 0
+    output: list[str] | None = None  # the answer's text, kept only for routes that log content
 
 
 class Proxy:
@@ -101,11 +106,18 @@ class Proxy:
         ttft: float | None = None
         caller: Caller | None = None
         verdict: Verdict | None = None
+        body: dict | None = None
+        tr = tracing.RequestTrace(request.headers, operation.path, rid) if tracing.TRACER is not None else None
+        if tr is None:
+            tracing.pass_through(request.headers)
         try:
             if self.gate.directory.enforcing:  # open mode skips even the call
-                caller = await self.gate.authenticate(request.headers.get("Authorization"))
+                auth = self.gate.authenticate(request.headers.get("Authorization"))
+                caller = await (auth if tr is None else tr.within("gate", auth))
             body, size = await self._read_json(request)
             schema.validate(operation.schema, body)
+            if tr is not None:
+                tr.body(body)
             route = self.routes.get(body["model"])
             if route is None or (caller is not None and not caller.may_use(route.name)):
                 if route is not None and caller is not None:
@@ -121,15 +133,24 @@ class Proxy:
                 if caller.timeout is not None:
                     timeout = min(timeout, caller.timeout)
                 if caller.limited:
-                    verdict = await self.gate.admit(caller, body, size, operation.streams)
+                    admit = self.gate.admit(caller, body, size, operation.streams)
+                    verdict = await (
+                        admit if tr is None else tr.within("gate", admit, **{"modelfleet.team": caller.team})
+                    )
                     headers.update(self.gate.headers(caller, verdict))
             stream = operation.streams and body.get("stream") is True
             client_wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
             if stream:
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            ex = _Exchange(request, operation, route, body, rid, started, stream, client_wants_usage, headers)
+            ex = _Exchange(request, operation, route, body, rid, started, stream, client_wants_usage, headers,
+                           caller.team if caller is not None else OPEN_TEAM, variant)  # fmt: skip
+            if self.access_log is not None and route.name in self.access_log.content_routes:
+                ex.output = []
             candidates = self.router.candidates(route, variant, caller.may_use if caller is not None else None)
             attempt = self._relay_stream if stream else self._send
+            if tr is not None:
+                tr.route(route.name, variant, caller.team if caller else OPEN_TEAM, [t.name for t in candidates])
+                attempt = tr.attempts(attempt)  # type: ignore[arg-type]  # one span per attempt
             response, status, usage, ttft = await self.router.run(
                 route, candidates, timeout, lambda target, replica, left: attempt(ex, target, replica, left)
             )
@@ -143,21 +164,21 @@ class Proxy:
         finally:
             elapsed = time.perf_counter() - started
             deployment = ex.deployment if ex is not None else ""
-            self.metrics.observe(route_name, deployment, status, elapsed, ttft, usage)
+            team = caller.team if caller is not None else OPEN_TEAM
+            self.metrics.observe((route_name, deployment, team, variant), status, elapsed, ttft, usage)
             if route_name:
                 prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
                 self.gate.finish(caller, verdict, route_name, deployment, variant, status == 200, prompt, completion)
             if self.access_log is not None:
                 self.access_log.record(
-                    rid,
-                    request.method,
-                    request.path,
-                    status,
-                    elapsed * 1000,
-                    route_name,
-                    deployment,
+                    rid, request.method, request.path, status, elapsed * 1000, route_name, deployment,
                     ex.replica.name if ex is not None and ex.replica is not None else "",
-                )
+                    team=team, variant=variant, ttft=ttft, usage=usage, attempts=ex.attempts if ex else 0,
+                    trace_id=tracing.current_trace_id() if tr is not None else "",
+                    content=(body, ex.output) if ex is not None and ex.output is not None else None,
+                )  # fmt: skip
+            if tr is not None:
+                tr.end(status, usage, deployment, ex.attempts if ex is not None else 0)
 
     def _sticky(self, route: Route, request: web.Request, body: dict) -> float | None:
         if route.sticky is None:
@@ -175,6 +196,7 @@ class Proxy:
             )
         ex.deployment = target.name
         ex.replica = replica
+        ex.attempts += 1
         ex.body["model"] = target.upstream_model
         return orjson.dumps(ex.body)
 
@@ -182,13 +204,15 @@ class Proxy:
         self, ex: _Exchange, target: Target, replica: Replica, timeout: float
     ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
         payload = self._begin(ex, target, replica)
-        stats = self.metrics.stats_for(ex.route.name, target.name)
+        stats = self.metrics.stats_for(ex.route.name, target.name, ex.team, ex.variant)
         stats.inflight += 1
         try:
             reply = await target.backend.send(replica, ex.operation.path, payload, ex.rid, timeout)
         finally:
             stats.inflight -= 1
         self.router.answered(replica)
+        if ex.output is not None:
+            ex.output.append(reply.decode("utf-8", "replace"))
         response, usage = _rewrite_reply(reply, ex.route.name, target, ex.headers)
         return response, 200, usage, None
 
@@ -219,7 +243,7 @@ class Proxy:
         self, ex: _Exchange, target: Target, replica: Replica, timeout: float
     ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
         payload = self._begin(ex, target, replica)
-        stats = self.metrics.stats_for(ex.route.name, target.name)
+        stats = self.metrics.stats_for(ex.route.name, target.name, ex.team, ex.variant)
         stats.inflight += 1
         try:
             return await self._relay(ex, target, replica, payload, timeout)
@@ -233,6 +257,7 @@ class Proxy:
         client_wants_usage = ex.client_wants_usage
         upstream = await target.backend.open_stream(replica, ex.operation.path, payload, rid, timeout)
         self.router.answered(replica)
+        relay = tracing.start("stream relay") if tracing.TRACER is not None else None
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -269,6 +294,8 @@ class Proxy:
                     u = obj.get("usage")
                     if u:
                         usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0))
+                    if ex.output is not None:
+                        ex.output.append(data)
                     if not client_wants_usage:
                         if u and not obj.get("choices"):
                             continue  # the usage-only chunk we asked for ourselves
@@ -296,6 +323,8 @@ class Proxy:
             return response, exc.status, usage, ttft
         finally:
             upstream.close()
+            if relay is not None:
+                relay.end()
 
 
 def _rewrite_reply(

@@ -9,6 +9,7 @@ import aiohttp
 import orjson
 
 from modelfleet.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from modelfleet.observability.tracing import UPSTREAM
 from modelfleet.values import Replica
 
 _CONNECT_TIMEOUT = 10.0
@@ -47,6 +48,9 @@ class OpenAIHTTPBackend:
         self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float, stream: bool
     ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json", "X-Request-ID": request_id, **self._auth}
+        trace = UPSTREAM.get()  # W3C traceparent: this attempt's span, or the client's own
+        if trace is not None:
+            headers.update(trace)
         try:
             resp = await self._client().post(
                 replica.url + path, data=body, headers=headers, timeout=self._timeout(timeout, stream)

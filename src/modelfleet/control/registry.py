@@ -25,6 +25,9 @@ class ReplicaRegistry:
         self.replicas: dict[str, list[Replica]] = {}
         self._listeners: list[Listener] = []
         self._ejected: set[int] = set()  # id(replica) of the ejected
+        # Counted for /metrics, {(deployment, replica): n}.
+        self.ejections: dict[tuple[str, ...], int] = {}
+        self.readmissions: dict[tuple[str, ...], int] = {}
 
     def add(self, deployment: str, replicas: list[Replica]) -> list[Replica]:
         self.replicas[deployment] = replicas
@@ -51,12 +54,17 @@ class ReplicaRegistry:
 
     def eject(self, replica: Replica, reason: str) -> None:
         self._ejected.add(id(replica))
+        key = (replica.deployment, replica.name)
+        self.ejections[key] = self.ejections.get(key, 0) + 1
         self._set(replica, ReplicaState.UNHEALTHY, reason)
 
     def ejected(self, replica: Replica) -> bool:
         return id(replica) in self._ejected
 
     def readmit(self, replica: Replica) -> None:
+        if id(replica) in self._ejected:
+            key = (replica.deployment, replica.name)
+            self.readmissions[key] = self.readmissions.get(key, 0) + 1
         self._ejected.discard(id(replica))
         self._set(replica, ReplicaState.READY, "ready")
 

@@ -9,12 +9,15 @@ import time
 
 import orjson
 
+from modelfleet.observability import tracing
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        record.trace_id = tracing.current_trace_id()
         return True
 
 
@@ -27,6 +30,8 @@ class JSONFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        if trace_id := getattr(record, "trace_id", ""):
+            doc["trace_id"] = trace_id
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(doc).decode()
