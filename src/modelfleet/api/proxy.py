@@ -150,7 +150,7 @@ class Proxy:
             attempt = self._relay_stream if stream else self._send
             if tr is not None:
                 tr.route(route.name, variant, caller.team if caller else OPEN_TEAM, [t.name for t in candidates])
-                attempt = tr.attempts(attempt)  # type: ignore[arg-type]  # one span per attempt
+                attempt = tr.attempts(attempt)  # one span per attempt
             response, status, usage, ttft = await self.router.run(
                 route, candidates, timeout, lambda target, replica, left: attempt(ex, target, replica, left)
             )

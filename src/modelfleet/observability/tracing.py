@@ -143,14 +143,15 @@ class RequestTrace:
         }):  # fmt: skip
             pass
 
-    def attempts(self, attempt: Callable[[Any, Any, float], Awaitable[T]]) -> Callable[[Any, Any, float], Awaitable[T]]:
-        """Wrap the proxy's attempt: one CLIENT span per call, whose context is what the upstream gets."""
+    def attempts(self, attempt: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        """Wrap the proxy's attempt(exchange, target, replica, seconds left): one CLIENT span per call,
+        whose context is what the upstream gets."""
         from opentelemetry import trace
         from opentelemetry.trace import Status, StatusCode
 
         n = 0
 
-        async def traced(target: Any, replica: Any, left: float) -> T:
+        async def traced(ex: Any, target: Any, replica: Any, left: float) -> T:
             nonlocal n
             n += 1
             attrs = {
@@ -166,7 +167,7 @@ class RequestTrace:
                 _propagator.inject(carrier)
                 UPSTREAM.set(carrier)
                 try:
-                    return await attempt(target, replica, left)
+                    return await attempt(ex, target, replica, left)
                 except Exception as exc:
                     span.record_exception(exc)
                     span.set_attribute("error.type", getattr(exc, "code", None) or type(exc).__name__)

@@ -2,6 +2,7 @@
 
     python -m modelfleet.testing.fake_upstream --port 9000 [--status 500] [--delay 0.5]
         [--chunks 16] [--chunk-delay 0.01] [--die-after 3] [--no-done] [--waiting 3 --kv-cache 0.5]
+        [--headers-log FILE]
 
 It answers /v1/chat/completions, /v1/completions (JSON or SSE), /v1/embeddings and /v1/models
 with canned bodies (at most `max_tokens` tokens, like a real server), and can inject the failures
@@ -34,6 +35,7 @@ class Behaviour:
         self.rules = [tuple(rule.split("=", 1)) for rule in args.reply_when]
         self.metrics = _vllm_metrics(args.waiting, args.kv_cache) if args.waiting is not None else None
         self.requests = 0
+        self.headers_log = args.headers_log  # a JSON line of each POST's headers (what a gateway forwarded)
         self.tasks: set[asyncio.Task[None]] = set()  # keep slow answers referenced until done
 
 
@@ -157,8 +159,10 @@ class FakeOpenAI(asyncio.Protocol):
                 return
             head = self.buf[:head_end].decode("latin-1")
             length = 0
+            headers = {}
             for line in head.split("\r\n")[1:]:
                 name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
                 if name.strip().lower() == "content-length":
                     length = int(value.strip())
             total = head_end + 4 + length
@@ -168,6 +172,9 @@ class FakeOpenAI(asyncio.Protocol):
             self.buf = self.buf[total:]
             method, path = head.split(" ", 2)[:2]
             self.b.requests += 1
+            if self.b.headers_log and method == "POST":
+                with open(self.b.headers_log, "a") as log:
+                    log.write(json.dumps({"path": path, "headers": headers}) + "\n")
             if method != "GET" and (self.b.delay or self.b.chunk_delay or self.b.die_after is not None):
                 task = asyncio.ensure_future(self._slow(method, path, body))
                 self.b.tasks.add(task)
@@ -288,6 +295,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--waiting", type=float, help="serve GET /metrics with this vllm:num_requests_waiting")
     p.add_argument("--kv-cache", type=float, default=0.0, help="... and this vllm:kv_cache_usage_perc (0-1)")
+    p.add_argument("--headers-log", help="append each POST's path and headers to this file (JSON lines)")
     return p
 
 
