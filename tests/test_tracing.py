@@ -171,6 +171,14 @@ def test_tracing_off_exports_nothing_and_passes_the_clients_traceparent_through(
     assert receiver.posts == 0
 
 
+def one_route(tmp_path, upstream: Upstream):
+    return write_fleet(
+        tmp_path,
+        f"deployments:\n  d: {{kind: openai, urls: ['{upstream.url}'], model: fake-model}}\n"
+        "routes:\n  chat: {deployments: [d]}\n",
+    )
+
+
 NO_SPANS = """
 import asyncio, sys
 from aiohttp.test_utils import TestClient, TestServer
@@ -182,7 +190,8 @@ async def main():
     gw = Gateway(load_fleet(sys.argv[1]))
     async with TestClient(TestServer(gw.app)) as client:
         for _ in range(20):
-            r = await client.post("/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+            body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+            r = await client.post("/v1/chat/completions", json=body)
             assert r.status == 200, await r.text()
     loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
     print(f"tracer={tracing.TRACER} otel_modules={loaded}")
@@ -193,10 +202,7 @@ asyncio.run(main())
 
 def test_tracing_off_makes_no_tracer_and_imports_no_opentelemetry_on_the_hot_path(tmp_path, start):
     good = start(Upstream)
-    fleet = write_fleet(
-        tmp_path,
-        f"deployments:\n  d: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\nroutes:\n  chat: {{deployments: [d]}}\n",
-    )
+    fleet = one_route(tmp_path, good)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run([PY, "-c", NO_SPANS, str(fleet)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -205,10 +211,7 @@ def test_tracing_off_makes_no_tracer_and_imports_no_opentelemetry_on_the_hot_pat
 
 def test_the_standard_otel_variables_turn_tracing_on(tmp_path, start, receiver):
     good = start(Upstream)
-    fleet = write_fleet(
-        tmp_path,
-        f"deployments:\n  d: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\nroutes:\n  chat: {{deployments: [d]}}\n",
-    )
+    fleet = one_route(tmp_path, good)
     gw = start(Gateway, fleet, env={**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
                                     "OTEL_SERVICE_NAME": "gw-under-test"})  # fmt: skip
     assert httpx.post(gw.url + "/chat/completions", json=chat_body()).status_code == 200
