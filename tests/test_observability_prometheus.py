@@ -109,8 +109,21 @@ def test_every_panel_and_alert_returns_data_from_a_real_prometheus(tmp_path, sta
     gw = start(Gateway, fleet)
     # The shipped scrape config and rules, as `modelfleet deploy observability` writes them.
     obs = tmp_path / "obs"
-    done = subprocess.run([PY, "-m", "modelfleet", "deploy", "observability", "-f", str(fleet), "-o", str(obs),
-                           "--scrape-target", gw.base.removeprefix("http://")], capture_output=True, text=True)  # fmt: skip
+    target = gw.base.removeprefix("http://")
+    argv = [
+        PY,
+        "-m",
+        "modelfleet",
+        "deploy",
+        "observability",
+        "-f",
+        str(fleet),
+        "-o",
+        str(obs),
+        "--scrape-target",
+        target,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load((obs / "prometheus" / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
