@@ -162,7 +162,8 @@ def test_the_text_access_log_carries_the_same_fields(tmp_path, start):
     good = start(Upstream)
     fleet = write_fleet(
         tmp_path,
-        f"deployments:\n  d: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\nroutes:\n  chat: {{deployments: [d]}}\n",
+        f"deployments:\n  d: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\n"
+        "routes:\n  chat: {deployments: [d]}\n",
     )
     gw = start(Gateway, fleet)
     assert httpx.post(gw.url + "/chat/completions", json=chat_body(stream=True)).status_code == 200
