@@ -89,8 +89,8 @@ class AccessLog:
         else:
             line = (
                 f"{self._now()} INFO  modelfleet.access [{rid}] {method} {path} {status} {ms:.1f}ms "
-                f"team={team} route={route or '-'} variant={variant or '-'} deployment={deployment or '-'} "
-                f"replica={replica or '-'} tokens={prompt}+{completion} attempts={attempts}"
+                f"route={route or '-'} deployment={deployment or '-'} replica={replica or '-'} "
+                f"team={team} variant={variant or '-'} tokens={prompt}+{completion} attempts={attempts}"
             )
             if ttft is not None:
                 line += f" ttft={ttft * 1000:.1f}ms"
