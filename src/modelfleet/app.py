@@ -140,7 +140,7 @@ class Gateway:
                          ejections=registry.ejections, readmissions=registry.readmissions)  # fmt: skip
 
         def deployment_states() -> dict[str, tuple[str, str, bool]]:
-            out = {}
+            out: dict[str, tuple[str, str, bool]] = {}
             for name, dep in self.fleet.deployments.items():
                 want = deployments.desired.get(name)
                 window = schedules.window(dep.schedule, time.time()).state

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -40,6 +41,7 @@ from modelfleet.values import Replica, Usage
 
 REQUEST_ID = web.RequestKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"
+_Answer = tuple[web.StreamResponse, int, Usage | None, float | None]
 CLIENT_CLOSED = 499  # nginx's code for "client went away"; bounded like every status label
 
 
@@ -75,7 +77,7 @@ class _Exchange:
     deployment: str = ""
     replica: Replica | None = None
     attempts: int = 0
-    output: list[str] | None = None  # the answer's text, kept only for routes that log content
+    output: list[bytes | str] | None = None  # the answer's text, kept only for routes that log content
 
 
 class Proxy:
@@ -147,7 +149,7 @@ class Proxy:
             if self.access_log is not None and route.name in self.access_log.content_routes:
                 ex.output = []
             candidates = self.router.candidates(route, variant, caller.may_use if caller is not None else None)
-            attempt = self._relay_stream if stream else self._send
+            attempt: Callable[..., Awaitable[_Answer]] = self._relay_stream if stream else self._send
             if tr is not None:
                 tr.route(route.name, variant, caller.team if caller else OPEN_TEAM, [t.name for t in candidates])
                 attempt = tr.attempts(attempt)  # one span per attempt

@@ -71,7 +71,7 @@ class AccessLog:
         usage: Usage | None = None,
         attempts: int = 0,
         trace_id: str = "",
-        content: tuple[dict | None, list[str]] | None = None,
+        content: tuple[dict | None, list[bytes | str]] | None = None,
     ) -> None:
         prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage is not None else (0, 0)
         if self.json:
@@ -101,7 +101,7 @@ class AccessLog:
                 line += f" prompt={orjson.dumps(p).decode()} output={orjson.dumps(o).decode()}"
             self._lines.append(line)
 
-    def _content(self, body: dict | None, output: list[str]) -> tuple[str, str]:
+    def _content(self, body: dict | None, output: list[bytes | str]) -> tuple[str, str]:
         """A logged route's prompt and answer, as text, with every pattern match blanked."""
         asked = (body or {}).get("messages", (body or {}).get("prompt", (body or {}).get("input", "")))
         prompt = asked if isinstance(asked, str) else orjson.dumps(asked).decode()
@@ -128,7 +128,7 @@ class AccessLog:
         self.flush()
 
 
-def _text(raw: str) -> str:
+def _text(raw: bytes | str) -> str:
     """The generated text in a reply or a stream event (JSON); "" when there is none."""
     try:
         doc = orjson.loads(raw)
