@@ -63,10 +63,12 @@ def setup(configured: str | None, sample_ratio: float, service_name: str, versio
     except ImportError:
         from modelfleet.errors import ConfigError
 
-        raise ConfigError([
-            "observability.otlp_endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT) is set, but OpenTelemetry is not "
-            "installed: pip install 'modelfleet[otel]'"
-        ]) from None
+        raise ConfigError(
+            [
+                "observability.otlp_endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT) is set, but OpenTelemetry is not "
+                "installed: pip install 'modelfleet[otel]'"
+            ]
+        ) from None
     resource = Resource.create(
         {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name, "service.version": version}
     )
