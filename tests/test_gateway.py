@@ -128,7 +128,7 @@ def error_of(resp: httpx.Response) -> dict:
         (
             json.dumps(chat_body(messages=[{"role": "robot", "content": "x"}])).encode(),
             400,
-            "messages.0.role",
+            "messages[0].role",
             "'user'",
         ),
     ],
@@ -207,10 +207,11 @@ def test_stream_that_dies_midway_ends_with_an_error_event(gw, client):
     test_chat_with_the_openai_sdk(client)
 
 
-def test_stream_without_done_is_not_a_silent_truncation(gw, client):
-    with pytest.raises(openai.APIError) as info:
-        list(client.chat.completions.create(model="nodone", messages=[{"role": "user", "content": "x"}], stream=True))
-    assert "ended the stream without [DONE]" in str(info.value.message)
+def test_a_complete_stream_that_lacks_only_done_is_not_reported_broken(gw, client):
+    # It finished (finish_reason) and nothing else was missing: the gateway ends it with [DONE] itself.
+    chunks = list(client.chat.completions.create(model="nodone", messages=[{"role": "user", "content": "x"}],
+                                                 stream=True))  # fmt: skip
+    assert chunks and chunks[-1].choices[0].finish_reason == "stop"
 
 
 def test_full_queue_is_503_with_retry_after(gw):

@@ -31,10 +31,12 @@ from modelfleet.config import (
     OpenAIDeployment,
     SageMakerDeployment,
 )
+from modelfleet.config.loader import secret_values
 from modelfleet.control.channel import ChannelClient, ChannelServer
 from modelfleet.control.plane import ControlPlane
 from modelfleet.engine.model import check_engine_installed
 from modelfleet.observability.access_log import AccessLog
+from modelfleet.observability.logging import redact_values
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.plan import Route, Router, Target
@@ -52,6 +54,7 @@ class Gateway:
         if any(isinstance(d, LlamaCppDeployment) for d in fleet.deployments.values()):
             check_engine_installed()
         fleet = secret_refs.resolve(fleet)
+        redact_values(secret_values(fleet))  # no log line, whoever writes it, shows one of them
         self.fleet = fleet
         self.metrics = GatewayMetrics(metrics_dir)
         self.store = open_store(fleet.state.store)
@@ -106,8 +109,10 @@ class Gateway:
         router = Router(routes, targets, request_failed=self.control.request_failed,
                         wake=self.control.deployments.wake)  # fmt: skip
         self.proxy = Proxy(
-            router, self.metrics, self.gate, max_body_bytes=fleet.server.max_body_bytes, access_log=self.access_log
-        )
+            router, self.metrics, self.gate, max_body_bytes=fleet.server.max_body_bytes,
+            body_timeout=fleet.server.body_timeout, write_timeout=fleet.server.write_timeout,
+            access_log=self.access_log,
+        )  # fmt: skip
         self.metrics.watch_replicas(self.control.registry.all, lambda d: self.dispatchers[d].queued)
         self._publisher = Periodic("metrics snapshot for the other workers", 1.0, self._publish, logger=log)
         self.metrics.watch_wakes(self.control.deployments.wakes)
@@ -117,7 +122,7 @@ class Gateway:
                          self.control.deployments)  # fmt: skip
         self.app = create_app(
             self.proxy, metrics=self.metrics, readiness=self.readiness, models=models, cors=fleet.server.cors,
-            admin=admin,
+            admin=admin, access_log=self.access_log,
         )  # fmt: skip
         self.app.cleanup_ctx.append(self._lifecycle)
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 
-from modelfleet.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from modelfleet.errors import UpstreamBusy, UpstreamError, UpstreamRejected, UpstreamTimeout
 from modelfleet.values import Replica
 
 _CONNECT_TIMEOUT = 10.0
@@ -25,8 +25,10 @@ class OpenAIHTTPBackend:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True),
-                skip_auto_headers=("User-Agent",),
-                auto_decompress=False,
+                # Nothing compressed is asked for (relaying compressed bytes would corrupt them), and an
+                # upstream that compresses anyway is decoded: a missing Content-Encoding costs no work.
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                auto_decompress=True,
             )
         return self._session
 
@@ -62,7 +64,7 @@ class OpenAIHTTPBackend:
                 payload = b""
             finally:
                 resp.release()
-            raise _rejected(replica, resp.status, payload)
+            raise _rejected(replica, resp.status, payload, resp.headers.get("Retry-After"))
         return resp
 
     async def send(self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float) -> bytes:
@@ -148,13 +150,15 @@ def _timeout(replica: Replica, seconds: float, where: str = "") -> UpstreamTimeo
     )
 
 
-def _rejected(replica: Replica, status: int, payload: bytes) -> UpstreamError | UpstreamRejected:
+def _rejected(
+    replica: Replica, status: int, payload: bytes, retry_after: str | None = None
+) -> UpstreamError | UpstreamRejected:
     message, param, code = _error_fields(payload)
     who = f"deployment {replica.deployment!r} replica {replica.name}"
     if status >= 500:
         return UpstreamError(f"{who} failed with HTTP {status}: {message}")
     if status in (408, 429):  # the upstream is busy, not the client wrong
-        return UpstreamError(f"{who} answered HTTP {status}: {message}", code="upstream_busy")
+        return UpstreamBusy(f"{who} is busy (HTTP {status}): {message}", retry_after)
     return UpstreamRejected(status, f"{who} rejected the request: {message}", param=param, code=code)
 
 

@@ -33,7 +33,7 @@ from modelfleet.backends.sagemaker_wire import (
     to_container,
 )
 from modelfleet.config.schema import SageMakerDeployment
-from modelfleet.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from modelfleet.errors import UpstreamBusy, UpstreamError, UpstreamRejected, UpstreamTimeout
 from modelfleet.values import Replica
 
 _END = object()
@@ -229,8 +229,10 @@ def _translate(replica: Replica, dep: SageMakerDeployment, exc: BaseException) -
             "HTTPStatusCode", 500))  # fmt: skip
         if code == "ModelError" and 400 <= status < 500:
             return UpstreamRejected(status, f"{who} rejected the request: {message}")
-        if code in ("ThrottlingException", "ServiceUnavailable", "ModelNotReadyException"):
-            return UpstreamError(f"{who} is busy or not ready: {message}", code="upstream_busy")
+        if code == "ThrottlingException":
+            return UpstreamBusy(f"{who} is busy: {message}")
+        if code in ("ServiceUnavailable", "ModelNotReadyException"):
+            return UpstreamError(f"{who} is not ready: {message}", code="upstream_busy")
         if code == "ValidationError" and "not found" in message.lower():
             return UpstreamError(f"{who} does not exist (is it stopped?): {message}", code="upstream_unreachable")
         return UpstreamError(f"{who} failed: {code}: {message}")

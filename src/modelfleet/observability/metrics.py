@@ -95,11 +95,17 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         self.share_dir = share_dir
         self._others: list[dict] = []  # the other workers' last snapshots, read at each scrape
+        self.calls: dict[tuple[str, int], int] = {}  # (path, status) of requests outside the proxy
         self.stats: dict[tuple[str, str], RouteStats] = {}
         self._replicas: Callable[[], list[Replica]] = list
         self._queued: Callable[[str], int] = lambda _: 0
         self.wakes: Any = None
         self.registry.register(_Exposition(self))
+
+    def api_call(self, path: str, status: int) -> None:
+        """A request the proxy does not serve (models, health, admin, unknown paths): counted by path."""
+        key = (path, status)
+        self.calls[key] = self.calls.get(key, 0) + 1
 
     def stats_for(self, route: str, deployment: str) -> RouteStats:
         key = (route, deployment)
@@ -216,6 +222,13 @@ class _Exposition(Collector):
             output.add_metric([route, dep], s.output_tokens)
             inflight.add_metric([route, dep], s.inflight)
         yield from (requests, latency, ttft, prompt, output, inflight)
+        calls = CounterMetricFamily(
+            "modelfleet_api_requests", "Requests outside the proxy: models, health, admin, other paths (per process).",
+            labels=["path", "status"],
+        )  # fmt: skip
+        for (path, status), n in sorted(self.m.calls.items()):
+            calls.add_metric([path, str(status)], n)
+        yield calls
 
         ready = GaugeMetricFamily(
             "modelfleet_replica_ready",

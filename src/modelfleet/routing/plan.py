@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from modelfleet.backends.base import Backend
-from modelfleet.errors import APIError, Unavailable, UpstreamError, UpstreamTimeout
+from modelfleet.errors import APIError, Unavailable, UpstreamBusy, UpstreamError, UpstreamTimeout
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
 from modelfleet.values import Replica
@@ -136,7 +136,8 @@ class Router:
             try:
                 result = await attempt(target, replica, deadline - loop.time())
             except UpstreamError as exc:
-                self.failed(replica, exc.message)
+                if not isinstance(exc, UpstreamBusy):  # busy is not broken: no step toward ejection
+                    self.failed(replica, exc.message)
                 tried.append(replica)
                 if any(r.ready and r not in tried for r in dispatcher.replicas):
                     continue  # another replica of the same deployment
