@@ -145,7 +145,10 @@ class Gateway:
         yield
         if self.metrics.share_dir:
             await self._publisher.stop()
-            await self._publish()
+            try:
+                await self._publish()
+            except OSError as exc:  # the rest of the shutdown (the last usage flush above all) goes on
+                log.warning("could not publish the last metrics snapshot: %s", exc)
         # aiohttp has already drained in-flight requests when cleanup runs: every request is in the ledger.
         await self.ledger.stop()
         await self.directory.stop()

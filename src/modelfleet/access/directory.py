@@ -100,11 +100,16 @@ class Directory:
         return bool(self.teams)
 
     async def start(self) -> None:
-        # Teams from the fleet file are written to the store, so the CLI and other gateways see them.
+        # Teams from the fleet file are written to the store, so the CLI and other gateways see them; a team
+        # the file no longer has is ended there, its keys revoked, so adding it back later starts afresh.
         with contextlib.suppress(Exception):  # refresh() says what is wrong, and the loop retries
             await self.store.init()
             for name, team in self._fleet_teams.items():
                 await self.store.put_team(name, team_spec(team), "fleet")
+            for name, (_, source) in (await self.store.teams()).items():
+                if source == "fleet" and name not in self._fleet_teams:
+                    log.info("team %r is no longer in the fleet file: ended, and its keys revoked", name)
+                    await self.store.delete_team(name)
         with contextlib.suppress(Exception):
             await self.refresh()
         self._loop.start()

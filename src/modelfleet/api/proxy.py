@@ -87,6 +87,9 @@ class _Exchange:
     usage: Usage | None = None  # as the deployment reported it, once it has
     generated: int = 0  # stream events that carried generated text, relayed so far
 
+    def turn_to(self, target: Target) -> None:
+        self.deployment = target.name
+
     def billed(self) -> Usage:
         """What a request the client abandoned is billed, so that leaving is never cheaper than staying.
 
@@ -172,8 +175,14 @@ class Proxy:
             ex = _Exchange(request, operation, route, body, rid, started, stream, client_wants_usage, headers, size)
             candidates = self.router.candidates(route, variant, caller.may_use if caller is not None else None)
             attempt = self._relay_stream if stream else self._send
+            if operation is EMBEDDINGS:
+                _serves_embeddings(route, candidates[0])  # a 400 now, not after queueing for a replica
             response, status, usage, ttft = await self.router.run(
-                route, candidates, timeout, lambda target, replica, left: attempt(ex, target, replica, left)
+                route,
+                candidates,
+                timeout,
+                lambda target, replica, left: attempt(ex, target, replica, left),
+                ex.turn_to,
             )
             return response
         except APIError as exc:
@@ -181,7 +190,7 @@ class Proxy:
             raise
         except (asyncio.CancelledError, ConnectionResetError):
             status = CLIENT_CLOSED
-            if ex is not None and ex.deployment:  # it reached a deployment: bill what it cost there
+            if ex is not None and ex.replica is not None:  # it reached a replica: bill what it cost there
                 usage = ex.billed()
             raise
         finally:
@@ -211,13 +220,8 @@ class Proxy:
 
     def _begin(self, ex: _Exchange, target: Target, replica: Replica) -> bytes:
         """What every attempt does first: note where it goes, and name the upstream's model."""
-        if ex.operation is EMBEDDINGS and not target.supports_embeddings:
-            raise InvalidRequest(
-                f"route {ex.route.name!r} is served by deployment {target.name!r} ({target.kind}), "
-                "which does not serve embeddings",
-                param="model",
-            )
-        ex.deployment = target.name
+        if ex.operation is EMBEDDINGS:
+            _serves_embeddings(ex.route, target)
         ex.replica = replica
         ex.body["model"] = target.upstream_model
         try:
@@ -370,6 +374,15 @@ class Proxy:
             self._streams.discard(task)
             stall.cancel()
             upstream.close()
+
+
+def _serves_embeddings(route: Route, target: Target) -> None:
+    if not target.supports_embeddings:
+        raise InvalidRequest(
+            f"route {route.name!r} is served by deployment {target.name!r} ({target.kind}), "
+            "which does not serve embeddings",
+            param="model",
+        )
 
 
 class _StallWatch:

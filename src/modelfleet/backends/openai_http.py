@@ -33,8 +33,12 @@ class OpenAIHTTPBackend:
         return self._session
 
     def _timeout(self, seconds: float, stream: bool) -> aiohttp.ClientTimeout:
+        # Requests pass what is left of their deadline: cached by tenths of a second, so the cache stays small.
+        seconds = max(0.1, round(seconds, 1))
         t = self._timeouts.get((seconds, stream))
         if t is None:
+            if len(self._timeouts) > 4096:
+                self._timeouts.clear()
             connect = min(seconds, _CONNECT_TIMEOUT)
             # A stream's timeout bounds the first byte and every gap after it; a JSON reply's bounds
             # the whole exchange (one timer, not one re-armed per read: cheaper on the hot path).
@@ -146,7 +150,7 @@ def _timeout(replica: Replica, seconds: float, where: str = "") -> UpstreamTimeo
     suffix = f" {where}" if where else ""
     return UpstreamTimeout(
         f"deployment {replica.deployment!r} replica {replica.name} did not answer within "
-        f"the route timeout of {seconds:g}s{suffix}"
+        f"the {seconds:.3g}s left of the request's deadline{suffix}"
     )
 
 

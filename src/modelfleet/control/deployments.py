@@ -231,7 +231,7 @@ class Deployments:
             )
         if not all(r.state is ReplicaState.STOPPED for r in self.replicas[name]):
             return dep.wake_timeout  # already on its way (a worker that had not seen it yet)
-        if name not in self._woken_at:
+        if name not in self._waking:  # one wake in flight, however many ask; a stopped one is woken again
             self._woken_at[name] = time.monotonic()
             self.wakes.count[name] = self.wakes.count.get(name, 0) + 1
             log.info("deployment %s: woken by a request", name)
