@@ -184,6 +184,7 @@ class Gateway:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """A route is ready when a request to it can be answered: by its deployments or its fallbacks'.
+        The gateway is ready when any route is.
 
         A stopped deployment that wakes on request can answer (after its wake), so it counts.
         """
@@ -202,7 +203,9 @@ class Gateway:
             or any(deployments[fb] for fb in route.fallbacks if isinstance(route.fallbacks, list))
             for name, route in self.fleet.routes.items()
         }
-        return all(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
+        # Ready when it can answer something: one model that is down must not take the whole gateway out of
+        # its load balancer (every gateway shares that model); which routes cannot answer is in the body.
+        return any(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
 
 
 def _backend(dep: Deployment, read_timeout: float) -> Backend:

@@ -123,11 +123,19 @@ class Deployments:
                     last_request=None, now=now,
                 )  # fmt: skip
         for name, want in self.desired.items():
-            if want.state == "running":
-                await self.platforms[name].start()
-            else:
-                await self.platforms[name].stop()
-                log.info("deployment %s stays stopped: %s", name, want.reason)
+            try:  # one platform that cannot be reached must not keep the gateway from serving the rest
+                if want.state == "running":
+                    await self.platforms[name].start()
+                else:
+                    await self.platforms[name].stop()
+                    log.info("deployment %s stays stopped: %s", name, want.reason)
+            except NotManaged:
+                raise
+            except Exception as exc:
+                self.errors[name] = (
+                    f"{'start' if want.state == 'running' else 'stop'} failed: {type(exc).__name__}: {exc}"
+                )
+                log.error("deployment %s: %s", name, self.errors[name])
         self._last_checked = now
         await self._save()
         self._loop.start()
