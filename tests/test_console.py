@@ -60,15 +60,20 @@ class Console:
 
     def open(self, page: str = "") -> None:
         self.page.goto(f"{self.base}/ui/#/{page}")
-        self.page.wait_for_selector(".who[data-role]:not([data-role='none'])", timeout=10_000)
+        self.page.wait_for_selector("main[data-identified]", timeout=10_000)
 
     def go(self, page: str) -> None:
         self.page.click(f"#nav-{page}")
         self.page.wait_for_selector(f".page.{page}")
 
-    def use_key(self, key: str) -> None:
+    def use_key(self, key: str, role: str) -> None:
         self.page.fill("#key", key)
         self.page.click("#use-key")
+        self.page.wait_for_selector(f".who[data-role='{role}']")
+
+    def legend(self, chart: str) -> set[str]:
+        labels = self.page.locator(f"#{chart} .u-legend .u-series .u-label").all_inner_texts()
+        return {t for t in labels if t != "Time"}
 
     def shot(self, name: str) -> None:
         self.page.wait_for_timeout(300)  # let charts lay out
@@ -199,4 +204,153 @@ routes:
     assert route.locator(".variant").count() == 2
     assert "ms" in route.locator("[data-variant='base']").inner_text()
     tab.shot("ab")
+    assert tab.errors == []
+
+
+def teams_fleet(tmp_path, a: Upstream, b: Upstream) -> Path:
+    return write_fleet(
+        tmp_path,
+        f"""\
+state: {{store: "sqlite:///{tmp_path}/mf.db", flush_interval: 200ms}}
+auth: {{admin_key: {ADMIN}}}
+teams:
+  ops: {{keys: ["{OPS_KEY}"], routes: [chat, ab], limits: {{tokens_per_day: 100000, rpm: 1000}}}}
+deployments:
+  base: {{kind: openai, urls: ['{a.url}']}}
+  quant: {{kind: openai, urls: ['{b.url}']}}
+routes:
+  chat: {{deployments: [base]}}
+  small: {{deployments: [quant]}}
+  ab: {{deployments: {{base: 50, quant: 50}}}}
+""",
+    )
+
+
+def test_a_team_key_sees_only_its_own_the_admin_sees_all_and_a_revoked_key_is_refused(tmp_path, start, console):
+    gw = start(Gateway, teams_fleet(tmp_path, fake(start), fake(start)))
+    with httpx.Client(base_url=gw.url, timeout=30, headers={"Authorization": f"Bearer {OPS_KEY}"}) as c:
+        for model in ["chat", "ab", "ab", "ab", "ab"]:
+            c.post("/chat/completions", json=chat_body(model, max_tokens=4)).raise_for_status()
+
+    admin = console(gw.base)
+    admin.open()
+    assert admin.page.locator(".who").inner_text() == "no key"
+    admin.page.locator("#needs-key").wait_for()
+    admin.use_key(ADMIN, "admin")
+    page = admin.page
+    assert page.locator("nav a").all_inner_texts() == ["Fleet", "Usage", "A/B", "Keys & teams"]
+    assert "admin-key" not in page.url  # the key lives in sessionStorage, never in a URL
+    admin.go("fleet")
+    page.wait_for_selector("[data-deployment='base'][data-observed='running']")
+    assert "not managed" in page.locator("[data-deployment='base']").inner_text()
+    admin.shot("fleet-admin")
+
+    # Keys & teams: a new team, a key shown once, with a copy button.
+    admin.go("keys")
+    page.wait_for_selector(".team[data-team='ops']")
+    page.fill("#team-name", "eval")
+    page.fill("#team-routes", "small")
+    page.fill("#team-tpd", "50000")
+    page.click("#create-team")
+    team = page.locator(".team[data-team='eval']")
+    team.wait_for()
+    team.locator(".create-key").click()
+    key = page.locator("#new-key").inner_text()
+    assert re.fullmatch(r"\S{20,}", key)
+    page.click("#copy-key")
+    expect(page.locator(".copied")).not_to_have_text("")
+    expect(team.locator("tbody tr")).to_have_count(1)
+    admin.shot("keys")
+
+    # The team's own view: its route only, its usage only, its budget.
+    mine = console(gw.base)
+    mine.open()
+    mine.use_key(key, "team")
+    tp = mine.page
+    assert tp.locator(".who").inner_text() == "team eval"
+    assert tp.locator("nav a").all_inner_texts() == ["Playground", "Usage"]
+    assert tp.locator("[data-pane='0'] .route option").all_inner_texts() == ["small"]
+    tp.fill("#prompt", "Hi")
+    tp.click("#send")
+    expect(tp.locator("[data-pane='0'] .deployment")).to_have_text("quant", timeout=15_000)
+    mine.go("usage")
+    tp.wait_for_selector("#chart-usage .u-legend")
+    assert mine.legend("chart-usage") == {"small"}
+    tp.select_option("#group", "team")
+    tp.wait_for_selector("#chart-usage .u-legend")
+    assert mine.legend("chart-usage") == {"eval"}
+    assert tp.locator(".budget").count() == 1 and "eval" in tp.locator(".budget").inner_text()
+    assert tp.locator("#chart-live").count() == 0  # /metrics is every team's: not shown to a team key
+    mine.shot("usage-team")
+    assert mine.errors == []
+
+    # The admin sees every team.
+    admin.go("usage")
+    page.wait_for_selector("#chart-usage .u-legend")
+    expect(page.locator(".budget")).to_have_count(2)
+    assert admin.legend("chart-usage") == {"ops", "eval"}
+    admin.shot("usage-admin")
+    admin.go("ab")
+    page.locator(".card.route[data-route='ab']").wait_for()
+
+    # Revoked: the key stops working at once, and the page says so.
+    admin.go("keys")
+    page.locator(".team[data-team='eval'] .revoke").click()
+    expect(page.locator(".team[data-team='eval'] tbody tr")).to_have_count(0)
+    assert admin.errors == []
+    mine.page.reload()
+    mine.page.wait_for_selector("main[data-identified]")
+    assert "401" in mine.page.locator(".error").inner_text()
+    assert mine.page.locator("nav a").count() == 0
+    mine.shot("revoked")
+    assert mine.errors and all("401" in e for e in mine.errors), mine.errors  # only the refusal itself
+    refused = httpx.post(
+        gw.url + "/chat/completions", json=chat_body("small"), headers={"Authorization": f"Bearer {key}"}
+    )
+    assert refused.status_code == 401
+
+
+@pytest.mark.slow
+def test_a_stopped_deployment_shows_stopped_and_starting_it_from_the_page_makes_it_ready(tmp_path, start, console):
+    fleet = write_fleet(
+        tmp_path,
+        f"""\
+state: {{store: "sqlite:///{tmp_path}/mf.db"}}
+auth: {{admin_key: {ADMIN}}}
+deployments:
+  engine:
+    kind: llama-cpp
+    threads: 1
+    schedule: {{start: "1 0 1 1 *", stop: "0 0 1 1 *", timezone: UTC}}   # on all year but a minute
+routes:
+  chat: {{deployments: [engine]}}
+""",
+    )
+    gw = start(Gateway, fleet)
+    tab = console(gw.base)
+    tab.open("fleet")
+    tab.use_key(ADMIN, "admin")
+    page = tab.page
+    card = page.locator("[data-deployment='engine']")
+    expect(card).to_have_attribute("data-observed", "running", timeout=30_000)
+    assert re.fullmatch(
+        r"schedule window running, next boundary \d{4}-\d\d-\d\d \d\d:\d\d", card.locator(".schedule").inner_text()
+    )
+
+    card.locator("#stop-engine").click()
+    expect(card).to_have_attribute("data-observed", "stopped", timeout=60_000)
+    expect(card.locator(".progress")).to_have_count(0)
+    expect(card.locator("[data-replica] .badge")).to_have_text("stopped")
+    assert "stop by the admin API" in card.inner_text()
+    tab.shot("fleet-stopped")
+
+    card.locator("#start-engine").click()
+    expect(card.locator(".progress")).to_contain_text("engine: ", timeout=10_000)  # the progress line, as the CLI's
+    tab.shot("fleet-starting")
+    expect(card).to_have_attribute("data-observed", "running", timeout=120_000)
+    expect(card.locator("[data-replica] .badge")).to_have_text("ready")
+    assert "start by the admin API" in card.inner_text()
+    tab.shot("fleet-started")
+    ready = httpx.post(gw.url + "/chat/completions", json=chat_body(max_tokens=4, temperature=0), timeout=60)
+    assert ready.status_code == 200
     assert tab.errors == []

@@ -9,7 +9,7 @@ DELETE /admin/keys/{id}
 GET    /admin/usage?team=&since=7d&by=day,route
 GET    /admin/cost?since=30d             chargeback: each deployment's cost split by the tokens each team used
 GET    /v1/usage?since=7d&by=day,route   with a team's key: that team's usage, and no other's
-GET    /v1/whoami                        what the key is: admin, a team (its routes and limits) or open mode
+GET    /v1/whoami                        what the key is: admin, a team (its routes and limits), none yet, or open mode
 """
 
 from __future__ import annotations
@@ -171,7 +171,11 @@ class AdminAPI:
         key = keys.bearer(header)
         admin_on = self.admin_key is not None
         if key is not None and admin_on and keys.same(key, self.admin_key.get_secret_value()):  # type: ignore[union-attr]
-            return _json({"role": "admin", "team": None, "admin_api": True})
+            # The admin key is no team key: with teams it cannot chat, so the page is told the routes here.
+            return _json({"role": "admin", "team": None, "admin_api": True, "teams": self.directory.enforcing,
+                          "routes": self.admin.routes})  # fmt: skip
+        if key is None and self.directory.enforcing:  # not an error: the page asks for a key
+            return _json({"role": "none", "team": None, "admin_api": admin_on})
         caller = await self.gate.authenticate(header)
         if caller is None:
             return _json({"role": "open", "team": None, "admin_api": admin_on})

@@ -8,13 +8,15 @@ import { Usage } from "./pages/usage.js";
 import { AB } from "./pages/ab.js";
 import { Keys } from "./pages/keys.js";
 
-// Which pages a role opens: the API would refuse the rest anyway; the console just does not offer them.
+// Which pages a key opens: the API would refuse the rest anyway; the console just does not offer them.
+
+// With teams, the admin key opens /admin only: chatting takes a team key.
 const PAGES = [
-  { id: "playground", title: "Playground", view: Playground, roles: ["open", "team", "admin"] },
-  { id: "fleet", title: "Fleet", view: Fleet, roles: ["open", "admin"] },
-  { id: "usage", title: "Usage", view: Usage, roles: ["open", "team", "admin"] },
-  { id: "ab", title: "A/B", view: AB, roles: ["open", "admin"] },
-  { id: "keys", title: "Keys & teams", view: Keys, roles: ["admin"] },
+  { id: "playground", title: "Playground", view: Playground, shows: (w) => w.role === "open" || w.role === "team" || (w.role === "admin" && !w.teams) },
+  { id: "fleet", title: "Fleet", view: Fleet, shows: (w) => w.role === "open" || w.role === "admin" },
+  { id: "usage", title: "Usage", view: Usage, shows: (w) => w.role !== "none" },
+  { id: "ab", title: "A/B", view: AB, shows: (w) => w.role === "open" || w.role === "admin" },
+  { id: "keys", title: "Keys & teams", view: Keys, shows: (w) => w.role === "admin" },
 ];
 
 const currentPage = () => (location.hash.replace(/^#\/?/, "") || "playground");
@@ -23,7 +25,7 @@ function KeyBox({ who, onChange }) {
   const [draft, setDraft] = useState("");
   const use = () => { key.set(draft.trim()); setDraft(""); onChange(); };
   const forget = () => { key.set(""); onChange(); };
-  const label = !who ? "no key" : who.role === "admin" ? "admin" : who.role === "team" ? `team ${who.team}` : "open mode";
+  const label = !who || who.role === "none" ? "no key" : who.role === "admin" ? "admin" : who.role === "team" ? `team ${who.team}` : "open mode";
   return html`<div class="keybox">
     <span class="who" data-role=${who ? who.role : "none"}>${label}</span>
     <input type="password" id="key" placeholder="API key or admin key" autocomplete="off" value=${draft}
@@ -56,7 +58,7 @@ function App() {
     return () => removeEventListener("hashchange", onHash);
   }, []);
 
-  const allowed = PAGES.filter((p) => who && p.roles.includes(who.role));
+  const allowed = PAGES.filter((p) => who && p.shows(who));
   const current = allowed.find((p) => p.id === page) || allowed[0];
   return html`<header>
       <a class="brand" href="#/playground">modelfleet</a>
@@ -64,10 +66,12 @@ function App() {
         class=${current && p.id === current.id ? "active" : ""}>${p.title}</a>`)}</nav>
       <${KeyBox} who=${who} onChange=${identify} />
     </header>
-    <main>
+    <main data-identified=${generation > 0 ? "yes" : null}>
       ${error ? html`<${ErrorBox} error=${error} />
         <p class="hint">${error.status === 401 ? "This key is not accepted. Type a team key or the admin key above." : ""}</p>`
         : null}
+      ${who && who.role === "none" ? html`<p class="hint" id="needs-key">This gateway has teams: type a team key
+        (for the playground and its usage) or the admin key (for everything) above.</p>` : null}
       ${current ? html`<${current.view} who=${who} key=${`${current.id}-${generation}`} />` : null}
     </main>`;
 }

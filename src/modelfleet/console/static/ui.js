@@ -30,7 +30,8 @@ export const fmt = {
   ms: (n) => (n == null ? "–" : n < 1000 ? `${Math.round(n)} ms` : `${(n / 1000).toFixed(2)} s`),
   pct: (x) => (x == null || !isFinite(x) ? "–" : `${(100 * x).toFixed(x < 0.1 && x > 0 ? 1 : 0)}%`),
   rate: (n) => (n == null || !isFinite(n) ? "–" : n.toFixed(1)),
-  when: (iso) => (iso ? new Date(iso).toLocaleString("en-GB", { dateStyle: "short", timeStyle: "short" }) : "–"),
+  // local time, unambiguous: 2027-01-01 00:00
+  when: (iso) => (iso ? new Date(iso).toLocaleString("sv-SE", { dateStyle: "short", timeStyle: "short" }) : "–"),
 };
 
 export function ErrorBox({ error }) {

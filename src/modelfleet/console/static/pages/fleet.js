@@ -67,7 +67,7 @@ function Deployment({ d, admin, pending, act }) {
     ${d.error ? html`<div class="error">${d.error}</div>` : null}
     <div class="facts">
       ${d.desired ? html`<span>desired <b>${d.desired}</b>${d.reason ? ` (${d.reason})` : ""}</span>` : null}
-      ${d.schedule ? html`<span class="schedule">schedule <b>${d.schedule.window}</b> until ${fmt.when(d.schedule.until)}</span>`
+      ${d.schedule ? html`<span class="schedule">schedule window <b>${d.schedule.window}</b>, next boundary ${fmt.when(d.schedule.until)}</span>`
         : d.desired ? html`<span class="schedule">no schedule</span>` : null}
       ${d.wake_on_request !== undefined ? html`<span>wake on request <b>${d.wake_on_request ? "on" : "off"}</b></span>` : null}
       <span>wakes <b class="wakes">${fmt.int(d.wakes)}</b></span>

@@ -41,16 +41,16 @@ function TeamKeys({ team, onMade, setError, version }) {
       <tbody>${live.map((k) => html`<tr data-key=${k.id}><td><code>${k.key}</code></td>
         <td>${k.created_at ? new Date(k.created_at * 1000).toLocaleString("en-GB") : ""}</td>
         <td><button class="danger revoke" onClick=${() => revoke(k.id)}>Revoke</button></td></tr>`)}</tbody></table>
-    ${keys.data && !live.length ? html`<p class="empty">No live key.</p>` : null}
+    ${keys.data && !live.length ? html`<p class="empty">No live key made here${team.source === "fleet"
+      ? " (keys written in the fleet file are not listed)" : ""}.</p>` : null}
   </section>`;
 }
 
-export function Keys() {
+export function Keys({ who }) {
   const [error, setError] = useState(null);
   const [made, setMade] = useState(null);
   const [draft, setDraft] = useState({ name: "", routes: "", rpm: "", tokens_per_day: "" });
   const teams = usePoll(() => get("admin/teams").then((d) => d.data), 0, []);
-  const routes = usePoll(() => get("v1/models").then((d) => d.data.map((m) => m.id)), 0, []);
   const field = (k) => (e) => setDraft({ ...draft, [k]: e.target.value });
   const createTeam = async () => {
     setError(null);
@@ -71,7 +71,7 @@ export function Keys() {
       <h2>New team</h2>
       <div class="controls">
         <label>Name <input id="team-name" value=${draft.name} onInput=${field("name")} /></label>
-        <label>Routes <input id="team-routes" placeholder=${`all, or some of: ${(routes.data || []).join(", ")}`}
+        <label>Routes <input id="team-routes" placeholder=${`all, or some of: ${(who.routes || []).join(", ")}`}
           value=${draft.routes} onInput=${field("routes")} /></label>
         <label>rpm <input id="team-rpm" type="number" min="1" value=${draft.rpm} onInput=${field("rpm")} /></label>
         <label>tokens/day <input id="team-tpd" type="number" min="1" value=${draft.tokens_per_day} onInput=${field("tokens_per_day")} /></label>

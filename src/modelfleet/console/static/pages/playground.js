@@ -81,7 +81,6 @@ export function Playground({ who }) {
   return html`<div class="page playground">
     <h1>Playground</h1>
     <${ErrorBox} error=${error} />
-    ${who && who.role === "admin" ? html`<p class="hint">With teams, chat needs a team key: the admin key only opens /admin.</p>` : null}
     <div class="controls">
       <label>Temperature <input id="temperature" type="number" min="0" max="2" step="0.1" value=${temperature}
         onInput=${(e) => setTemperature(e.target.value)} /></label>
