@@ -6,10 +6,12 @@ saves screenshots of the pages it visits; the folder is printed (MODELFLEET_TEST
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -354,3 +356,87 @@ routes:
     ready = httpx.post(gw.url + "/chat/completions", json=chat_body(max_tokens=4, temperature=0), timeout=60)
     assert ready.status_code == 200
     assert tab.errors == []
+
+
+class PrefixProxy:
+    """What an ingress with a path prefix does: {base}/llm/... goes to the gateway's /..., streams included."""
+
+    def __init__(self, gateway: str, prefix: str = "/llm") -> None:
+        from aiohttp import ClientSession, web
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            path = request.path_qs.removeprefix(prefix) or "/"
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+            async with (
+                ClientSession(auto_decompress=False) as session,
+                session.request(
+                    request.method, gateway + path, headers=headers, data=await request.read(), allow_redirects=False
+                ) as up,
+            ):
+                skip = ("content-length", "transfer-encoding", "connection")
+                out = web.StreamResponse(
+                    status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() not in skip}
+                )
+                await out.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await out.write(chunk)
+                await out.write_eof()
+                return out
+
+        app = web.Application()
+        app.router.add_route("*", prefix + "/{tail:.*}", forward)
+        self.runner = web.AppRunner(app)
+        self.loop = asyncio.new_event_loop()
+        up = threading.Event()
+
+        def serve() -> None:  # its own loop on its own thread: Playwright's sync API owns the main thread's
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.runner.setup())
+            self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", 0).start())
+            up.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert up.wait(10), "the prefix proxy did not start"
+        self.base = f"http://127.0.0.1:{self.runner.addresses[0][1]}{prefix}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.mark.slow
+def test_modelfleet_serve_with_no_config_behind_a_path_prefix_streams_from_the_embedded_engine(
+    tmp_path, start, console
+):
+    # The built-in fleet, open mode: what a laptop runs (its store in a fresh data directory).
+    gw = start(Gateway, None, env={"XDG_DATA_HOME": str(tmp_path)})
+    proxy = PrefixProxy(gw.base)
+    try:
+        tab = console(proxy.base)
+        tab.open()
+        page = tab.page
+        assert page.url.startswith(proxy.base + "/ui/")
+        assert page.locator(".who").inner_text() == "open mode"
+        assert page.locator("[data-pane='0'] .route option").all_inner_texts() == ["smollm2"]
+        page.fill("#max-tokens", "24")
+        page.fill("#temperature", "0")
+        page.fill("#prompt", "What is the capital of France?")
+        page.click("#send")
+        pane = page.locator("[data-pane='0']")
+        expect(pane.locator(".deployment")).to_have_text("smollm2", timeout=60_000)
+        assert pane.locator(".msg.assistant .content").inner_text().strip()
+        assert float(pane.locator(".tps").inner_text()) > 0
+        tab.shot("playground-engine")
+        tab.go("fleet")
+        page.wait_for_selector("[data-deployment='smollm2'][data-observed='running']")
+        tab.shot("fleet-engine")
+        tab.go("usage")
+        page.wait_for_selector("#chart-usage .u-legend")
+        tab.go("ab")
+        page.locator(".page.ab .empty").wait_for()  # one deployment, nothing split
+        assert tab.errors == []
+    finally:
+        proxy.stop()
