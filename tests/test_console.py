@@ -306,6 +306,11 @@ def test_a_team_key_sees_only_its_own_the_admin_sees_all_and_a_revoked_key_is_re
     assert mine.page.locator("nav a").count() == 0
     mine.shot("revoked")
     assert mine.errors and all("401" in e for e in mine.errors), mine.errors  # only the refusal itself
+    for secret in (key, ADMIN, OPS_KEY):  # keys travel in headers only: never in a URL or a log line
+        assert secret not in gw.output
+    who = httpx.get(gw.url + "/whoami", headers={"Authorization": f"Bearer {OPS_KEY}"}).json()
+    assert who["role"] == "team" and who["team"] == "ops" and who["routes"] == ["ab", "chat"]
+    assert httpx.get(gw.url + "/whoami").json()["role"] == "none"
     refused = httpx.post(
         gw.url + "/chat/completions", json=chat_body("small"), headers={"Authorization": f"Bearer {key}"}
     )

@@ -9,8 +9,8 @@ export function Chart({ id, title, x, series, bars = false, live = false, height
     if (!el || !x.length) return undefined;
     const opts = {
       title, width: Math.max(320, el.clientWidth || 600), height,
-      // live: the last five minutes at most; days: the whole span, padded half a day so bars fit
-      scales: { x: { time: true, range: (_, min, max) => (live ? [Math.max(min, max - 300), max] : [min - 43200, max + 43200]) }, y: { range: (_, min, max) => [0, Math.max(1, max * 1.1)] } },
+      // live: the last one to five minutes; days: the whole span, padded half a day so bars fit
+      scales: { x: { time: true, range: (_, min, max) => (live ? [max - Math.max(60, Math.min(300, max - min)), max] : [min - 43200, max + 43200]) }, y: { range: (_, min, max) => [0, Math.max(1, max * 1.1)] } },
       axes: [{}, { label: yLabel, size: 60 }],
       series: [{}, ...series.map((s, i) => ({
         label: s.label, stroke: PALETTE[i % PALETTE.length], width: 2,
