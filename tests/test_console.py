@@ -186,6 +186,19 @@ routes:
     assert page.locator("[data-pane='0'] .deployment").inner_text() == "base"
     tab.shot("playground-compare")
 
+    # Stop: the stream is cut where it is; what arrived stays, and no error is shown.
+    page.uncheck("#compare")
+    page.click("#clear")
+    page.fill("#prompt", "A long one")
+    page.click("#send")
+    expect(answer).not_to_have_text("", timeout=10_000)
+    page.click("#stop")
+    page.wait_for_selector("#send")
+    cut = answer.inner_text()
+    page.wait_for_timeout(500)
+    assert answer.inner_text() == cut and 0 < len(cut.split()) < 12
+    assert page.locator("[data-pane='0'] .error").count() == 0
+
     # Traffic for the A/B page: the ab route splits between base and quant.
     with httpx.Client(base_url=gw.url, timeout=30) as c:
         for _ in range(16):
@@ -299,6 +312,9 @@ def test_a_team_key_sees_only_its_own_the_admin_sees_all_and_a_revoked_key_is_re
     admin.go("keys")
     page.locator(".team[data-team='eval'] .revoke").click()
     expect(page.locator(".team[data-team='eval'] tbody tr")).to_have_count(0)
+    page.locator(".team[data-team='eval'] .delete-team").click()
+    expect(page.locator(".team[data-team='eval']")).to_have_count(0)
+    assert page.locator(".team[data-team='ops'] .delete-team").count() == 0  # the fleet file's: edit the file
     assert admin.errors == []
     mine.page.reload()
     mine.page.wait_for_selector("main[data-identified]")

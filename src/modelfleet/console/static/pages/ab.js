@@ -34,7 +34,10 @@ function Variant({ v, i, share, maxP95 }) {
       <span>latency p50 <b>${fmt.ms(v.p50 == null ? null : v.p50 * 1000)}</b> p95 <b>${fmt.ms(v.p95 == null ? null : v.p95 * 1000)}</b></span>
       <span>TTFT p50 <b>${fmt.ms(v.ttft == null ? null : v.ttft * 1000)}</b></span>
     </div>
-    <${Bar} fraction=${maxP95 ? (v.p95 || 0) / maxP95 : 0} kind="latency" label="p95 latency" />
+    <div class="latency-bars">
+      <span>p50</span><${Bar} fraction=${maxP95 ? (v.p50 || 0) / maxP95 : 0} kind="latency" label="p50 latency" />
+      <span>p95</span><${Bar} fraction=${maxP95 ? (v.p95 || 0) / maxP95 : 0} kind="latency" label="p95 latency" />
+    </div>
   </div>`;
 }
 

@@ -21,7 +21,7 @@ function NewKey({ made, onDone }) {
   </div>`;
 }
 
-function TeamKeys({ team, onMade, setError, version }) {
+function TeamKeys({ team, onMade, setError, version, onDeleted }) {
   const keys = usePoll(() => get(`admin/teams/${encodeURIComponent(team.name)}/keys`).then((d) => d.data), 0, [team.name, version]);
   const revoke = async (id) => {
     try { await del(`admin/keys/${encodeURIComponent(id)}`); keys.refresh(); } catch (e) { setError(e); }
@@ -29,10 +29,14 @@ function TeamKeys({ team, onMade, setError, version }) {
   const create = async () => {
     try { onMade(await post(`admin/teams/${encodeURIComponent(team.name)}/keys`)); keys.refresh(); } catch (e) { setError(e); }
   };
+  const remove = async () => {
+    try { await del(`admin/teams/${encodeURIComponent(team.name)}`); onDeleted(); } catch (e) { setError(e); }
+  };
   const live = (keys.data || []).filter((k) => !k.revoked_at);
   return html`<section class="card team" data-team=${team.name}>
     <div class="card-head"><h2>${team.name}</h2><span class="kind">${team.source}</span>
-      <span class="actions"><button class="create-key" onClick=${create}>New key</button></span></div>
+      <span class="actions"><button class="create-key" onClick=${create}>New key</button>
+        ${team.source === "api" ? html`<button class="danger delete-team" onClick=${remove}>Delete team</button>` : null}</span></div>
     <div class="facts">
       <span>routes <b>${Array.isArray(team.routes) ? team.routes.join(", ") : team.routes}</b></span>
       ${Object.entries(team.limits || {}).map(([k, v]) => html`<span>${k} <b>${v}</b></span>`)}
@@ -79,6 +83,7 @@ export function Keys({ who }) {
       </div>
       <p class="hint">Teams of the fleet file are changed in the file; here they can get keys.</p>
     </section>
-    ${(teams.data || []).map((t) => html`<${TeamKeys} team=${t} onMade=${setMade} setError=${setError} version=${made ? made.id : ""} />`)}
+    ${(teams.data || []).map((t) => html`<${TeamKeys} team=${t} onMade=${setMade} setError=${setError} version=${made ? made.id : ""}
+      onDeleted=${teams.refresh} />`)}
   </div>`;
 }

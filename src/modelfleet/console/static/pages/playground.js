@@ -35,6 +35,7 @@ export function Playground({ who }) {
   const [prompt, setPrompt] = useState("");
   const [busy, setBusy] = useState(false);
   const [panes, setPanes] = useState([emptyPane(""), emptyPane("")]);
+  const aborts = useRef([]);
 
   useEffect(() => {
     get("v1/models").then((doc) => {
@@ -50,6 +51,8 @@ export function Playground({ who }) {
     const history = [...panes[i].messages, { role: "user", content: text }];
     update(i, { messages: [...history, { role: "assistant", content: "" }], error: null, stats: {} });
     const messages = [...(system.trim() ? [{ role: "system", content: system.trim() }] : []), ...history];
+    const abort = new AbortController();
+    aborts.current.push(abort);
     try {
       const r = await streamChat(
         { model: panes[i].route, messages, temperature: Number(temperature), max_tokens: Number(maxTokens) },
@@ -58,12 +61,14 @@ export function Playground({ who }) {
           ms[ms.length - 1] = { role: "assistant", content: ms[ms.length - 1].content + delta };
           return { messages: ms };
         }),
+        abort.signal,
       );
       const out = r.usage ? r.usage.completion_tokens : null;
       const seconds = r.ttft === null ? null : (r.ended - r.started - r.ttft) / 1000;
       const tps = out && seconds > 0 ? (out - 1) / seconds : null; // tokens after the first, over the time they took
       update(i, { stats: { deployment: r.deployment, ttft: r.ttft, tps, usage: r.usage } });
     } catch (e) {
+      if (e.name === "AbortError") return; // stopped by the person: keep what arrived
       update(i, (p) => ({ error: e, messages: p.messages.filter((m, j) => !(j === p.messages.length - 1 && !m.content)) }));
     }
   };
@@ -74,8 +79,10 @@ export function Playground({ who }) {
     setPrompt("");
     setBusy(true);
     await Promise.all((compare ? [0, 1] : [0]).map((i) => run(i, text)));
+    aborts.current = [];
     setBusy(false);
   };
+  const stop = () => aborts.current.forEach((a) => a.abort());
   const clear = () => setPanes((ps) => ps.map((p) => emptyPane(p.route)));
 
   return html`<div class="page playground">
@@ -88,7 +95,7 @@ export function Playground({ who }) {
         onInput=${(e) => setMaxTokens(e.target.value)} /></label>
       <label class="check"><input id="compare" type="checkbox" checked=${compare}
         onChange=${(e) => setCompare(e.target.checked)} /> Compare two routes</label>
-      <button class="quiet" onClick=${clear}>Clear</button>
+      <button id="clear" class="quiet" onClick=${clear}>Clear</button>
     </div>
     <label class="wide">System prompt <textarea id="system" rows="2" value=${system}
       onInput=${(e) => setSystem(e.target.value)}></textarea></label>
@@ -100,7 +107,8 @@ export function Playground({ who }) {
       <textarea id="prompt" rows="3" placeholder="Ask something (Ctrl+Enter sends)" value=${prompt}
         onInput=${(e) => setPrompt(e.target.value)}
         onKeyDown=${(e) => e.key === "Enter" && (e.ctrlKey || e.metaKey) && send()}></textarea>
-      <button id="send" onClick=${send} disabled=${busy || !routes.length}>${busy ? "Streaming…" : "Send"}</button>
+      ${busy ? html`<button id="stop" class="danger" onClick=${stop}>Stop</button>`
+        : html`<button id="send" onClick=${send} disabled=${!routes.length}>Send</button>`}
     </div>
   </div>`;
 }
