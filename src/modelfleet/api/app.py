@@ -12,6 +12,7 @@ from modelfleet.api.admin import AdminAPI
 from modelfleet.api.context import CORS, with_context
 from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, REQUEST_ID, Proxy
 from modelfleet.config import Cors
+from modelfleet.console import console_routes
 from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import CONTENT_TYPE, GatewayMetrics
 
@@ -82,7 +83,7 @@ def create_app(
     app.router.add_get("/health", with_context(healthz, observe))  # vLLM's, TGI's and llama.cpp's name
     app.router.add_get("/readyz", with_context(readyz, observe))
     add("GET", "/metrics", with_context(prometheus, observe))
-    for method, path, handler in admin.routes():
+    for method, path, handler in [*admin.routes(), *console_routes()]:
         add(method, path, with_context(handler, observe))
     if cors.allow_origins:
         policy = CORS(cors)
