@@ -110,7 +110,13 @@ def _literal_secrets(node: Any, path: str = "") -> list[str]:
     elif isinstance(node, list):
         for i, v in enumerate(node):
             found.extend(_literal_secrets(v, f"{path}[{i}]"))
+    elif isinstance(node, str) and _URL_PASSWORD.search(node) and not _ENV.search(node.split("@", 1)[0]):
+        found.append(f"{path}: a password written into a URL would be rendered into the ConfigMap; "
+                     "write it as ${ENV_VAR} (e.g. postgresql://app:${PGPASSWORD}@db/modelfleet)")  # fmt: skip
     return found
+
+
+_URL_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 
 
 def _interpolated_manifest_fields(raw: dict[str, Any]) -> list[str]:
