@@ -31,6 +31,7 @@ from modelfleet.config import (
     OpenAIDeployment,
     SageMakerDeployment,
 )
+from modelfleet.config.include import ownership
 from modelfleet.config.loader import secret_values
 from modelfleet.control.channel import ChannelClient, ChannelServer
 from modelfleet.control.plane import ControlPlane
@@ -103,7 +104,9 @@ class Gateway:
         }
         self.counters = open_counters(fleet.state.counters)
         self.ledger = UsageLedger(self.store, fleet.state.flush_interval)
-        self.directory = Directory(fleet.teams, self.store, fleet.state.refresh_interval)
+        owners = ownership(fleet)  # with include:, a team made later gets the platform's routes, not every team's
+        everything = frozenset(r for r in fleet.routes if owners[f"routes.{r}"].team is None) if owners else None
+        self.directory = Directory(fleet.teams, self.store, fleet.state.refresh_interval, everything)
         self.gate = Gate(self.directory, self.counters, self.ledger)
         self.access_log = AccessLog(fleet.server.log_format) if fleet.server.access_log else None
         router = Router(routes, targets, request_failed=self.control.request_failed,

@@ -95,7 +95,7 @@ class AdminAPI:
         doc = await _body(request)
         name = doc.pop("name", None)
         team = await self.admin.put_team(name, doc)
-        caller = caller_from(name, team, "api")
+        caller = caller_from(name, team, "api", self.directory.everything)
         self.directory.add(name, caller)
         return _json(caller.describe(), 201)
 
