@@ -128,7 +128,7 @@ def error_of(resp: httpx.Response) -> dict:
         (
             json.dumps(chat_body(messages=[{"role": "robot", "content": "x"}])).encode(),
             400,
-            "messages.0.role",
+            "messages[0].role",
             "'user'",
         ),
     ],
@@ -182,7 +182,7 @@ def test_upstream_timeout_is_504(gw, client):
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="slow", messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 504
-    assert "did not answer within the route timeout of 1s" in info.value.message
+    assert "did not answer within the 1s left of the request" in info.value.message
     test_chat_with_the_openai_sdk(client)
 
 
@@ -207,10 +207,11 @@ def test_stream_that_dies_midway_ends_with_an_error_event(gw, client):
     test_chat_with_the_openai_sdk(client)
 
 
-def test_stream_without_done_is_not_a_silent_truncation(gw, client):
-    with pytest.raises(openai.APIError) as info:
-        list(client.chat.completions.create(model="nodone", messages=[{"role": "user", "content": "x"}], stream=True))
-    assert "ended the stream without [DONE]" in str(info.value.message)
+def test_a_complete_stream_that_lacks_only_done_is_not_reported_broken(gw, client):
+    # It finished (finish_reason) and nothing else was missing: the gateway ends it with [DONE] itself.
+    chunks = list(client.chat.completions.create(model="nodone", messages=[{"role": "user", "content": "x"}],
+                                                 stream=True))  # fmt: skip
+    assert chunks and chunks[-1].choices[0].finish_reason == "stop"
 
 
 def test_full_queue_is_503_with_retry_after(gw):
@@ -237,8 +238,13 @@ def test_metrics_and_readiness(gw, http):
     http.post(gw.url + "/chat/completions", json=chat_body(max_tokens=1))
     text = http.get(gw.base + "/metrics").text
     assert 'modelfleet_requests_total{deployment="ok",route="chat",status="200",team="-",variant="ok"}' in text
-    assert 'modelfleet_requests_total{deployment="broken",route="broken",status="502",team="-",variant="broken"}' in text
-    assert 'modelfleet_request_duration_seconds_bucket{deployment="ok",le="+Inf",route="chat",team="-",variant="ok"}' in text
+    assert (
+        'modelfleet_requests_total{deployment="broken",route="broken",status="502",team="-",variant="broken"}' in text
+    )
+    assert (
+        'modelfleet_request_duration_seconds_bucket{deployment="ok",le="+Inf",route="chat",team="-",variant="ok"}'
+        in text
+    )
     assert 'modelfleet_output_tokens_total{deployment="ok",route="chat",team="-",variant="ok"}' in text
     assert 'modelfleet_replica_ready{deployment="ok",replica="ok-0"} 1.0' in text
     assert http.get(gw.base + "/healthz").json() == {"status": "ok"}

@@ -213,3 +213,35 @@ def test_policy_violations_in_a_team_file_name_that_file_and_line(tmp_path):
     assert done.returncode == 1
     assert f"{tmp_path}/teams.d/search.yaml:5: deployments.search-llm.runs_on.region" in done.stdout
     assert "actual: ap-south-1" in done.stdout
+
+
+def test_a_team_file_speaks_only_for_the_team_it_is_named_after_and_adds_to_the_platform(tmp_path):
+    # A file named evil.yaml cannot claim team ops (which the platform declared) and replace its keys.
+    path = write(tmp_path, evil='team: ops\nteams: {ops: {keys: ["evil-key-0123456789abcdef"]}}\n')
+    with pytest.raises(ConfigError) as err:
+        load_fleet(path)
+    assert "evil.yaml" in str(err.value) and "must be named ops.yaml" in str(err.value)
+    # ops.yaml may add a key and tags; the platform's key stays, and its tags win.
+    (tmp_path / "teams.d" / "evil.yaml").unlink()
+    (tmp_path / "fleet.yaml").write_text((tmp_path / "fleet.yaml").read_text().replace(
+        f'ops: {{keys: ["{KEYS["ops"]}"]}}', f'ops: {{keys: ["{KEYS["ops"]}"], tags: {{team: ops}}}}'))  # fmt: skip
+    (tmp_path / "teams.d" / "ops.yaml").write_text(
+        'team: ops\nteams: {ops: {keys: ["ops-second-key-0123456789"], tags: {team: search, own: x}}}\n'
+    )
+    ops = load_fleet(tmp_path / "fleet.yaml").teams["ops"]
+    assert [k.get_secret_value() for k in ops.keys] == [KEYS["ops"], "ops-second-key-0123456789"]
+    assert ops.tags == {"team": "ops", "own": "x"}
+
+
+def test_a_team_made_later_through_the_admin_api_gets_the_platforms_routes_only(tmp_path, start):
+    up = start(Upstream)
+    path = write(tmp_path, url=up.url)
+    path.write_text(path.read_text().replace("state:", "auth: {admin_key: admin-key-0123456789abcdef}\nstate:"))
+    gw = start(Gateway, path)
+    admin = {"Authorization": "Bearer admin-key-0123456789abcdef"}
+    assert httpx.post(gw.base + "/admin/teams", json={"name": "late"}, headers=admin).status_code == 201
+    key = httpx.post(gw.base + "/admin/teams/late/keys", headers=admin).json()["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    models = sorted(m["id"] for m in httpx.get(gw.url + "/models", headers=auth).json()["data"])
+    assert models == ["general"]
+    assert httpx.post(gw.url + "/chat/completions", json=chat_body("search-chat"), headers=auth).status_code == 403

@@ -167,6 +167,8 @@ def test_the_text_access_log_carries_the_same_fields(tmp_path, start):
     )
     gw = start(Gateway, fleet)
     assert httpx.post(gw.url + "/chat/completions", json=chat_body(stream=True)).status_code == 200
-    line = eventually(lambda: next((x for x in gw.output.splitlines() if "modelfleet.access" in x), None), 10)
+    line = eventually(
+        lambda: next((x for x in gw.output.splitlines() if "modelfleet.access" in x and "POST /v1/" in x), None), 10
+    )
     for field in ("team=- ", "route=chat", "variant=d", "deployment=d", "replica=d-0", "attempts=1", "ttft="):
         assert field in line, line

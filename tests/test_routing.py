@@ -167,3 +167,78 @@ def test_sticky_points_are_stable_uniform_and_move_few_keys_when_weights_change(
 
 def test_failover_order_is_the_pick_then_the_heaviest():
     assert WeightedChoice({"a": 10, "b": 60, "c": 30}).order("a") == ["a", "b", "c"]
+
+
+# ---- the failover plan, driven without HTTP
+
+
+def _plan(*names: str, timeout: float = 0.5, replicas: int = 1, wake=None):
+    from modelfleet.routing.plan import Route, Router, Target
+
+    registry = ReplicaRegistry()
+    targets = {}
+    for n in names:
+        reps = registry.add(n, [Replica(n, f"{n}-{i}", url="x", state=ReplicaState.READY) for i in range(replicas)])
+        targets[n] = Target(n, "openai", n, Dispatcher(n, reps, max_concurrency=None, max_queue=8), None, True)  # type: ignore[arg-type]
+    route = Route("r", timeout, WeightedChoice({names[0]: 1}), fallbacks=("fb",) if len(names) > 1 else ())
+    routes = {"r": route}
+    if len(names) > 1:
+        routes["fb"] = Route("fb", timeout, WeightedChoice(dict.fromkeys(names[1:], 1)))
+    failures: list[tuple[str, int]] = []
+    registry.listen(lambda r: targets[r.deployment].dispatcher.hand_on())
+
+    def request_failed(replica, reason, n):
+        failures.append((replica.name, n))
+        return False
+
+    return Router(routes, targets, request_failed=request_failed, wake=wake), route, registry, failures
+
+
+def test_one_deadline_bounds_replica_retries_and_fallbacks():
+    from modelfleet.errors import UpstreamError
+
+    async def main():
+        router, route, _, failures = _plan("a", "b", timeout=0.5, replicas=3)
+        budgets: list[float] = []
+
+        async def slow_then_fail(target, replica, left):
+            budgets.append(left)
+            await asyncio.sleep(0.2)
+            raise UpstreamError(f"{replica.name} failed")
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(UpstreamError):
+            await router.run(route, router.candidates(route, "a"), 0.5, slow_then_fail)
+        assert loop.time() - started < 0.75  # three replicas of a and all of b would take 1.2 s
+        assert budgets == sorted(budgets, reverse=True) and budgets[0] <= 0.5
+        assert [n for _, n in failures] == [1] * len(failures)  # each replica failed once, in a row
+
+    run(main())
+
+
+def test_a_wake_extends_the_deadline_once():
+    from modelfleet.errors import UpstreamError
+
+    async def main():
+        async def wake(name):  # as the lifecycle does: starting at once, ready a little later
+            registry.mark_all(name, ReplicaState.STARTING)
+            asyncio.get_running_loop().call_later(0.05, lambda: registry.mark_all(name, ReplicaState.READY))
+            return 0.3
+
+        router, route, registry, _ = _plan("a", timeout=0.2, replicas=4, wake=wake)
+        for r in registry.replicas["a"]:
+            registry.mark(r, ReplicaState.STOPPED)
+        loop = asyncio.get_running_loop()
+
+        async def failing(target, replica, left):
+            await asyncio.sleep(0.1)
+            raise UpstreamError("no")
+
+        started = loop.time()
+        with pytest.raises(UpstreamError):
+            await router.run(route, router.candidates(route, "a"), 0.2, failing)
+        # wake_timeout to come up, then one route timeout for all four replicas: not 4 x (wake + timeout)
+        assert loop.time() - started < 0.35  # 0.05 s to come up + 0.2 s; each retry re-extending took 0.45 s
+
+    run(main())

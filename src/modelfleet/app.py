@@ -33,6 +33,8 @@ from modelfleet.config import (
     OpenAIDeployment,
     SageMakerDeployment,
 )
+from modelfleet.config.include import ownership
+from modelfleet.config.loader import secret_values
 from modelfleet.control import schedules
 from modelfleet.control.channel import ChannelClient, ChannelServer
 from modelfleet.control.deployments import observed
@@ -41,6 +43,7 @@ from modelfleet.engine.model import check_engine_installed
 from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.fleet_state import FleetState
+from modelfleet.observability.logging import redact_values
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.plan import Route, Router, Target
@@ -58,6 +61,7 @@ class Gateway:
         if any(isinstance(d, LlamaCppDeployment) for d in fleet.deployments.values()):
             check_engine_installed()
         fleet = secret_refs.resolve(fleet)
+        redact_values(secret_values(fleet))  # no log line, whoever writes it, shows one of them
         self.fleet = fleet
         self.metrics = GatewayMetrics(metrics_dir)
         self.store = open_store(fleet.state.store)
@@ -106,7 +110,9 @@ class Gateway:
         }
         self.counters = open_counters(fleet.state.counters)
         self.ledger = UsageLedger(self.store, fleet.state.flush_interval)
-        self.directory = Directory(fleet.teams, self.store, fleet.state.refresh_interval)
+        owners = ownership(fleet)  # with include:, a team made later gets the platform's routes, not every team's
+        everything = frozenset(r for r in fleet.routes if owners[f"routes.{r}"].team is None) if owners else None
+        self.directory = Directory(fleet.teams, self.store, fleet.state.refresh_interval, everything)
         self.gate = Gate(self.directory, self.counters, self.ledger)
         obs = fleet.observability
         self.access_log = (
@@ -117,8 +123,10 @@ class Gateway:
         router = Router(routes, targets, request_failed=self.control.request_failed,
                         wake=self.control.deployments.wake)  # fmt: skip
         self.proxy = Proxy(
-            router, self.metrics, self.gate, max_body_bytes=fleet.server.max_body_bytes, access_log=self.access_log
-        )
+            router, self.metrics, self.gate, max_body_bytes=fleet.server.max_body_bytes,
+            body_timeout=fleet.server.body_timeout, write_timeout=fleet.server.write_timeout,
+            access_log=self.access_log,
+        )  # fmt: skip
         self.metrics.watch_replicas(self.control.registry.all, lambda d: self.dispatchers[d].queued)
         self._publisher = Periodic("metrics snapshot for the other workers", 1.0, self._publish, logger=log)
         self.metrics.watch_wakes(self.control.deployments.wakes)
@@ -129,7 +137,7 @@ class Gateway:
                          self.control.deployments)  # fmt: skip
         self.app = create_app(
             self.proxy, metrics=self.metrics, readiness=self.readiness, models=models, cors=fleet.server.cors,
-            admin=admin,
+            admin=admin, access_log=self.access_log,
         )  # fmt: skip
         self.app.cleanup_ctx.append(self._lifecycle)
 
@@ -178,7 +186,10 @@ class Gateway:
         yield
         if self.metrics.share_dir:
             await self._publisher.stop()
-            await self._publish()
+            try:
+                await self._publish()
+            except OSError as exc:  # the rest of the shutdown (the last usage flush above all) goes on
+                log.warning("could not publish the last metrics snapshot: %s", exc)
         # aiohttp has already drained in-flight requests when cleanup runs: every request is in the ledger.
         await self.ledger.stop()
         await self.directory.stop()
@@ -216,6 +227,7 @@ class Gateway:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """A route is ready when a request to it can be answered: by its deployments or its fallbacks'.
+        The gateway is ready when any route is.
 
         A stopped deployment that wakes on request can answer (after its wake), so it counts.
         """
@@ -234,7 +246,9 @@ class Gateway:
             or any(deployments[fb] for fb in route.fallbacks if isinstance(route.fallbacks, list))
             for name, route in self.fleet.routes.items()
         }
-        return all(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
+        # Ready when it can answer something: one model that is down must not take the whole gateway out of
+        # its load balancer (every gateway shares that model); which routes cannot answer is in the body.
+        return any(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
 
 
 def _version() -> str:

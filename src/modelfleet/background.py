@@ -37,6 +37,7 @@ class Periodic:
         self.name = name
         self.interval = interval
         self.step = step
+        self.step_timeout = max(30.0, 10 * interval)  # a step that hangs (a store that never answers) fails
         self.log = logger
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
@@ -65,7 +66,7 @@ class Periodic:
         while True:
             await asyncio.sleep(self._delay())
             try:
-                await self.step()
+                await asyncio.wait_for(self.step(), self.step_timeout)
             except Exception as exc:
                 self.failures += 1
                 if not isinstance(exc, Reported):

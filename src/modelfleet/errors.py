@@ -9,11 +9,13 @@
         ├── Forbidden           403  a route (or usage) outside the caller's team
         ├── ModelNotFound       404  `model` names no route
         ├── RateLimited         429  a team limit or budget is reached (with Retry-After, x-ratelimit-*)
+        ├── RequestTimeout      408  the body did not arrive within `server.body_timeout`
         ├── BodyTooLarge        413  over `server.max_body_bytes`
         ├── Unavailable         503  no ready replica, or the queue is full (with Retry-After)
         ├── UpstreamRejected    4xx  the deployment refused the request itself (passed through)
         └── UpstreamError       502  the deployment answered 5xx, refused, or sent garbage
-            └── UpstreamTimeout 504  the deployment did not answer within the route's timeout
+            ├── UpstreamTimeout 504  the deployment did not answer within the route's timeout
+            └── UpstreamBusy    429  the deployment is busy (its 429/408), once no other replica can take it
 
 No module here imports anything from modelfleet, so every layer can raise these.
 """
@@ -100,6 +102,12 @@ class ModelNotFound(APIError):
     code = "model_not_found"
 
 
+class RequestTimeout(APIError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class BodyTooLarge(APIError):
     status = 413
     type = "invalid_request_error"
@@ -134,3 +142,16 @@ class UpstreamError(APIError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+class UpstreamBusy(UpstreamError):
+    """The deployment said 429 or 408: busy, not broken. Another replica is tried; if none can take it,
+    the client gets the 429 and the deployment's own Retry-After."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "upstream_busy"
+
+    def __init__(self, message: str, retry_after: str | None = None) -> None:
+        seconds = retry_after if retry_after and retry_after.strip().isdigit() else "1"
+        super().__init__(message, headers={"Retry-After": seconds.strip()})

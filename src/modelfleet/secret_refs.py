@@ -4,6 +4,9 @@
     api_key: aws-secret://prod/vllm                   AWS Secrets Manager: the secret string
     hf_token: aws-secret://prod/hf#token?region=eu-west-1   a field of a JSON secret, in a region
 
+Any field the schema marks `Secret` takes a reference (admin_key and team keys too); a deployment's
+own region is the default for its references.
+
 Credentials and the endpoint come from the standard boto3 chain (AWS_ENDPOINT_URL too). Errors name
 the field and the secret, never a value.
 """
@@ -16,7 +19,8 @@ from urllib.parse import parse_qs, urlparse
 
 from pydantic import SecretStr
 
-from modelfleet.config import Fleet, OpenAIDeployment, SageMakerDeployment
+from modelfleet.config import Fleet
+from modelfleet.config.schema import MASK, REVEAL
 from modelfleet.errors import ConfigError
 
 PREFIX = "aws-secret://"
@@ -50,18 +54,25 @@ def fetch(reference: SecretStr, where: str, default_region: str | None = None) -
 
 
 def resolve(fleet: Fleet) -> Fleet:
-    """The fleet with every secret reference replaced by its value."""
-    deployments = {}
-    for name, dep in fleet.deployments.items():
-        if isinstance(dep, OpenAIDeployment) and dep.api_key is not None and is_reference(dep.api_key):
-            dep = dep.model_copy(update={"api_key": fetch(dep.api_key, f"deployments.{name}.api_key")})
-        elif (
-            isinstance(dep, SageMakerDeployment)
-            and dep.create
-            and dep.create.hf_token
-            and is_reference(dep.create.hf_token)
-        ):
-            token = fetch(dep.create.hf_token, f"deployments.{name}.create.hf_token", dep.region)
-            dep = dep.model_copy(update={"create": dep.create.model_copy(update={"hf_token": token})})
-        deployments[name] = dep
-    return fleet.model_copy(update={"deployments": deployments})
+    """The fleet with every secret reference replaced by its value: any field the schema marks `Secret`."""
+    masked, shown = fleet.model_dump(mode="json"), fleet.model_dump(mode="json", context=REVEAL)
+    found = False
+
+    def walk(m: Any, s: Any, path: tuple[str, ...]) -> Any:
+        nonlocal found
+        if isinstance(m, dict):
+            return {k: walk(m[k], s[k], (*path, str(k))) for k in m}
+        if isinstance(m, list):
+            return [walk(a, b, (*path, str(i))) for i, (a, b) in enumerate(zip(m, s, strict=True))]
+        if m == MASK and isinstance(s, str) and s.startswith(PREFIX):
+            found = True
+            region = shown["deployments"][path[1]].get("region") if path[0] == "deployments" else None
+            return fetch(SecretStr(s), ".".join(path), region).get_secret_value()
+        return s
+
+    doc = walk(masked, shown, ())
+    if not found:
+        return fleet
+    resolved = Fleet.model_validate(doc)
+    resolved.__pydantic_private__ = fleet.__pydantic_private__  # what the loader knows (which file owns what)
+    return resolved

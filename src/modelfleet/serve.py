@@ -39,7 +39,11 @@ async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str],
         metrics_dir = Path(tempfile.mkdtemp(prefix="modelfleet-metrics-"))
     gateway = Gateway(fleet, metrics_dir=metrics_dir, worker=worker)
     runner = web.AppRunner(
-        gateway.app, handler_cancellation=True, access_log=None, shutdown_timeout=server.drain_timeout
+        gateway.app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=server.drain_timeout,
+        keepalive_timeout=server.header_timeout,  # aiohttp's one timer for slow headers and idle connections
     )
     await runner.setup()
     site = web.TCPSite(runner, server.host, server.port, backlog=1024, reuse_port=many or None)
@@ -77,6 +81,8 @@ async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str],
         log.info("stopping %d worker(s)", len(workers))
         await asyncio.gather(*workers)
     log.info("shutting down: draining in-flight requests (up to %gs)", server.drain_timeout)
+    # Streams still open a little before the deadline end with an error event, not a cut connection.
+    loop.call_later(max(0.0, server.drain_timeout - 0.25), gateway.proxy.end_streams)
     await runner.cleanup()
     if metrics_dir is not None and not worker:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -6,6 +6,7 @@ by editing the file. Teams made here live in the store.
 
 from __future__ import annotations
 
+import datetime
 import re
 import time
 from typing import Any
@@ -18,7 +19,7 @@ from modelfleet.config.schema import NAME_PATTERN, Team
 from modelfleet.errors import Forbidden, InvalidRequest, ModelNotFound
 from modelfleet.state.store import USAGE_COLUMNS, Store
 
-_SINCE = re.compile(r"^(\d+)([dhw])$")
+_SINCE = re.compile(r"^(\d{1,9})([dhw])$")  # bounded: a span past 1970 means everything anyway
 
 
 class NotFound(ModelNotFound):
@@ -30,10 +31,13 @@ def since_day(since: str, now: float | None = None) -> str:
     now = time.time() if now is None else now
     if m := _SINCE.match(since.strip()):
         seconds = int(m.group(1)) * {"h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
-        # "7d" means today and the six days before it.
-        return time.strftime("%Y-%m-%d", time.gmtime(now - max(0, seconds - 86400)))
+        # "7d" means today and the six days before it; a span before 1970 means everything.
+        return time.strftime("%Y-%m-%d", time.gmtime(max(0.0, now - max(0, seconds - 86400))))
     if re.match(r"^\d{4}-\d{2}-\d{2}$", since.strip()):
-        return since.strip()
+        try:
+            return datetime.date.fromisoformat(since.strip()).isoformat()
+        except ValueError:
+            pass  # 2026-13-45: the shape of a date, not a date
     raise InvalidRequest(f"since: expected a span such as 7d, 24h, 2w or a date such as 2026-11-01, got {since!r}",
                          param="since")  # fmt: skip
 

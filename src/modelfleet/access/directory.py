@@ -55,8 +55,10 @@ class Caller:
 _NO_LIMITS = Limits()
 
 
-def caller_from(name: str, team: Team, source: str) -> Caller:
-    routes = None if team.routes == "*" else frozenset(team.routes)
+def caller_from(name: str, team: Team, source: str, everything: frozenset[str] | None = None) -> Caller:
+    """`everything`: what `routes: "*"` means; None = every route. In a multi-tenant fleet it is the
+    platform's routes only, so a team made later (API, CLI) never reaches another team's."""
+    routes = everything if team.routes == "*" else frozenset(team.routes)
     return Caller(name, routes, team.limits, team.timeout, dict(team.tags), source, team.limits != _NO_LIMITS)
 
 
@@ -80,7 +82,14 @@ def merge_teams(
 
 
 class Directory:
-    def __init__(self, fleet_teams: dict[str, Team], store: Store, refresh_interval: float) -> None:
+    def __init__(
+        self,
+        fleet_teams: dict[str, Team],
+        store: Store,
+        refresh_interval: float,
+        everything: frozenset[str] | None = None,
+    ) -> None:
+        self.everything = everything
         self.store = store
         self.refresh_interval = refresh_interval
         self._fleet_teams = fleet_teams
@@ -100,11 +109,16 @@ class Directory:
         return bool(self.teams)
 
     async def start(self) -> None:
-        # Teams from the fleet file are written to the store, so the CLI and other gateways see them.
+        # Teams from the fleet file are written to the store, so the CLI and other gateways see them; a team
+        # the file no longer has is ended there, its keys revoked, so adding it back later starts afresh.
         with contextlib.suppress(Exception):  # refresh() says what is wrong, and the loop retries
             await self.store.init()
             for name, team in self._fleet_teams.items():
                 await self.store.put_team(name, team_spec(team), "fleet")
+            for name, (_, source) in (await self.store.teams()).items():
+                if source == "fleet" and name not in self._fleet_teams:
+                    log.info("team %r is no longer in the fleet file: ended, and its keys revoked", name)
+                    await self.store.delete_team(name)
         with contextlib.suppress(Exception):
             await self.refresh()
         self._loop.start()
@@ -130,7 +144,7 @@ class Directory:
             if name in teams:
                 continue
             try:
-                teams[name] = caller_from(name, Team.model_validate(spec), source)
+                teams[name] = caller_from(name, Team.model_validate(spec), source, self.everything)
             except ValidationError as exc:
                 log.error("team %r in the store is not valid and is skipped: %s", name, exc)
         self.teams = teams

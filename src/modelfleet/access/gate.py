@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from modelfleet.access.directory import Caller, Directory
-from modelfleet.errors import Forbidden, RateLimited
+from modelfleet.errors import Forbidden, InvalidRequest, RateLimited
 from modelfleet.state.counters import Counters, Verdict
 from modelfleet.state.usage import UsageLedger
 
@@ -67,6 +67,7 @@ class Gate:
                     asked = DEFAULT_RESERVATION
                     body["max_tokens"] = asked
                 tokens += asked
+        _fits(caller, tokens)
         verdict = await self.counters.admit(caller.team, limits, tokens, next(self._leases))
         if not verdict.ok:
             key = (caller.team, verdict.limit)
@@ -82,6 +83,19 @@ class Gate:
         if verdict is not None and caller is not None:
             self.counters.settle(caller.team, caller.limits, verdict, prompt + completion)
         self.ledger.record(caller.team if caller else OPEN_TEAM, route, deployment, variant, ok, prompt, completion)
+
+
+def _fits(caller: Caller, tokens: int) -> None:
+    """A request bigger than a whole window or budget can never be admitted: say so, not "retry in 32s"."""
+    for name in ("tpm", "tokens_per_day", "tokens_per_month"):
+        limit = getattr(caller.limits, name)
+        if limit and tokens > limit:
+            raise InvalidRequest(
+                f"this request reserves {tokens} tokens (its prompt, estimated, plus max_tokens), more than team "
+                f"{caller.team!r}'s whole limit of {limit} {_MESSAGES[name]} (limits.{name}); it can never be "
+                "admitted: lower max_tokens or shorten the prompt",
+                param="max_tokens", code="exceeds_limit",
+            )  # fmt: skip
 
 
 def _ratelimit_headers(caller: Caller, v: Verdict) -> dict[str, str]:

@@ -9,6 +9,7 @@ DELETE /admin/keys/{id}
 GET    /admin/usage?team=&since=7d&by=day,route
 GET    /admin/cost?since=30d             chargeback: each deployment's cost split by the tokens each team used
 GET    /v1/usage?since=7d&by=day,route   with a team's key: that team's usage, and no other's
+GET    /v1/whoami                        what the key is: admin, a team (its routes and limits), none yet, or open mode
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class AdminAPI:
             ("GET", "/admin/deployments", g(self.deployment_status)),
             ("POST", "/admin/deployments/{name}/{verb:start|stop}", g(self.deployment_verb)),
             ("GET", "/v1/usage", self.team_usage),
+            ("GET", "/v1/whoami", self.whoami),
         ]
 
     async def list_teams(self, _: web.Request) -> web.Response:
@@ -93,7 +95,7 @@ class AdminAPI:
         doc = await _body(request)
         name = doc.pop("name", None)
         team = await self.admin.put_team(name, doc)
-        caller = caller_from(name, team, "api")
+        caller = caller_from(name, team, "api", self.directory.everything)
         self.directory.add(name, caller)
         return _json(caller.describe(), 201)
 
@@ -162,3 +164,19 @@ class AdminAPI:
         await self._flushed()
         rows = await self.admin.usage(since=q.get("since", "7d"), team=team, by=q.get("by"))
         return _json({"object": "list", "data": rows})
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        """For the console: which views a key opens, without probing endpoints that would refuse it."""
+        header = request.headers.get("Authorization")
+        key = keys.bearer(header)
+        admin_on = self.admin_key is not None
+        if key is not None and admin_on and keys.same(key, self.admin_key.get_secret_value()):  # type: ignore[union-attr]
+            # The admin key is no team key: with teams it cannot chat, so the page is told the routes here.
+            return _json({"role": "admin", "team": None, "admin_api": True, "teams": self.directory.enforcing,
+                          "routes": self.admin.routes})  # fmt: skip
+        if key is None and self.directory.enforcing:  # not an error: the page asks for a key
+            return _json({"role": "none", "team": None, "admin_api": admin_on})
+        caller = await self.gate.authenticate(header)
+        if caller is None:
+            return _json({"role": "open", "team": None, "admin_api": admin_on})
+        return _json({"role": "team", "admin_api": admin_on, **caller.describe(), "team": caller.team})

@@ -10,8 +10,10 @@ from aiohttp import web
 
 from modelfleet.api.admin import AdminAPI
 from modelfleet.api.context import CORS, with_context
-from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, Proxy
+from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, REQUEST_ID, Proxy
 from modelfleet.config import Cors
+from modelfleet.console import console_routes
+from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import CONTENT_TYPE, GatewayMetrics
 
 
@@ -23,6 +25,7 @@ def create_app(
     models: list[dict[str, Any]],
     cors: Cors,
     admin: AdminAPI,
+    access_log: AccessLog | None = None,
 ) -> web.Application:
     models_body = orjson.dumps({"object": "list", "data": models})
     gate = proxy.gate
@@ -63,22 +66,28 @@ def create_app(
             raise web.HTTPMethodNotAllowed(request.method, [])
         raise web.HTTPNotFound()
 
+    def observe(request: web.Request, status: int, seconds: float) -> None:
+        path = request.match_info.route.resource.canonical if request.match_info.route.resource else "other"
+        metrics.api_call(path if path != "/{tail}" else "other", status)
+        if access_log is not None:
+            access_log.record(request[REQUEST_ID], request.method, request.path, status, seconds * 1000, "", "", "")
+
     # The proxy enforces server.max_body_bytes with a clear message; aiohttp's own cap is a backstop.
     app = web.Application(client_max_size=proxy.max_body_bytes)
     add = app.router.add_route
-    add("POST", "/v1/chat/completions", with_context(chat_completions))
+    add("POST", "/v1/chat/completions", with_context(chat_completions))  # the proxy records these itself
     add("POST", "/v1/completions", with_context(completions))
     add("POST", "/v1/embeddings", with_context(embeddings))
-    add("GET", "/v1/models", with_context(list_models))
-    add("GET", "/healthz", with_context(healthz))
-    add("GET", "/health", with_context(healthz))  # vLLM's, TGI's and llama.cpp's name, for tools that expect it
-    add("GET", "/readyz", with_context(readyz))
-    add("GET", "/metrics", with_context(prometheus))
-    for method, path, handler in admin.routes():
-        add(method, path, with_context(handler))
+    app.router.add_get("/v1/models", with_context(list_models, observe))  # add_get: HEAD as well
+    app.router.add_get("/healthz", with_context(healthz, observe))
+    app.router.add_get("/health", with_context(healthz, observe))  # vLLM's, TGI's and llama.cpp's name
+    app.router.add_get("/readyz", with_context(readyz, observe))
+    add("GET", "/metrics", with_context(prometheus, observe))
+    for method, path, handler in [*admin.routes(), *console_routes()]:
+        add(method, path, with_context(handler, observe))
     if cors.allow_origins:
         policy = CORS(cors)
-        add("OPTIONS", "/{tail:.*}", with_context(policy.preflight))
+        add("OPTIONS", "/{tail:.*}", with_context(policy.preflight, observe))
         app.on_response_prepare.append(policy.on_prepare)
-    add("*", "/{tail:.*}", with_context(unknown_path))  # OpenAI-shaped 404/405 instead of aiohttp's text
+    add("*", "/{tail:.*}", with_context(unknown_path, observe))  # OpenAI-shaped 404/405, not aiohttp's text
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
@@ -29,29 +31,43 @@ def error_response(exc: APIError, rid: str) -> web.Response:
     )
 
 
-def with_context(handler: Handler) -> Handler:
-    """Give the request an id (the client's X-Request-ID if sane) and answer every error as OpenAI JSON.
+Observe = Callable[[web.Request, int, float], None]
+
+
+def with_context(handler: Handler, observe: Observe | None = None) -> Handler:
+    """Give the request an id (the client's X-Request-ID if sane), put it on the response, and answer
+    every error as OpenAI JSON; `observe` (access log and metrics) for the routes the proxy does not
+    record itself, so that every request is counted, a 401 on /v1/models as much as a chat.
 
     A plain wrapper rather than an aiohttp middleware: the middleware chain is rebuilt per request.
     """
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
         rid = request.headers.get("X-Request-ID")
         if rid is None or not _VALID_ID.match(rid):
             rid = os.urandom(12).hex()
         request[REQUEST_ID] = rid
         request_id.set(rid)
+        response: web.StreamResponse
         try:
-            return await handler(request)
+            if len(request.headers.getall("Authorization", ())) > 1:
+                raise InvalidRequest("send one Authorization header, not several", param="Authorization")
+            response = await handler(request)
         except APIError as exc:
-            return error_response(exc, rid)
+            response = error_response(exc, rid)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(_from_http(exc, request), rid)
+            response = error_response(_from_http(exc, request), rid)
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            return error_response(APIError(f"internal error; quote request id {rid} when reporting it"), rid)
+            response = error_response(APIError(f"internal error; quote request id {rid} when reporting it"), rid)
+        if not response.prepared:
+            response.headers.setdefault("X-Request-ID", rid)
+        if observe is not None:
+            observe(request, response.status, time.perf_counter() - started)
+        return response
 
     return wrapped
 

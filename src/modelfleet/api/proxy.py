@@ -18,19 +18,30 @@ again if the client did not ask for it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
 from pydantic import TypeAdapter
 
 from modelfleet.access.directory import Caller
-from modelfleet.access.gate import OPEN_TEAM, Gate
+from modelfleet.access.gate import DEFAULT_RESERVATION, OPEN_TEAM, Gate
 from modelfleet.api import schema
 from modelfleet.api.sse import DONE, DONE_EVENT, SSEDecoder, event
-from modelfleet.errors import APIError, BodyTooLarge, InvalidRequest, ModelNotFound, UpstreamError
+from modelfleet.errors import (
+    APIError,
+    BodyTooLarge,
+    InvalidRequest,
+    ModelNotFound,
+    RequestTimeout,
+    Unavailable,
+    UpstreamError,
+)
 from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import GatewayMetrics
@@ -39,6 +50,7 @@ from modelfleet.routing.routes import sticky_point
 from modelfleet.state.counters import Verdict
 from modelfleet.values import Replica, Usage
 
+log = logging.getLogger("modelfleet.api")
 REQUEST_ID = web.RequestKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"
 _Answer = tuple[web.StreamResponse, int, Usage | None, float | None]
@@ -72,12 +84,33 @@ class _Exchange:
     stream: bool
     client_wants_usage: bool
     headers: dict[str, str]
+    size: int = 0  # of the request body, in bytes
     team: str = OPEN_TEAM
     variant: str = ""
     deployment: str = ""
     replica: Replica | None = None
     attempts: int = 0
     output: list[bytes | str] | None = None  # the answer's text, kept only for routes that log content
+    usage: Usage | None = None  # as the deployment reported it, once it has
+    generated: int = 0  # stream events that carried generated text, relayed so far
+
+    def turn_to(self, target: Target) -> None:
+        self.deployment = target.name
+
+    def billed(self) -> Usage:
+        """What a request the client abandoned is billed, so that leaving is never cheaper than staying.
+
+        A stream: the prompt (estimated at four bytes a token) and one token per event relayed, since
+        generation stopped there. A JSON answer: the prompt and all of max_tokens (or the reservation
+        for a request without it), since what the deployment generated before it stopped is unknown.
+        """
+        if self.usage is not None:
+            return self.usage
+        prompt = max(1, self.size // 4)
+        if self.stream:
+            return Usage(prompt, self.generated)
+        asked = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
+        return Usage(prompt, asked if isinstance(asked, int) else DEFAULT_RESERVATION)
 
 
 class Proxy:
@@ -88,6 +121,8 @@ class Proxy:
         gate: Gate,
         *,
         max_body_bytes: int,
+        body_timeout: float = 30.0,
+        write_timeout: float = 30.0,
         access_log: AccessLog | None = None,
     ) -> None:
         self.router = router
@@ -96,7 +131,17 @@ class Proxy:
         self.metrics = metrics
         self.gate = gate
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.write_timeout = write_timeout
+        self._streams: set[asyncio.Task[Any]] = set()  # relaying now, for end_streams
+        self._closing = False
         self.access_log = access_log
+
+    def end_streams(self) -> None:
+        """The drain deadline: every stream still open ends with an error event that says why."""
+        self._closing = True
+        for task in list(self._streams):
+            task.cancel()
 
     async def handle(self, request: web.Request, operation: Operation) -> web.StreamResponse:
         started = time.perf_counter()
@@ -144,17 +189,23 @@ class Proxy:
             client_wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
             if stream:
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            ex = _Exchange(request, operation, route, body, rid, started, stream, client_wants_usage, headers,
+            ex = _Exchange(request, operation, route, body, rid, started, stream, client_wants_usage, headers, size,
                            caller.team if caller is not None else OPEN_TEAM, variant)  # fmt: skip
             if self.access_log is not None and route.name in self.access_log.content_routes:
                 ex.output = []
             candidates = self.router.candidates(route, variant, caller.may_use if caller is not None else None)
             attempt: Callable[..., Awaitable[_Answer]] = self._relay_stream if stream else self._send
+            if operation is EMBEDDINGS:
+                _serves_embeddings(route, candidates[0])  # a 400 now, not after queueing for a replica
             if tr is not None:
                 tr.route(route.name, variant, caller.team if caller else OPEN_TEAM, [t.name for t in candidates])
                 attempt = tr.attempts(attempt)  # one span per attempt
             response, status, usage, ttft = await self.router.run(
-                route, candidates, timeout, lambda target, replica, left: attempt(ex, target, replica, left)
+                route,
+                candidates,
+                timeout,
+                lambda target, replica, left: attempt(ex, target, replica, left),
+                ex.turn_to,
             )
             return response
         except APIError as exc:
@@ -162,6 +213,8 @@ class Proxy:
             raise
         except (asyncio.CancelledError, ConnectionResetError):
             status = CLIENT_CLOSED
+            if ex is not None and ex.replica is not None:  # it reached a replica: bill what it cost there
+                usage = ex.billed()
             raise
         finally:
             elapsed = time.perf_counter() - started
@@ -190,17 +243,15 @@ class Proxy:
 
     def _begin(self, ex: _Exchange, target: Target, replica: Replica) -> bytes:
         """What every attempt does first: note where it goes, and name the upstream's model."""
-        if ex.operation is EMBEDDINGS and not target.supports_embeddings:
-            raise InvalidRequest(
-                f"route {ex.route.name!r} is served by deployment {target.name!r} ({target.kind}), "
-                "which does not serve embeddings",
-                param="model",
-            )
-        ex.deployment = target.name
+        if ex.operation is EMBEDDINGS:
+            _serves_embeddings(ex.route, target)
         ex.replica = replica
         ex.attempts += 1
         ex.body["model"] = target.upstream_model
-        return orjson.dumps(ex.body)
+        try:
+            return orjson.dumps(ex.body)
+        except TypeError:  # nesting the parser took but the encoder cannot (255 levels)
+            raise InvalidRequest("the request body nests too deeply (more than 255 levels)") from None
 
     async def _send(
         self, ex: _Exchange, target: Target, replica: Replica, timeout: float
@@ -226,7 +277,11 @@ class Proxy:
                 "(server.max_body_bytes)"
             )
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), self.body_timeout)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.body_timeout:g}s (server.body_timeout)"
+            ) from None
         except web.HTTPRequestEntityTooLarge:
             raise BodyTooLarge(
                 f"request body exceeds the limit of {self.max_body_bytes} bytes (server.max_body_bytes)"
@@ -270,8 +325,12 @@ class Proxy:
         )
         usage: Usage | None = None
         ttft: float | None = None
-        done = False
+        done = finished = False
+        stall = _StallWatch(request, self.write_timeout)
+        task = asyncio.current_task()
         try:
+            if task is not None:
+                self._streams.add(task)
             await response.prepare(request)
             decoder = SSEDecoder()
             out: list[bytes] = []
@@ -291,11 +350,15 @@ class Proxy:
                     if "error" in obj:  # the upstream's own terminal error event
                         raise _upstream_stream_error(target, replica, obj["error"])
                     obj["model"] = route.name
-                    if ttft is None and obj.get("choices"):
-                        ttft = time.perf_counter() - started
+                    choices = obj.get("choices")
+                    if choices:
+                        if ttft is None:
+                            ttft = time.perf_counter() - started
+                        ex.generated += 1
+                        finished = finished or choices[0].get("finish_reason") is not None
                     u = obj.get("usage")
                     if u:
-                        usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0))
+                        usage = ex.usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0))
                     if ex.output is not None:
                         ex.output.append(data)
                     if not client_wants_usage:
@@ -306,7 +369,8 @@ class Proxy:
                 if out and not done:
                     await response.write(b"".join(out))
                     out = []
-            if not done:
+            if not done and not (finished and (usage is not None or not client_wants_usage)):
+                # Complete but for [DONE] (it finished, and usage came if asked): not broken, just terse.
                 raise UpstreamError(
                     f"deployment {target.name!r} replica {replica.name} ended the stream without [DONE]",
                     code="upstream_stream_error",
@@ -323,10 +387,65 @@ class Proxy:
             # Headers are gone: end with an explicit error event, never a silent truncation.
             await response.write_eof(event(exc.body()))
             return response, exc.status, usage, ttft
+        except asyncio.CancelledError:
+            if stall.stalled:
+                log.warning("cut off a stream whose client read nothing for %gs (server.write_timeout)",
+                            self.write_timeout)  # fmt: skip
+            elif self._closing and response.prepared and task is not None:
+                task.uncancel()  # the gateway is going: end the stream saying so, not with a cut
+                err = Unavailable("the gateway is shutting down and its drain_timeout ran out; retry the request",
+                                  retry_after=1, code="shutting_down")  # fmt: skip
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await response.write_eof(event(err.body()))
+                return response, err.status, ex.billed(), ttft
+            raise
         finally:
+            self._streams.discard(task)
+            stall.cancel()
             upstream.close()
             if relay is not None:
                 relay.end()
+
+
+def _serves_embeddings(route: Route, target: Target) -> None:
+    if not target.supports_embeddings:
+        raise InvalidRequest(
+            f"route {route.name!r} is served by deployment {target.name!r} ({target.kind}), "
+            "which does not serve embeddings",
+            param="model",
+        )
+
+
+class _StallWatch:
+    """One timer per stream: a client that takes none of the bytes waiting for it over `timeout` (checked
+    every `timeout`, so it is cut off within twice that) loses the stream, and its replica slot goes
+    back to everyone else. Costs one timer per stream, re-armed once per `timeout`."""
+
+    __slots__ = ("_handle", "_loop", "_size", "_task", "_timeout", "_transport", "stalled")
+
+    def __init__(self, request: web.Request, timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport = request.transport
+        self._task = asyncio.current_task()
+        self._timeout = timeout
+        self._size = 0
+        self.stalled = False
+        self._handle = self._loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        t = self._transport
+        size = t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+        if size and self._size and size >= self._size:  # unsent bytes for two checks, none of them taken
+            self.stalled = True
+            if self._task is not None:
+                self._task.cancel()
+            t.abort()  # type: ignore[union-attr]
+            return
+        self._size = size
+        self._handle = self._loop.call_later(self._timeout, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 def _rewrite_reply(

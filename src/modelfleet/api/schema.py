@@ -7,14 +7,17 @@ The validated body is forwarded as the client sent it: these schemas only judge,
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Required
 
 from pydantic import (
     ConfigDict,
+    Discriminator,
     Field,
     StrictBool,
     StrictInt,
     StrictStr,
+    Tag,
     TypeAdapter,
     ValidationError,
     with_config,
@@ -23,8 +26,10 @@ from typing_extensions import TypedDict
 
 from modelfleet.errors import InvalidRequest
 
-Probability = Annotated[float, Field(ge=0, le=1)]
-Penalty = Annotated[float, Field(ge=-2, le=2)]
+# Numbers as OpenAI takes them: a JSON number (an integer will do), never "0.7" or true.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Probability = Annotated[Number, Field(ge=0, le=1)]
+Penalty = Annotated[Number, Field(ge=-2, le=2)]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=16)] | None
 
@@ -32,10 +37,35 @@ Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=16)] | None
 _FORBID = ConfigDict(extra="forbid")
 
 
-@with_config(ConfigDict(extra="allow"))  # name, tool_calls, tool_call_id, audio, ...
-class Message(TypedDict, total=False):
-    role: Required[Literal["system", "developer", "user", "assistant", "tool", "function"]]
-    content: StrictStr | list[dict[str, Any]] | None
+@with_config(ConfigDict(extra="allow"))  # image_url, input_audio, file, ...
+class ContentPart(TypedDict, total=False):
+    type: Required[StrictStr]
+    text: StrictStr
+
+
+Content = StrictStr | Annotated[list[ContentPart], Field(min_length=1)]
+
+
+@with_config(ConfigDict(extra="allow"))  # name, tool_call_id, audio, ...
+class UserMessage(TypedDict, total=False):
+    role: Required[Literal["system", "developer", "user", "tool", "function"]]
+    content: Required[Content]
+
+
+@with_config(ConfigDict(extra="allow"))  # name, tool_calls, refusal, audio, ...
+class AssistantMessage(TypedDict, total=False):
+    role: Required[Literal["assistant"]]
+    content: Content | None  # null when the message carries tool_calls
+
+
+def _message_kind(message: Any) -> str:
+    return "assistant" if isinstance(message, dict) and message.get("role") == "assistant" else "other"
+
+
+Message = Annotated[
+    Annotated[AssistantMessage, Tag("assistant")] | Annotated[UserMessage, Tag("other")],
+    Discriminator(_message_kind),
+]
 
 
 @with_config(_FORBID)
@@ -47,7 +77,7 @@ class StreamOptions(TypedDict, total=False):
 class _Sampling(TypedDict, total=False):
     model: Required[StrictStr]
     max_tokens: PositiveInt | None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None
     top_p: Probability | None
     n: PositiveInt | None
     stop: Stop
@@ -56,12 +86,12 @@ class _Sampling(TypedDict, total=False):
     stream_options: StreamOptions | None
     presence_penalty: Penalty | None
     frequency_penalty: Penalty | None
-    logit_bias: dict[str, float] | None
+    logit_bias: dict[str, Annotated[Number, Field(ge=-100, le=100)]] | None
     user: StrictStr | None
     # Accepted by vLLM / TGI / llama.cpp servers; passed through untouched.
     top_k: StrictInt | None
     min_p: Probability | None
-    repetition_penalty: Annotated[float, Field(gt=0)] | None
+    repetition_penalty: Annotated[Number, Field(gt=0)] | None
     min_tokens: Annotated[StrictInt, Field(ge=0)] | None
     ignore_eos: StrictBool | None
     stop_token_ids: list[StrictInt] | None
@@ -124,10 +154,29 @@ def validate(schema: TypeAdapter[Any], body: Any) -> None:
         raise _as_invalid_request(exc) from None
 
 
+def param_name(loc: tuple[Any, ...]) -> str | None:
+    """A pydantic location as a person writes it: messages[0].content, not messages.0.other.content.str."""
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _TYPE_NAME.match(str(part)) or (part in _MESSAGE_TAGS and i and isinstance(loc[i - 1], int)):
+            continue  # a union member pydantic names in the path, not a field
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+_TYPE_NAME = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple)\[.*\]|function-.*)$")
+_MESSAGE_TAGS = {"assistant", "other"}
+
+
 def _as_invalid_request(exc: ValidationError) -> InvalidRequest:
-    err = exc.errors()[0]
+    # Of the errors a union gives, the one that went deepest into the body says best what is wrong.
+    errors = exc.errors()
+    err = max(errors, key=lambda e: len(param_name(tuple(e["loc"])) or ""))
     loc = err["loc"]
-    param = ".".join(str(p) for p in loc) or None
+    param = param_name(loc)
     top = str(loc[0]) if loc else None
     if err["type"] == "extra_forbidden" and len(loc) == 1:
         return InvalidRequest(f"Unrecognized request argument supplied: {top}", param=top)

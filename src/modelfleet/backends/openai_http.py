@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 
-from modelfleet.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from modelfleet.errors import UpstreamBusy, UpstreamError, UpstreamRejected, UpstreamTimeout
 from modelfleet.observability.tracing import UPSTREAM
 from modelfleet.values import Replica
 
@@ -26,14 +26,20 @@ class OpenAIHTTPBackend:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True),
-                skip_auto_headers=("User-Agent",),
-                auto_decompress=False,
+                # Nothing compressed is asked for (relaying compressed bytes would corrupt them), and an
+                # upstream that compresses anyway is decoded: a missing Content-Encoding costs no work.
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                auto_decompress=True,
             )
         return self._session
 
     def _timeout(self, seconds: float, stream: bool) -> aiohttp.ClientTimeout:
+        # Requests pass what is left of their deadline: cached by tenths of a second, so the cache stays small.
+        seconds = max(0.1, round(seconds, 1))
         t = self._timeouts.get((seconds, stream))
         if t is None:
+            if len(self._timeouts) > 4096:
+                self._timeouts.clear()
             connect = min(seconds, _CONNECT_TIMEOUT)
             # A stream's timeout bounds the first byte and every gap after it; a JSON reply's bounds
             # the whole exchange (one timer, not one re-armed per read: cheaper on the hot path).
@@ -66,7 +72,7 @@ class OpenAIHTTPBackend:
                 payload = b""
             finally:
                 resp.release()
-            raise _rejected(replica, resp.status, payload)
+            raise _rejected(replica, resp.status, payload, resp.headers.get("Retry-After"))
         return resp
 
     async def send(self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float) -> bytes:
@@ -148,17 +154,19 @@ def _timeout(replica: Replica, seconds: float, where: str = "") -> UpstreamTimeo
     suffix = f" {where}" if where else ""
     return UpstreamTimeout(
         f"deployment {replica.deployment!r} replica {replica.name} did not answer within "
-        f"the route timeout of {seconds:g}s{suffix}"
+        f"the {seconds:.3g}s left of the request's deadline{suffix}"
     )
 
 
-def _rejected(replica: Replica, status: int, payload: bytes) -> UpstreamError | UpstreamRejected:
+def _rejected(
+    replica: Replica, status: int, payload: bytes, retry_after: str | None = None
+) -> UpstreamError | UpstreamRejected:
     message, param, code = _error_fields(payload)
     who = f"deployment {replica.deployment!r} replica {replica.name}"
     if status >= 500:
         return UpstreamError(f"{who} failed with HTTP {status}: {message}")
     if status in (408, 429):  # the upstream is busy, not the client wrong
-        return UpstreamError(f"{who} answered HTTP {status}: {message}", code="upstream_busy")
+        return UpstreamBusy(f"{who} is busy (HTTP {status}): {message}", retry_after)
     return UpstreamRejected(status, f"{who} rejected the request: {message}", param=param, code=code)
 
 

@@ -33,10 +33,21 @@ from modelfleet.backends.sagemaker_wire import (
     to_container,
 )
 from modelfleet.config.schema import SageMakerDeployment
-from modelfleet.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from modelfleet.errors import APIError, UpstreamBusy, UpstreamError, UpstreamRejected, UpstreamTimeout
 from modelfleet.values import Replica
 
 _END = object()
+
+
+class TemplateFailed(APIError):
+    """The deployment's own chat template broke: a 502, but not the endpoint's fault, so no retry elsewhere
+    (every replica has the same template) and no step toward ejecting it."""
+
+    status = 502
+    type = "upstream_error"
+    code = "chat_template_error"
+
+
 _QUEUE = 64  # PayloadParts buffered between the reading thread and the relay
 _THREADS = 32  # when the deployment sets no max_concurrency
 T = TypeVar("T")
@@ -87,7 +98,7 @@ class SageMakerBackend:
             raise UpstreamRejected(400, f"deployment {self.dep.endpoint!r}: its chat template cannot render "
                                    f"these messages: {exc}", param="messages") from None  # fmt: skip
         except Exception as exc:
-            raise UpstreamError(f"deployment {self.dep.endpoint!r}: its chat template failed: "
+            raise TemplateFailed(f"deployment {self.dep.endpoint!r}: its chat template failed: "
                                 f"{type(exc).__name__}: {exc}") from None  # fmt: skip
 
     def _request(self, body: bytes, path: str, stream: bool) -> tuple[dict[str, Any], dict[str, Any], bool, int]:
@@ -125,8 +136,9 @@ class SageMakerBackend:
         try:
             payload = await asyncio.wait_for(self._run(self._invoke, kwargs), timeout)
         except TimeoutError:
-            raise UpstreamTimeout(f"deployment {replica.deployment!r} (SageMaker endpoint {self.dep.endpoint}) did "
-                                  f"not answer within the route timeout of {timeout:g}s") from None  # fmt: skip
+            who = f"deployment {replica.deployment!r} (SageMaker endpoint {self.dep.endpoint})"
+            raise UpstreamTimeout(f"{who} did not answer within the {timeout:.3g}s left of the request's deadline"
+                                  ) from None  # fmt: skip
         except Exception as exc:
             raise _translate(replica, self.dep, exc) from None
         try:
@@ -229,8 +241,10 @@ def _translate(replica: Replica, dep: SageMakerDeployment, exc: BaseException) -
             "HTTPStatusCode", 500))  # fmt: skip
         if code == "ModelError" and 400 <= status < 500:
             return UpstreamRejected(status, f"{who} rejected the request: {message}")
-        if code in ("ThrottlingException", "ServiceUnavailable", "ModelNotReadyException"):
-            return UpstreamError(f"{who} is busy or not ready: {message}", code="upstream_busy")
+        if code == "ThrottlingException":
+            return UpstreamBusy(f"{who} is busy: {message}")
+        if code in ("ServiceUnavailable", "ModelNotReadyException"):
+            return UpstreamError(f"{who} is not ready: {message}", code="upstream_busy")
         if code == "ValidationError" and "not found" in message.lower():
             return UpstreamError(f"{who} does not exist (is it stopped?): {message}", code="upstream_unreachable")
         return UpstreamError(f"{who} failed: {code}: {message}")

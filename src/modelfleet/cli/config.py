@@ -51,4 +51,5 @@ def show(fleet_path: Path | None, example: bool) -> None:
     # Every field marked Secret in the schema prints as a mask; a password in the store URL is cut out too.
     doc = fleet.model_dump(mode="json")
     doc["state"]["store"] = redacted(doc["state"]["store"])
+    doc["state"]["counters"] = redacted(doc["state"]["counters"])  # redis://:password@host
     click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)

@@ -202,7 +202,28 @@ def _team_of(doc: dict, path: str, lines: dict, team_files: dict[str, str], prob
     if team in team_files:
         problems.add(path, f"{_at('team', lines)}: team {team!r} already has a file: {team_files[team]}")
         return None
+    if Path(path).stem != team:  # which file speaks for which team is the platform repository's to review
+        problems.add(path, f"{_at('team', lines)}: team {team!r}'s file must be named {team}.yaml, so the "
+                           "platform's reviewers see whose file it is")  # fmt: skip
+        return None
     return team
+
+
+def _merge_into_platform_team(platform: dict, team: dict) -> None:
+    """A team file adds to what the platform said of its team, never takes it away: the platform's keys
+    stay (the team's are added), the platform's tags win, and the platform's limits are ceilings."""
+    for key, value in team.items():
+        mine = platform.get(key)
+        if key == "keys" and isinstance(mine, list) and isinstance(value, list):
+            platform[key] = [*mine, *(k for k in value if k not in mine)]
+        elif key == "tags" and isinstance(mine, dict) and isinstance(value, dict):
+            platform[key] = {**value, **mine}
+        elif key == "limits" and isinstance(mine, dict) and isinstance(value, dict):
+            platform[key] = {**value, **{k: min(v, value.get(k) or v) for k, v in mine.items() if v is not None}}
+        elif key == "timeout" and mine is not None:
+            continue  # the platform's cap stands
+        else:
+            platform[key] = value
 
 
 def _merge_team_settings(
@@ -243,7 +264,7 @@ def _merge_team_settings(
                     "(include.team_settings)",
                 )
         allowed = {k: v for k, v in settings.items() if k in include.team_settings}
-        merged.setdefault("teams", {}).setdefault(team, {}).update(allowed)
+        _merge_into_platform_team(merged.setdefault("teams", {}).setdefault(team, {}), allowed)
     merged.setdefault("teams", {}).setdefault(team, {})
     owners.setdefault(f"teams.{team}", Owner(path, team))
 

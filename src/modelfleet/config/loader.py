@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from modelfleet.config.schema import Fleet
+from modelfleet.config.schema import MASK, REVEAL, Fleet
 from modelfleet.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -176,4 +176,22 @@ def _types_in(annotation: Any, base: type) -> list[type]:
         found.extend(_types_in(arg, base))
     if getattr(annotation, "__metadata__", None) is not None:
         found.extend(_types_in(annotation.__origin__, base))
+    return found
+
+
+def secret_values(fleet: Fleet) -> set[str]:
+    """Every secret's value in `fleet`: where the masked dump shows the mask, the revealed one has it."""
+    found: set[str] = set()
+
+    def walk(masked: Any, shown: Any) -> None:
+        if isinstance(masked, dict):
+            for key, value in masked.items():
+                walk(value, shown[key])
+        elif isinstance(masked, list):
+            for a, b in zip(masked, shown, strict=True):
+                walk(a, b)
+        elif masked == MASK and isinstance(shown, str) and shown != MASK:
+            found.add(shown)
+
+    walk(fleet.model_dump(mode="json"), fleet.model_dump(mode="json", context=REVEAL))
     return found

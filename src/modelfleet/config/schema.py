@@ -88,6 +88,13 @@ class Server(_Section):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
     drain_timeout: Duration = 30.0
+    header_timeout: Duration = Field(
+        65.0,
+        description="for a request's headers to arrive, and for an idle keep-alive connection; behind a load "
+        "balancer keep it above the balancer's idle timeout (ALB: 60s)",
+    )
+    body_timeout: Duration = Field(30.0, description="for a request's body to arrive, once its headers have (408)")
+    write_timeout: Duration = Field(30.0, description="a stream whose client takes no bytes this long is cut off")
     cors: Cors = Cors()
 
 

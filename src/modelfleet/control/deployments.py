@@ -126,11 +126,19 @@ class Deployments:
                     last_request=None, now=now,
                 )  # fmt: skip
         for name, want in self.desired.items():
-            if want.state == "running":
-                await self.platforms[name].start()
-            else:
-                await self.platforms[name].stop()
-                log.info("deployment %s stays stopped: %s", name, want.reason)
+            try:  # one platform that cannot be reached must not keep the gateway from serving the rest
+                if want.state == "running":
+                    await self.platforms[name].start()
+                else:
+                    await self.platforms[name].stop()
+                    log.info("deployment %s stays stopped: %s", name, want.reason)
+            except NotManaged:
+                raise
+            except Exception as exc:
+                self.errors[name] = (
+                    f"{'start' if want.state == 'running' else 'stop'} failed: {type(exc).__name__}: {exc}"
+                )
+                log.error("deployment %s: %s", name, self.errors[name])
         self._last_checked = now
         await self._save()
         self._loop.start()
@@ -234,7 +242,7 @@ class Deployments:
             )
         if not all(r.state is ReplicaState.STOPPED for r in self.replicas[name]):
             return dep.wake_timeout  # already on its way (a worker that had not seen it yet)
-        if name not in self._woken_at:
+        if name not in self._waking:  # one wake in flight, however many ask; a stopped one is woken again
             self._woken_at[name] = time.monotonic()
             self.wakes.count[name] = self.wakes.count.get(name, 0) + 1
             log.info("deployment %s: woken by a request", name)

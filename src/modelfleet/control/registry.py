@@ -18,6 +18,7 @@ from modelfleet.values import Replica, ReplicaState
 log = logging.getLogger("modelfleet.control")
 
 Listener = Callable[[Replica], None]
+_PLATFORMS_OWN = (ReplicaState.STARTING, ReplicaState.STOPPED)
 
 
 class ReplicaRegistry:
@@ -53,6 +54,8 @@ class ReplicaRegistry:
             self.mark(replica, state, reason)
 
     def eject(self, replica: Replica, reason: str) -> None:
+        if replica.state in _PLATFORMS_OWN:
+            return  # stopped or (re)starting since the check began: the platform's word stands
         self._ejected.add(id(replica))
         key = (replica.deployment, replica.name)
         self.ejections[key] = self.ejections.get(key, 0) + 1
@@ -62,6 +65,8 @@ class ReplicaRegistry:
         return id(replica) in self._ejected
 
     def readmit(self, replica: Replica) -> None:
+        if replica.state in _PLATFORMS_OWN:
+            return  # a health check that passed while its platform stopped or restarted the replica
         if id(replica) in self._ejected:
             key = (replica.deployment, replica.name)
             self.readmissions[key] = self.readmissions.get(key, 0) + 1
@@ -69,7 +74,8 @@ class ReplicaRegistry:
         self._set(replica, ReplicaState.READY, "ready")
 
     def move(self, replica: Replica, url: str) -> None:
-        """A replica's address changed (an engine's first start, a pod that moved)."""
+        """A replica's address changed (an engine's first start, a pod that moved); listeners learn of it
+        with the state change that always follows (a replica is never ready at an address unannounced)."""
         replica.url = url
 
     def _set(self, replica: Replica, state: ReplicaState, reason: str) -> None:
@@ -81,7 +87,10 @@ class ReplicaRegistry:
         replica.state = state
         replica.reason = reason
         for listener in self._listeners:
-            listener(replica)
+            try:
+                listener(replica)
+            except Exception:  # one listener's bug must not keep the change from the others
+                log.exception("a listener failed on the change of replica %s", replica.name)
 
     def not_ready(self) -> dict[str, list[dict[str, str]]]:
         return {

@@ -45,8 +45,9 @@ class EngineSupervisor:
             try:
                 self.registry.move(self.replica, await self.process.start(self.dep.startup_timeout))
                 self.port = self.process.port
-            except (EngineStartError, OSError) as exc:  # a bad model file, no free port, a missing binary
-                log.error("replica %s failed to start: %s", self.replica.name, exc)
+            except Exception as exc:  # EngineStartError: a bad model file, no free port, a missing binary...
+                log.error("replica %s failed to start: %s", self.replica.name, exc,
+                          exc_info=not isinstance(exc, EngineStartError))  # fmt: skip
                 self._set(ReplicaState.UNHEALTHY, f"failed to start: {exc}")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)

@@ -15,6 +15,7 @@ from modelfleet.cost.model import deployment_cost
 from modelfleet.cost.prices import PriceTable
 
 IDLE = "(idle)"
+MAX_DAYS = 400
 
 
 def chargeback(
@@ -76,7 +77,10 @@ def chargeback(
 def window(since: str, now: datetime | None = None) -> tuple[datetime, datetime]:
     """`30d`, `2w` or a date -> [the first UTC day the ledger includes, now)."""
     from modelfleet.access.admin import since_day
+    from modelfleet.errors import InvalidRequest
 
     now = now or datetime.now(UTC)
     first = datetime.strptime(since_day(since, now.timestamp()), "%Y-%m-%d").replace(tzinfo=UTC)
+    if (now - first).days > MAX_DAYS:  # each day is priced from the schedules: bound the work
+        raise InvalidRequest(f"since: chargeback covers at most {MAX_DAYS} days; got {since!r}", param="since")
     return first, now

@@ -183,6 +183,8 @@ def build_app(engine: Engine) -> web.Application:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
             raise _bad(f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise _bad(f"the request body must be a JSON object, got {type(body).__name__}")
         stream = body.get("stream") is True
         cancel = _Cancelled()
         loop = asyncio.get_running_loop()
@@ -217,8 +219,18 @@ def _dumps(obj: Any) -> str:
 def _complete(engine: Engine, body: dict, chat: bool, cancel: _Cancelled) -> dict:
     try:
         return engine.generate(body, chat, stream=False, cancel=cancel)
-    except ValueError as exc:  # e.g. prompt longer than the context
-        raise _bad(str(exc)) from None
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        raise _refused(exc) from None
+
+
+def _refused(exc: BaseException) -> web.HTTPBadRequest:
+    """Whatever llama.cpp could not take (a prompt longer than the context, a value of the wrong type, a
+    message without content) is the request's problem: a 400 the caller can read, never a 5xx that
+    would count against this replica's health."""
+    log.warning("refused a request: %s: %s", type(exc).__name__, exc)
+    return _bad(f"the llama-cpp engine cannot take this request: {type(exc).__name__}: {exc}")
 
 
 async def _stream(
@@ -270,7 +282,7 @@ async def _stream(
                 if response is None:
                     if isinstance(item, web.HTTPException):
                         raise item
-                    raise _bad(str(item)) from None
+                    raise _refused(item) from None
                 err = {"error": {"message": f"generation failed: {item}", "type": "server_error"}}
                 await response.write(b"data: " + orjson.dumps(err) + b"\n\n")
                 break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import time
 
@@ -21,6 +22,56 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+# Credentials as they appear in raw header lines and messages: the value goes, the name stays.
+_CREDENTIALS = re.compile(
+    r"((?:authorization|proxy-authorization|api-key|x-api-key)\s*[:=]\s*(?:b'|\\x..|\s)*(?:bearer\s+|basic\s+)?)"
+    r"[^\s'\",\\]+",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+_secrets: set[str] = set()  # the fleet file's own secret values (admin key, team keys, upstream keys)
+
+
+def redact_values(values: set[str]) -> None:
+    """Secret values that must never reach a log line, whichever logger writes it."""
+    _secrets.update(v for v in values if len(v) >= 8)
+
+
+def redact(text: str) -> str:
+    text = _BEARER.sub(r"\1[redacted]", _CREDENTIALS.sub(r"\1[redacted]", text))
+    for value in _secrets:
+        if value in text:
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    """Every record, the libraries' too: credentials are cut out, and aiohttp's complaints about a
+    malformed request (a header too long, a bad request line) become one WARNING line with no
+    traceback: a client's mistake is not the server's error, and the raw line may hold a key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiohttp") and record.exc_info and _is_bad_request(record.exc_info[1]):
+            exc = record.exc_info[1]
+            record.msg, record.args = "refused a malformed request: %s", (getattr(exc, "message", None) or exc,)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        message = record.getMessage()
+        clean = redact(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def _is_bad_request(exc: BaseException | None) -> bool:
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    return isinstance(exc, HttpProcessingError)
+
+
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {
@@ -34,6 +85,8 @@ class JSONFormatter(logging.Formatter):
             doc["trace_id"] = trace_id
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exception"] = record.exc_text
         return orjson.dumps(doc).decode()
 
 
@@ -43,6 +96,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)-5s %(name)s [%(request_id)s] %(message)s
 def configure(fmt: str = "text", level: int | str = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
+    handler.addFilter(_RedactingFilter())
     handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]

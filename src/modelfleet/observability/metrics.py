@@ -121,6 +121,7 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         self.share_dir = share_dir
         self._others: list[dict] = []  # the other workers' last snapshots, read at each scrape
+        self.calls: dict[tuple[str, int], int] = {}  # (path, status) of requests outside the proxy
         self.stats: dict[Key, RouteStats] = {}
         self.tallies: dict[str, dict[tuple[str, ...], int]] = {name: {} for name in TALLIES}
         self._replicas: Callable[[], list[Replica]] = list
@@ -128,6 +129,11 @@ class GatewayMetrics:
         self.wakes: Any = None
         self.state: Any = None  # observability.fleet_state.FleetState: deployments, limits, engines
         self.registry.register(_Exposition(self))
+
+    def api_call(self, path: str, status: int) -> None:
+        """A request the proxy does not serve (models, health, admin, unknown paths): counted by path."""
+        key = (path, status)
+        self.calls[key] = self.calls.get(key, 0) + 1
 
     def stats_for(self, route: str, deployment: str, team: str, variant: str) -> RouteStats:
         key = (route, deployment, team, variant)
@@ -283,6 +289,13 @@ class _Exposition(Collector):
             inflight.add_metric(k, s.inflight)
         yield from (requests, latency, ttft, tpot, tps, prompt, output, inflight)
         yield from self._tallies()
+        calls = CounterMetricFamily(
+            "modelfleet_api_requests", "Requests outside the proxy: models, health, admin, other paths (per process).",
+            labels=["path", "status"],
+        )  # fmt: skip
+        for (path, status), n in sorted(self.m.calls.items()):
+            calls.add_metric([path, str(status)], n)
+        yield calls
 
         ready = GaugeMetricFamily(
             "modelfleet_replica_ready",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from modelfleet.backends.base import Backend
-from modelfleet.errors import APIError, Unavailable, UpstreamError, UpstreamTimeout
+from modelfleet.errors import APIError, Unavailable, UpstreamBusy, UpstreamError, UpstreamTimeout
 from modelfleet.observability import tracing
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
@@ -99,12 +99,24 @@ class Router:
         if self.request_failed(replica, reason, t.failures):
             t.failures = 0  # ejected: a readmitted replica starts counting afresh
 
-    async def run(self, route: Route, candidates: list[Target], timeout: float, attempt: Attempt[T]) -> T:
-        """Try `candidates` in order until an attempt answers, all within `timeout` seconds."""
+    async def run(
+        self,
+        route: Route,
+        candidates: list[Target],
+        timeout: float,
+        attempt: Attempt[T],
+        on_target: Callable[[Target], None] | None = None,
+    ) -> T:
+        """Try `candidates` in order until an attempt answers, all within `timeout` seconds.
+
+        `on_target` hears of each deployment as the plan turns to it (so a request that fails before any
+        attempt, queued out or refused a wake, is still accounted to the deployment that refused it)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         errors: list[APIError] = []
         for i, target in enumerate(candidates):
+            if on_target is not None:
+                on_target(target)
             try:
                 return await self._on(route, target, deadline, timeout, attempt, last=i == len(candidates) - 1)
             except (Unavailable, UpstreamError) as exc:
@@ -132,7 +144,7 @@ class Router:
             woken = await self.wake(target.name)  # raises a 503 naming why, if it may not be woken now
             wait_starting = True
         while True:
-            if woken:  # up to wake_timeout for the woken deployment, then the route timeout for its answer
+            if woken:  # up to wake_timeout for the woken deployment, then the route timeout, once, for the rest
                 waiting = (
                     tracing.start("wake wait", **{"modelfleet.deployment": target.name}) if tracing.TRACER else None
                 )
@@ -142,15 +154,20 @@ class Router:
                     if waiting is not None:
                         waiting.end()
                 deadline = max(deadline, loop.time() + timeout)
+                woken = 0.0
             else:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise _timed_out(target, deadline, tried)
+                    raise _timed_out(target, tried)
                 replica = await self._acquire(target, remaining, () if same_again else tried, wait_starting, 0.0)
+            budget = deadline - loop.time()
             try:
-                result = await attempt(target, replica, deadline - loop.time())
+                result = await attempt(target, replica, budget)
             except UpstreamError as exc:
-                self.failed(replica, exc.message)
+                # Busy is not broken; and a timeout within what was left of the request's deadline (after
+                # queueing or another deployment's failure) says nothing about this replica.
+                if not isinstance(exc, UpstreamBusy) and not (isinstance(exc, UpstreamTimeout) and budget < timeout):
+                    self.failed(replica, exc.message)
                 tried.append(replica)
                 retry = (route.name, target.name, exc.code or exc.type)
                 if any(r.ready and r not in tried for r in dispatcher.replicas):
@@ -183,7 +200,7 @@ class Router:
             ) from exc  # fmt: skip
 
 
-def _timed_out(target: Target, deadline: float, tried: list[Replica]) -> UpstreamTimeout:
+def _timed_out(target: Target, tried: list[Replica]) -> UpstreamTimeout:
     last = f" (last tried: {tried[-1].name})" if tried else ""
     return UpstreamTimeout(f"deployment {target.name!r}: the route timeout ran out before an answer{last}")
 

@@ -100,22 +100,22 @@ class RedisCounters:
 
     def settle(self, team: str, limits: Limits, verdict: Verdict, tokens: int) -> None:
         k = _keys(team, verdict.day, verdict.month)
-        keys, args = [k[1], k[2], k[3], k[4]], [verdict.second, tokens - verdict.reserved, verdict.lease]
-        fut: asyncio.Future[Any] | None = self._settle.nowait(keys, args)
-        if fut is None:
-            fut = asyncio.ensure_future(self._settle(keys, args))
-        self._tasks.add(fut)
-        fut.add_done_callback(self._settled)
+        self._send_settle(k, [verdict.second, tokens - verdict.reserved, verdict.lease])
 
     def _undo(self, reply: asyncio.Future[Any], keys: list[str], second: int, tokens: int, lease: str) -> None:
         """An admission whose caller left before the reply: give back its slot and its reserved tokens."""
         if reply.cancelled() or reply.exception() is not None or not reply.result()[0]:
             return
-        args = [second, -tokens, lease]
-        fut = self._settle.nowait([keys[1], keys[2], keys[3], keys[4]], args)
-        if fut is not None:
-            self._tasks.add(fut)
-            fut.add_done_callback(self._settled)
+        self._send_settle(keys, [second, -tokens, lease])
+
+    def _send_settle(self, keys: list[str], args: list[Any]) -> None:
+        """settle.lua, sent without waiting for its reply (connecting first if need be)."""
+        keys = [keys[1], keys[2], keys[3], keys[4]]
+        fut: asyncio.Future[Any] | None = self._settle.nowait(keys, args)
+        if fut is None:
+            fut = asyncio.ensure_future(self._settle(keys, args))
+        self._tasks.add(fut)
+        fut.add_done_callback(self._settled)
 
     def _settled(self, fut: asyncio.Future[Any]) -> None:
         self._tasks.discard(fut)

@@ -227,7 +227,9 @@ class FakeCluster:
 
     async def _sync_slices(self, ns: str, service: str, w: Workload) -> None:
         wanted = {f"{p.name}-slice": p for p in w.pods}
-        for key in [k for k in self.slices if k[0] == ns and k[1] not in wanted and k[1].startswith(service + "-")]:
+        mine = [k for k, s in self.slices.items() if k[0] == ns and k[1] not in wanted
+                and s["metadata"].get("labels", {}).get(SERVICE_LABEL) == service]  # fmt: skip
+        for key in mine:
             await self._record("endpointslices", "DELETED", self.slices.pop(key))
         for slice_name, pod in wanted.items():
             endpoint = {
@@ -406,7 +408,10 @@ def build_app(cluster: FakeCluster) -> web.Application:
         cluster.drops += 1
         if request.query.get("compact") == "true":
             cluster.events.clear()
-            cluster.compacted = cluster.version + 1
+            # As etcd does: history up to now is gone (older versions get 410), and a list taken from
+            # now on carries a version that is not.
+            cluster.version += 1
+            cluster.compacted = cluster.version
         async with cluster.changed:
             cluster.changed.notify_all()
         return _json({"drops": cluster.drops, "compacted": cluster.compacted})

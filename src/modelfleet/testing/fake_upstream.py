@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import time
+import zlib
+from typing import Any
 
 READY_LINE = "FAKE_UPSTREAM_READY"
 
@@ -31,6 +34,8 @@ class Behaviour:
         self.done = not args.no_done
         self.model = args.model
         self.reply = args.reply
+        self.gzip = args.gzip
+        self.retry_after = args.retry_after
         # --reply-when TEXT=REPLY: a chat whose messages contain TEXT is answered REPLY (a judge with opinions).
         self.rules = [tuple(rule.split("=", 1)) for rule in args.reply_when]
         self.metrics = _vllm_metrics(args.waiting, args.kv_cache) if args.waiting is not None else None
@@ -147,6 +152,7 @@ class FakeOpenAI(asyncio.Protocol):
         self.b = behaviour
         self.buf = b""
         self.transport: asyncio.Transport | None = None
+        self.z: Any = None  # the gzip stream of the response being written, with --gzip
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -185,9 +191,14 @@ class FakeOpenAI(asyncio.Protocol):
     def _write(self, status: int, body: bytes, ctype: bytes = b"application/json") -> None:
         assert self.transport
         reason = b"OK" if status == 200 else b"Error"
+        extra = b""
+        if self.b.gzip and status == 200:  # whatever the request asked for, as some servers do
+            body, extra = gzip.compress(body), b"Content-Encoding: gzip\r\n"
+        if self.b.retry_after is not None and status != 200:
+            extra += b"Retry-After: %d\r\n" % self.b.retry_after
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-            % (status, reason, ctype, len(body), body)
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (status, reason, ctype, len(body), extra, body)
         )
 
     def _answer(self, method: str, path: str, body: bytes) -> None:
@@ -224,12 +235,21 @@ class FakeOpenAI(asyncio.Protocol):
 
     def _stream_head(self) -> None:
         assert self.transport
+        self.z = zlib.compressobj(wbits=31) if self.b.gzip else None  # gzip, flushed event by event
+        encoding = b"Content-Encoding: gzip\r\n" if self.z else b""
         self.transport.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n%sTransfer-Encoding: chunked\r\n\r\n" % encoding
         )
 
     def _chunk(self, data: bytes) -> None:
+        """One chunk of the body; an empty one ends it (after the gzip trailer, when compressing)."""
         assert self.transport
+        if self.z is not None:
+            last = not data
+            data = self.z.compress(data) + self.z.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+            if last:
+                self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+                data = b""
         self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     async def _slow(self, method: str, path: str, body: bytes) -> None:
@@ -293,6 +313,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="TEXT=REPLY",
         help="answer REPLY to a chat whose messages contain TEXT (first match; repeatable)",
     )
+    p.add_argument("--gzip", action="store_true", help="compress every answer (JSON and streams), asked or not")
+    p.add_argument("--retry-after", type=int, help="send this Retry-After with every error status")
     p.add_argument("--waiting", type=float, help="serve GET /metrics with this vllm:num_requests_waiting")
     p.add_argument("--kv-cache", type=float, default=0.0, help="... and this vllm:kv_cache_usage_perc (0-1)")
     p.add_argument("--headers-log", help="append each POST's path and headers to this file (JSON lines)")

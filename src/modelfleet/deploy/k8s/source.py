@@ -16,10 +16,10 @@ import yaml
 
 from modelfleet.config import Fleet, KubernetesDeployment, parse_fleet
 from modelfleet.config.kubernetes import workload_name
+from modelfleet.config.loader import secret_fields
 from modelfleet.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_FIELDS = {"keys", "api_key", "admin_key", "hf_token"}
 
 
 @dataclass
@@ -96,7 +96,7 @@ def _literal_secrets(node: Any, path: str = "") -> list[str]:
     if isinstance(node, dict):
         for key, value in node.items():
             where = f"{path}.{key}" if path else str(key)
-            if key in _SECRET_FIELDS and value is not None:
+            if key in secret_fields() and value is not None:
                 for i, v in enumerate(value if isinstance(value, list) else [value]):
                     literal = not (isinstance(v, str) and (_ENV.fullmatch(v.strip()) or v.startswith("aws-secret://")))
                     if literal:
@@ -110,7 +110,13 @@ def _literal_secrets(node: Any, path: str = "") -> list[str]:
     elif isinstance(node, list):
         for i, v in enumerate(node):
             found.extend(_literal_secrets(v, f"{path}[{i}]"))
+    elif isinstance(node, str) and _URL_PASSWORD.search(node) and not _ENV.search(node.split("@", 1)[0]):
+        found.append(f"{path}: a password written into a URL would be rendered into the ConfigMap; "
+                     "write it as ${ENV_VAR} (e.g. postgresql://app:${PGPASSWORD}@db/modelfleet)")  # fmt: skip
     return found
+
+
+_URL_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 
 
 def _interpolated_manifest_fields(raw: dict[str, Any]) -> list[str]:
