@@ -86,9 +86,16 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5, help="seconds per measurement (default 5)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--only", nargs="+", metavar="TARGET",
-                    help="measure only these targets (upstream, bare-proxy, modelfleet, mf+auth, mf+auth+redis, "
-                         "mf+trace1.0, mf+trace0.01); ratios need their references")  # fmt: skip
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TARGET",
+        help="measure only these targets (upstream, bare-proxy, modelfleet, mf+auth, mf+auth+redis, "
+        "mf+trace1.0, mf+trace0.01, baseline, baseline+auth); ratios need their references",
+    )
+    ap.add_argument("--baseline", type=Path, metavar="SRC",
+                    help="also run gateways from this source folder (e.g. another checkout's src/), as "
+                         "`baseline` and `baseline+auth`, to compare code in one run window")  # fmt: skip
     args = ap.parse_args()
     for tool, package in (("wrk", "wrk"), ("taskset", "util-linux"), ("redis-server", "redis-server")):
         if not shutil.which(tool):
@@ -120,6 +127,8 @@ def main() -> None:
                               f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
             ("mf+trace1.0", f"observability: {{otlp_endpoint: '{sink}', sample_ratio: 1.0}}\n"),
             ("mf+trace0.01", f"observability: {{otlp_endpoint: '{sink}', sample_ratio: 0.01}}\n"),
+            *((("baseline", ""), ("baseline+auth", f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"))
+              if args.baseline else ()),
         ):  # fmt: skip
             if args.only and name not in args.only:
                 continue
@@ -132,7 +141,9 @@ def main() -> None:
                 "routes:\n  bench: {deployments: [fake], timeout: 30s}\n"
             )
             log = open(tmp / f"{name}.log", "w")  # noqa: SIM115
-            procs.append(start([PY, "-m", "modelfleet", "serve", "-f", str(fleet)], core=0, stderr=log))
+            # A baseline gateway runs another checkout's code (e.g. main's), measured in the same rounds.
+            env = {**os.environ, "PYTHONPATH": str(args.baseline)} if name.startswith("baseline") else None
+            procs.append(start([PY, "-m", "modelfleet", "serve", "-f", str(fleet)], core=0, stderr=log, env=env))
             gateways[name] = f"http://127.0.0.1:{port}"
         for base in gateways.values():
             wait_http(base + "/readyz")
@@ -187,6 +198,12 @@ def report(results: dict, args: argparse.Namespace) -> None:
                     summary[mode][f"{name}_p50_ratio_vs_modelfleet"] = r["p50_ms_c1"] / mf["p50_ms_c1"]
                     rps, p50, p99 = (r[k] / mf[k] for k in ("rps_c32", "p50_ms_c1", "p99_ms_c1"))
                     print(f"  {mode:6}: {name}: RPS {rps:.2f}x tracing off; p50 {p50:.2f}x, p99 {p99:.2f}x")
+        for name, ref in (("modelfleet", "baseline"), ("mf+auth", "baseline+auth")):
+            if name in rows and ref in rows:
+                rps = rows[name]["rps_c32"] / rows[ref]["rps_c32"]
+                p50 = rows[name]["p50_ms_c1"] - rows[ref]["p50_ms_c1"]
+                summary[mode][f"{name}_rps_ratio_vs_{ref}"] = rps
+                print(f"  {mode:6}: {name}: RPS {rps:.2f}x {ref}; p50 {p50:+.3f} ms over {ref}")
         if not all(n in rows for n in ("modelfleet", "bare-proxy", "upstream")):
             continue
         mf, bare, up = rows["modelfleet"], rows["bare-proxy"], rows["upstream"]
