@@ -112,7 +112,7 @@ def pass_through(headers: Any) -> None:
 class RequestTrace:
     """The spans of one request; made only while tracing is on."""
 
-    __slots__ = ("_token", "rid", "span")
+    __slots__ = ("_token", "recording", "rid", "span")
 
     def __init__(self, headers: Any, path: str, rid: str) -> None:
         from opentelemetry import context, trace
@@ -125,13 +125,19 @@ class RequestTrace:
             attributes={RID: rid, "gen_ai.operation.name": op, "http.request.method": "POST", "url.path": path},
         )  # fmt: skip
         self._token = context.attach(trace.set_span_in_context(self.span, parent))
+        # Not sampled: no child spans either, only the trace context the upstream is handed.
+        self.recording = self.span.is_recording()
 
     async def within(self, name: str, work: Coroutine[Any, Any, T], **attributes: Any) -> T:
         """Await `work` inside a child span named `name`."""
+        if not self.recording:
+            return await work
         with TRACER.start_as_current_span(name, attributes={RID: self.rid, **attributes}):
             return await work
 
     def body(self, body: dict) -> None:
+        if not self.recording:
+            return
         a = {"gen_ai.request.model": body.get("model")}
         for field in ("max_tokens", "temperature", "top_p"):
             if isinstance(body.get(field), int | float):
@@ -139,6 +145,8 @@ class RequestTrace:
         self.span.set_attributes({k: v for k, v in a.items() if isinstance(v, str | int | float)})
 
     def route(self, route: str, variant: str, team: str, candidates: list[str]) -> None:
+        if not self.recording:
+            return
         with TRACER.start_as_current_span("route", attributes={
             RID: self.rid, "modelfleet.route": route, "modelfleet.variant": variant,
             "modelfleet.team": team, "modelfleet.candidates": candidates,
@@ -152,6 +160,11 @@ class RequestTrace:
         from opentelemetry.trace import Status, StatusCode
 
         n = 0
+        if not self.recording:
+            carrier: dict[str, str] = {}
+            _propagator.inject(carrier)
+            UPSTREAM.set(carrier)  # the upstream learns the trace is not sampled
+            return attempt
 
         async def traced(ex: Any, target: Any, replica: Any, left: float) -> T:
             nonlocal n
@@ -165,9 +178,9 @@ class RequestTrace:
                 f"attempt {target.name}", kind=trace.SpanKind.CLIENT, attributes=attrs,
                 record_exception=False, set_status_on_exception=False,
             ) as span:  # fmt: skip
-                carrier: dict[str, str] = {}
-                _propagator.inject(carrier)
-                UPSTREAM.set(carrier)
+                headers: dict[str, str] = {}
+                _propagator.inject(headers)
+                UPSTREAM.set(headers)
                 try:
                     return await attempt(ex, target, replica, left)
                 except Exception as exc:
@@ -183,6 +196,10 @@ class RequestTrace:
         from opentelemetry.trace import Status, StatusCode
 
         span = self.span
+        if not self.recording:
+            span.end()
+            context.detach(self._token)
+            return
         span.set_attribute("http.response.status_code", status)
         span.set_attribute("modelfleet.attempts", attempts)
         if deployment:
