@@ -103,6 +103,8 @@ class Gateway:
             for name, route in fleet.routes.items()
         }
         self.counters = open_counters(fleet.state.counters)
+        if fleet.state.counters != "memory":  # a Redis that lost its data learns the spent budgets again
+            self.counters.on_reconnect = self._seed_budgets  # type: ignore[attr-defined]
         self.ledger = UsageLedger(self.store, fleet.state.flush_interval)
         owners = ownership(fleet)  # with include:, a team made later gets the platform's routes, not every team's
         everything = frozenset(r for r in fleet.routes if owners[f"routes.{r}"].team is None) if owners else None
