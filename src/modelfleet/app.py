@@ -123,8 +123,8 @@ class Gateway:
         self.metrics.watch_wakes(self.control.deployments.wakes)
         created = int(time.time())
         models = [{"id": n, "object": "model", "created": created, "owned_by": "modelfleet"} for n in routes]
-        admin = AdminAPI(TeamAdmin(self.store, list(routes), fleet.teams), self.gate, fleet.auth.admin_key,
-                         self.control.deployments)  # fmt: skip
+        team_admin = TeamAdmin(self.store, list(routes), fleet.teams, fleet.limits_unsupported)
+        admin = AdminAPI(team_admin, self.gate, fleet.auth.admin_key, self.control.deployments)
         self.app = create_app(
             self.proxy, metrics=self.metrics, readiness=self.readiness, models=models, cors=fleet.server.cors,
             admin=admin, access_log=self.access_log,
