@@ -32,14 +32,6 @@ routes: {{chat: {{deployments: [up]}}}}
     up.stop()
 
 
-@pytest.fixture(scope="module")
-def api(gateway):
-    return schemathesis.openapi.from_url(gateway.base + "/openapi.json")
-
-
-schema = schemathesis.pytest.from_fixture("api")
-
-
 def assert_fine(response: httpx.Response | object) -> None:
     status = response.status_code  # type: ignore[attr-defined]
     assert status < 500, f"{status}: {response.text[:300]}"  # type: ignore[attr-defined]
@@ -48,15 +40,25 @@ def assert_fine(response: httpx.Response | object) -> None:
         assert set(err) == {"message", "type", "param", "code"} and err["message"]
 
 
-@schema.parametrize()
-@FUZZ
-def test_every_operation_answers_below_500_in_the_openai_shape(case, gateway):
-    key = ADMIN if case.path.startswith("/admin") else KEY
-    assert_fine(case.call(headers={"Authorization": f"Bearer {key}"}, timeout=30))
+def test_every_operation_answers_below_500_in_the_openai_shape(gateway):
+    schema = schemathesis.openapi.from_url(gateway.base + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 20  # every operation of the API is in the document
+    for operation in operations:
+        fuzz(operation, ADMIN if operation.path.startswith("/admin") else KEY, gateway.base)
+
+
+def fuzz(operation, key: str, base: str) -> None:
+    @FUZZ
+    @given(case=operation.as_strategy())
+    def call(case):
+        assert_fine(case.call(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30))
+
+    call()
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=20,
 )
@@ -82,7 +84,7 @@ def test_arbitrary_bodies_get_a_clear_answer(gateway, body, path):
     assert_fine(r)
 
 
-header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
+header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200).map(str.strip)
 
 
 @FUZZ
