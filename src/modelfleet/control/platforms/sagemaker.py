@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from modelfleet.backends.sagemaker import aws_client
+from modelfleet.config import sagemaker_names
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.types import Replica, ReplicaState
 
@@ -49,9 +50,9 @@ class SageMakerEndpoint:
         self.poll = poll
         self._client: Any = None
         self._watch: asyncio.Task[None] | None = None
-        digest = _digest(dep)
-        self.model_name = f"{dep.endpoint}-{digest}"[:63]
-        self.config_name = f"{dep.endpoint}-{digest}"[:63]
+        named = sagemaker_names.names(dep)
+        self.model_name = named.model
+        self.config_name = named.config
 
     def _sm(self) -> Any:
         if self._client is None:
@@ -180,15 +181,6 @@ class SageMakerEndpoint:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-
-
-def _digest(dep: SageMakerDeployment) -> str:
-    """8 hex digits of what the model and config are made of (the HF token left out: it is a secret)."""
-    import hashlib
-    import json
-
-    create = dep.create.model_dump(mode="json", exclude={"hf_token", "tags"}) if dep.create else {}
-    return hashlib.sha256(json.dumps(create, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
