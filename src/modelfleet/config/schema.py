@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from modelfleet.config.deploy import Deploy
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -327,6 +329,7 @@ class Fleet(_Section):
     teams: dict[Name, Team] = {}
     deployments: dict[Name, Deployment] = Field(min_length=1)
     routes: dict[Name, Route] = Field(min_length=1)
+    deploy: Deploy | None = Field(None, description="where `modelfleet deploy aws` puts the fleet")
 
     @model_validator(mode="after")
     def _names_are_known(self) -> Fleet:
