@@ -7,6 +7,7 @@ import click
 from modelfleet import __version__
 from modelfleet.cli.bench import bench
 from modelfleet.cli.config import config
+from modelfleet.cli.deploy import deploy
 from modelfleet.cli.deployments import deployments
 from modelfleet.cli.keys import keys
 from modelfleet.cli.promptset import promptset
@@ -41,3 +42,4 @@ cli.add_command(keys)
 cli.add_command(usage)
 cli.add_command(promptset)
 cli.add_command(bench)
+cli.add_command(deploy)

@@ -1,0 +1,2 @@
+"""Renderers: the fleet file in, files out (Terraform for AWS today). Pure config -> files: no network,
+no control plane; `modelfleet deploy ...` (cli/deploy.py) writes the files and runs the tools."""
