@@ -139,7 +139,8 @@ def run_terraform(folder: Path, title: str, *args: str) -> str:
     from rich.console import Console
 
     console = Console(stderr=True)
-    argv = [terraform_binary(), f"-chdir={folder}", *args, "-no-color", "-input=false"]
+    interactive = args[0] in ("init", "plan", "apply", "destroy")
+    argv = [terraform_binary(), f"-chdir={folder}", *args, "-no-color", *(["-input=false"] if interactive else [])]
     tail: deque[str] = deque(maxlen=40)
     lines: list[str] = []
     started = time.monotonic()

@@ -20,6 +20,8 @@ def write(files: dict[str, bytes], out: Path) -> list[str]:
         if path.is_file():
             path.unlink()
             changed.append(stale)
+            if path.parent != out and not any(path.parent.iterdir()):
+                path.parent.rmdir()
     for name, data in sorted(files.items()):
         path = out / name
         if path.is_file() and path.read_bytes() == data:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,13 @@ from modelfleet.config.loader import parse_fleet
 from modelfleet.config.schema import Fleet
 from modelfleet.errors import ConfigError
 
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 
 
-class _EnvOrPlaceholder(Mapping[str, str]):
-    """The environment, where every unset variable reads as a placeholder long enough for a key."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def __contains__(self, name: object) -> bool:
-        return True
-
-    def __getitem__(self, name: str) -> str:
-        return self.env.get(name) or f"unset-{name.lower()}-placeholder-for-rendering"
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.env)
-
-    def __len__(self) -> int:
-        return len(self.env)
+def _env_or_placeholders(text: str) -> dict[str, str]:
+    """The environment, plus a placeholder (long enough for a key) for each unset ${VAR} without a default."""
+    unset = {m.group(1) for m in _REF.finditer(text) if m.group(1) not in os.environ and m.group(2) is None}
+    return {**os.environ, **{name: f"unset-{name.lower()}-placeholder-for-rendering" for name in unset}}
 
 
 def load(path: Path) -> tuple[Fleet, dict[str, Any], str]:
@@ -46,7 +32,7 @@ def load(path: Path) -> tuple[Fleet, dict[str, Any], str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read the fleet file: {exc.strerror or exc}"], file=str(path)) from exc
-    fleet = parse_fleet(text, file=str(path), env=_EnvOrPlaceholder(os.environ))  # type: ignore[arg-type]
+    fleet = parse_fleet(text, file=str(path), env=_env_or_placeholders(text))
     if fleet.deploy is None:
         raise ConfigError(
             ["deploy: missing; add a `deploy:` section with at least `region:` (see `modelfleet deploy aws --help`)"],
@@ -67,7 +53,7 @@ def env_references(raw: Any) -> list[str]:
             for x in v:
                 walk(x)
         elif isinstance(v, str):
-            found.update(_REF.findall(v))
+            found.update(m.group(1) for m in _REF.finditer(v))
 
     walk(raw)
     return sorted(found)
