@@ -55,9 +55,9 @@ def init(folder: Path, backend: bool = True) -> None:
     tf(folder, "init", f"-plugin-dir={plugin_dir()}", "-input=false", *(() if backend else ("-backend=false",)))
 
 
-def render(fleet: Path, out: Path) -> subprocess.CompletedProcess:
+def render(fleet: Path, out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     done = subprocess.run([PY, "-m", "modelfleet", "deploy", "aws", "-f", str(fleet), "-o", str(out)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
