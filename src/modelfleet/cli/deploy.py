@@ -139,8 +139,9 @@ def run_terraform(folder: Path, title: str, *args: str) -> str:
     from rich.console import Console
 
     console = Console(stderr=True)
-    interactive = args[0] in ("init", "plan", "apply", "destroy")
-    argv = [terraform_binary(), f"-chdir={folder}", *args, "-no-color", *(["-input=false"] if interactive else [])]
+    command, *rest = args
+    flags = ["-no-color", *(["-input=false"] if command in ("init", "plan", "apply", "destroy") else [])]
+    argv = [terraform_binary(), f"-chdir={folder}", command, *flags, *rest]  # flags before a saved plan's name
     tail: deque[str] = deque(maxlen=40)
     lines: list[str] = []
     started = time.monotonic()
@@ -167,7 +168,7 @@ def run_terraform(folder: Path, title: str, *args: str) -> str:
         ),
         "done",
     )
-    console.print(f"[green]✓[/green] {title} ({elapsed:.0f}s): {summary}", highlight=False)
+    console.print(f"[green]✓[/green] {title} ({elapsed:.0f}s): {summary}", highlight=False, soft_wrap=True)
     return "\n".join(lines)
 
 
