@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from tf_harness import ROOT, Moto, init, plan_json, point_at, render, tf
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # ~150 s on 2 idle cores
 
 
 @pytest.fixture(scope="module")
