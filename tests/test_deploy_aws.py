@@ -95,10 +95,9 @@ def test_checkov_finds_nothing_and_every_skip_has_a_reason(rendered):
 
 
 def test_sagemaker_names_match_the_control_plane(rendered):
-    """The renderer and the control plane both name through config/sagemaker_names.py; the names in the HCL
-    and the Lambda's events are those, and the control plane's SageMaker platform imports the same function."""
-    platform = (ROOT / "src/modelfleet/control/platforms/sagemaker.py").read_text()
-    assert "sagemaker_names.names(dep)" in platform and "def _digest" not in platform
+    """The names in the HCL and the Lambda's events come from config/sagemaker_names.py, as the control
+    plane's do. (test_schedule_lambda.py shows it end to end: the gateway creates the model and config
+    under the names the rendered event carries.)"""
     env = {"QUANT_KEY": "k" * 32, "ADMIN_KEY": "a" * 32}
     fleet = parse_fleet(FLEETS["schedules"].read_text(), env=env)
     plain, gated = names(fleet.deployments["plain"]), names(fleet.deployments["gated"])
@@ -132,6 +131,23 @@ def test_who_owns_each_endpoint(rendered):
     assert not (gw / "schedules.tf").exists() and 'aws_sagemaker_endpoint"' not in (gw / "sagemaker.tf").read_text()
 
 
+def test_an_endpoint_with_a_gateway_elsewhere_that_wakes_or_idles_is_not_terraforms(tmp_path):
+    from modelfleet.deploy.aws.ownership import endpoint_owner
+
+    text = FLEETS["schedules"].read_text()
+    fleet = parse_fleet(text, env={})
+    assert [endpoint_owner(fleet.deployments[n], False) for n in ("plain", "gated", "manual")] == [
+        "terraform",
+        "lambda",
+        "nobody",
+    ]
+    assert {endpoint_owner(fleet.deployments[n], True) for n in ("plain", "gated", "manual")} == {"control-plane"}
+    waking = parse_fleet(
+        text.replace("      tags: {owner: ml}\n", "      tags: {owner: ml}\n    wake_on_request: true\n"), env={}
+    )
+    assert endpoint_owner(waking.deployments["plain"], False) == "gateway-elsewhere"
+
+
 def test_secrets_stay_out_of_the_rendered_files(rendered, tmp_path):
     for name, folder in rendered.items():
         for path, data in _files(folder).items():
@@ -162,6 +178,7 @@ MISTAKES = [
         "create.role_arn: expected arn:aws:iam::ACCOUNT:role/NAME",
     ),
     (("name: tgw", "name: T"), "deploy.name (line"),
+    (("deployments:\n", "deployments:\n  tiny: {kind: llama-cpp}\n"), "deployments.tiny: a llama-cpp engine does not"),
 ]
 
 

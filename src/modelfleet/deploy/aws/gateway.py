@@ -269,6 +269,12 @@ def _role(m: Module) -> None:
     secrets += [
         Ref(f"aws_secretsmanager_secret.{label(n)}_hf_token.arn") for n, d in created.items() if ownership.has_token(d)
     ]
+    for dep in m.raw.get("deployments", {}).values():  # api_key: aws-secret://NAME of an openai deployment
+        ref = (dep or {}).get("api_key")
+        if isinstance(ref, str) and ref.startswith("aws-secret://"):
+            secrets.append(
+                arn("secretsmanager", f"secret:{ref.removeprefix('aws-secret://').split('#')[0].split('?')[0]}-??????")
+            )
     if gateway_fleet.shared_state(m):
         secrets.append(Ref("aws_db_instance.store.master_user_secret[0].secret_arn"))
     statements = [

@@ -40,6 +40,14 @@ def render(m: Module, source: str) -> str:
         state.update(store=STORE, counters=COUNTERS)
     elif not str(state.get("store", "")).startswith("postgres"):
         state["store"] = SQLITE
+    for name, dep in m.fleet.deployments.items():
+        if dep.kind == "llama-cpp":
+            raise DeployError(
+                [
+                    f"deployments.{name}: a llama-cpp engine does not run on the gateway instances; "
+                    "serve the model elsewhere (kind: openai or sagemaker) for a gateway on EC2"
+                ]
+            )
     for name, dep in m.sagemaker().items():
         if ownership.has_token(dep):
             doc["deployments"][name]["create"]["hf_token"] = f"aws-secret://{secret_name(m, name)}"

@@ -5,8 +5,9 @@
     the control plane          endpoints, when the gateway runs in AWS (`deploy.gateway: ec2`): it starts
                                them at boot, on a schedule and on `modelfleet deployments start|stop`
     the schedule Lambda        endpoints with a `schedule`, when the gateway runs elsewhere
+    your gateway, elsewhere    endpoints that wake on request or stop when idle
     Terraform                  the endpoint itself only when nothing else manages it: no gateway in AWS,
-                               no schedule, no HF token
+                               no schedule, no wake or idle stop, no HF token
 
 A deployment with an HF token gets its model and config from whoever starts it (control plane or
 Lambda): they read the secret at create time, so the token never passes through Terraform's state.
@@ -18,7 +19,7 @@ from typing import Literal
 
 from modelfleet.config.schema import SageMakerDeployment
 
-Owner = Literal["terraform", "control-plane", "lambda", "nobody"]
+Owner = Literal["terraform", "control-plane", "gateway-elsewhere", "lambda", "nobody"]
 
 
 def has_token(dep: SageMakerDeployment) -> bool:
@@ -34,6 +35,8 @@ def endpoint_owner(dep: SageMakerDeployment, gateway_in_aws: bool) -> Owner:
         return "control-plane"
     if dep.schedule is not None and (dep.schedule.start or dep.schedule.stop):
         return "lambda"
+    if dep.wake_on_request or (dep.schedule is not None and dep.schedule.idle_stop_after):
+        return "gateway-elsewhere"
     if has_token(dep):
         return "nobody"  # the README tells how to start it once: aws lambda invoke, or `deployments start`
     return "terraform"

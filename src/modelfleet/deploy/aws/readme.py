@@ -12,6 +12,7 @@ from modelfleet.deploy.source import env_references
 _OWNER = {
     "terraform": "Terraform (`aws_sagemaker_endpoint`)",
     "control-plane": "the gateway's control plane",
+    "gateway-elsewhere": "your gateway's control plane (wake on request, idle stop)",
     "lambda": "the schedule Lambda",
     "nobody": "you, once: `aws lambda invoke` with `events/NAME-start.json` (below)",
 }
