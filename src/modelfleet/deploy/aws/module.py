@@ -101,9 +101,9 @@ def skip(check: str, reason: str) -> Item:
     return Comment(f"checkov:skip={check}:{reason}")
 
 
-ACCOUNT = "${data.aws_caller_identity.current.account_id}"
-PARTITION = "${data.aws_partition.current.partition}"
-REGION = "${data.aws_region.current.name}"
+ACCOUNT = "${local.account_id}"
+PARTITION = "${local.partition}"
+REGION = "${local.region}"
 
 
 def arn(service: str, resource: str, region: bool = True) -> Template:

@@ -53,13 +53,17 @@ def render(m: Module, source: str) -> str:
         ]
         for name, dep in deps.items():
             owner = ownership.endpoint_owner(dep, m.gateway_in_aws)
-            made = "Terraform" if ownership.model_by_terraform(dep) else "at first start (HF token)"
-            out.append(f"| {name} | `{dep.endpoint}` | `{names(dep).model}` ({made}) | {_OWNER[owner]} |")
+            made = "by Terraform" if ownership.model_by_terraform(dep) else "at first start: it has an HF token"
+            out.append(f"| {name} | `{dep.endpoint}` | `{names(dep).model}`, {made} | {_OWNER[owner]} |")
         out += [
             "",
             "Models and configs are named `ENDPOINT-DIGEST`, the digest of their `create:` settings, exactly",
             "as the control plane names them: `modelfleet deployments start|stop` and Terraform never fight. New",
             "settings are a new model and config beside the old ones; the endpoint moves to them.",
+            "",
+            "`destroy` deletes what Terraform created. Stop endpoints it did not create first (`modelfleet",
+            "deployments stop NAME`, or the Lambda's stop event); models and configs made at a first start",
+            "stay until `aws sagemaker delete-model` and `delete-endpoint-config` (they cost nothing).",
             "",
         ]
     tokens = [(n, dep) for n, dep in deps.items() if ownership.has_token(dep)]

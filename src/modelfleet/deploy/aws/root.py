@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelfleet.deploy.aws.module import Module
-from modelfleet.deploy.hcl import Attr, Block, Call, Ref
+from modelfleet.deploy.hcl import Attr, Block, Call, Comment, Ref
 
 AWS_PROVIDER = "5.100.0"  # the version CI's offline mirror carries; bump it here, tested there
 
@@ -53,6 +53,15 @@ def add(m: Module) -> None:
         Block("data", "aws_caller_identity", "current"),
         Block("data", "aws_partition", "current"),
         Block("data", "aws_region", "current"),
+        Block(
+            "locals",
+            body=[
+                Comment("where ARNs in the least-privilege policies point: this account, this region"),
+                Attr("partition", Ref("data.aws_partition.current.partition")),
+                Attr("account_id", Ref("data.aws_caller_identity.current.account_id")),
+                Attr("region", Ref("data.aws_region.current.name")),
+            ],
+        ),
     )
     m.variable("region", "string", "The AWS region (deploy.region in the fleet file).", m.deploy.region)
     m.variable("tags", "map(string)", "Tags on every resource (deploy.tags in the fleet file).", dict(m.deploy.tags))
