@@ -261,3 +261,21 @@ def test_shared_state_and_gateway_in_the_plan_json(rendered):
     assert "deploy" not in fleet_yaml and fleet_yaml["server"]["host"] == "0.0.0.0"
     user_data = (folder / "gateway/user-data.sh.tftpl").read_text()
     assert "modelfleet serve -f /etc/modelfleet/fleet.yaml" in user_data and "aws ssm get-parameter" in user_data
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_user_data_renders_to_a_shell_script_that_parses(rendered, shared):
+    """moto boots no instances: render the user data through terraform's own templatefile() and let bash parse it."""
+    folder = rendered["always-on"]
+    init(folder, backend=False)
+    db = '"arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1"' if shared else '""'
+    expr = ('templatefile("${path.module}/gateway/user-data.sh.tftpl", {region = "us-east-1", '
+            'package = "modelfleet[sagemaker]==0.1.0", fleet_parameter = "/always-on/fleet.yaml", fleet_sha256 = "0f", '
+            f'env_secret = "always-on/gateway-env", db_secret_arn = {db}, db_host = "db.internal", '
+            'redis_host = "redis.internal"})')  # fmt: skip
+    done = tf(folder, "console", input_text=expr + "\n")
+    script = done.stdout.strip().removeprefix("<<EOT").removesuffix("EOT").strip() + "\n"
+    assert script.startswith("#!/bin/bash\n") and "%{" not in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True).returncode == 0
+    assert "ExecStart=/opt/modelfleet/bin/modelfleet serve -f /etc/modelfleet/fleet.yaml" in script
+    assert ("MODELFLEET_DB_HOST=db.internal" in script) is shared

@@ -41,11 +41,11 @@ def checkov() -> str:
     raise AssertionError("unreachable")
 
 
-def tf(folder: Path, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+def tf(folder: Path, *args: str, timeout: float = 600, check: bool = True, input_text: str | None = None):
     env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
     env.pop("TF_CLI_CONFIG_FILE", None)
     done = subprocess.run([terraform(), f"-chdir={folder}", *args, "-no-color"], capture_output=True, text=True,
-                          timeout=timeout, env=env)  # fmt: skip
+                          timeout=timeout, env=env, input=input_text)  # fmt: skip
     if check:
         assert done.returncode == 0, f"terraform {' '.join(args)}:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
     return done
