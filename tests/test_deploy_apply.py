@@ -34,11 +34,11 @@ def _gone(call, *args, **kw) -> bool:
 def test_apply_then_destroy_against_moto(moto_aws, tmp_path):
     moto = moto_aws
     cert = moto.client("acm").request_certificate(DomainName="llm.example.com")["CertificateArn"]
-    for name, fleet in (("schedules", "deploy-schedules.yaml"), ("gateway", "deploy-gateway.yaml")):
-        render(ROOT / "tests/fleets" / fleet, tmp_path / name, env={"TEST_CERTIFICATE_ARN": cert})
+    modules = {"schedules": "deploy-schedules.yaml", "gateway": "deploy-gateway.yaml", "fargate": "deploy-fargate.yaml"}
+    for name, fleet in modules.items():
+        render(ROOT / "tests/fleets" / fleet, tmp_path / name, env={"TEST_CERTIFICATE_ARN": cert, "FARGATE_COUNT": "1"})
         point_at(tmp_path / name, moto.url)
-    (tmp_path / "main.tf").write_text('module "schedules" {\n  source = "./schedules"\n}\n\n'
-                                      'module "gateway" {\n  source = "./gateway"\n}\n')  # fmt: skip
+    (tmp_path / "main.tf").write_text("\n".join(f'module "{n}" {{\n  source = "./{n}"\n}}\n' for n in modules))
     init(tmp_path)
     started = time.monotonic()
     tf(tmp_path, "apply", "-auto-approve", "-input=false", timeout=900)
@@ -48,7 +48,7 @@ def test_apply_then_destroy_against_moto(moto_aws, tmp_path):
     # SageMaker: Terraform's endpoint is up; the gated ones wait for the Lambda (their token is not in the state).
     assert sm.describe_endpoint(EndpointName="plain-ep")["EndpointStatus"] == "InService"
     models = {m["ModelName"] for m in sm.list_models()["Models"]}
-    assert {m.rsplit("-", 1)[0] for m in models} == {"plain-ep", "mistral-ep"}
+    assert {m.rsplit("-", 1)[0] for m in models} == {"plain-ep", "mistral-ep", "qwen-ep"}
     roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
     assert {"test-sagemaker", "test-manual", "tsched-schedule-lambda", "tsched-scheduler", "tgw-sagemaker",
             "tgw-gateway"} <= roles  # fmt: skip
@@ -75,21 +75,40 @@ def test_apply_then_destroy_against_moto(moto_aws, tmp_path):
     assert len({i["AvailabilityZone"] for i in asg["Instances"]}) >= 1 and len(asg["VPCZoneIdentifier"].split(",")) == 2
     fleet_yaml = moto.client("ssm").get_parameter(Name="/tgw/fleet.yaml", WithDecryption=True)["Parameter"]["Value"]
     assert "host: 0.0.0.0" in fleet_yaml and "deploy:" not in fleet_yaml
+    # The gateway on Fargate: an ECS service of the task definition, behind its own ALB's target group.
+    ecs = moto.client("ecs")
+    (service,) = ecs.describe_services(cluster="tfg-gateway", services=["tfg-gateway"])["services"]
+    (fg_tg,) = elb.describe_target_groups(Names=["tfg-gw"])["TargetGroups"]
+    assert service["desiredCount"] == 1 and service["launchType"] == "FARGATE"
+    assert service["loadBalancers"][0]["targetGroupArn"] == fg_tg["TargetGroupArn"] and fg_tg["TargetType"] == "ip"
+    task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    secrets_in_task = {s["name"] for s in task["containerDefinitions"][0]["secrets"]}
+    assert secrets_in_task == {"MODELFLEET_FLEET_YAML", "QUANT_KEY", "ADMIN_KEY"}  # references, never values
     alarms = {a["AlarmName"] for a in moto.client("cloudwatch").describe_alarms()["MetricAlarms"]}
     assert {"plain-ep-5xx", "plain-ep-latency-p95", "plain-ep-idle", "gated-ep-5xx", "tgw-unhealthy-hosts",
             "tgw-alb-5xx"} <= alarms  # fmt: skip
 
-    # Planned again, nothing changes: Terraform and what is there agree (SageMaker included). The one
-    # exception is moto's: it echoes a launch template's own tags as a "launch-template" tag specification,
-    # which AWS does not, so the template (and the group that follows its version) would be updated.
-    changed = {c["address"]: c for c in plan_json(tmp_path)["resource_changes"] if c["change"]["actions"] != ["no-op"]}
-    assert set(changed) <= {
-        "module.gateway.aws_launch_template.gateway",
-        "module.gateway.aws_autoscaling_group.gateway",
+    # Planned again, nothing changes: Terraform and what is there agree (SageMaker included), except where
+    # moto answers unlike AWS: it echoes a launch template's own tags as a "launch-template" tag specification
+    # (so the template, and the group following its version, would be updated), and it keeps neither an ECS
+    # service's health check grace period nor its AZ rebalancing.
+    moto_echoes = {
+        "module.gateway.aws_launch_template.gateway": {"tag_specifications"},
+        "module.gateway.aws_autoscaling_group.gateway": {"launch_template", "capacity_reservation_specification"},
+        "module.fargate.aws_ecs_service.gateway": {
+            "availability_zone_rebalancing",
+            "health_check_grace_period_seconds",
+        },
     }
-    if lt := changed.get("module.gateway.aws_launch_template.gateway"):
-        before = [t["resource_type"] for t in lt["change"]["before"]["tag_specifications"]]
-        assert before == ["instance", "launch-template"]
+    changed = {
+        c["address"]: c["change"]
+        for c in plan_json(tmp_path)["resource_changes"]
+        if c["change"]["actions"] != ["no-op"]
+    }
+    diffs = {
+        a: {k for k, v in (c["after"] or {}).items() if (c["before"] or {}).get(k) != v} for a, c in changed.items()
+    }
+    assert all(a in moto_echoes and d <= moto_echoes[a] for a, d in diffs.items()), diffs
 
     started = time.monotonic()
     tf(tmp_path, "destroy", "-auto-approve", "-input=false", timeout=900)
@@ -105,5 +124,11 @@ def test_apply_then_destroy_against_moto(moto_aws, tmp_path):
     assert _gone(moto.client("lambda").get_function, FunctionName="tsched-schedule")
     assert not elb.describe_load_balancers()["LoadBalancers"] and not elb.describe_target_groups()["TargetGroups"]
     assert not moto.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    # A deleted ECS cluster stays visible as INACTIVE for a while (AWS does the same), with no active service.
+    assert all(c["status"] == "INACTIVE" for c in ecs.describe_clusters(clusters=["tfg-gateway"])["clusters"])
+    assert all(
+        x["status"] != "ACTIVE"
+        for x in ecs.describe_services(cluster="tfg-gateway", services=["tfg-gateway"])["services"]
+    )
     assert not moto.client("cloudwatch").describe_alarms()["MetricAlarms"]
     assert _gone(moto.client("ssm").get_parameter, Name="/tgw/fleet.yaml")

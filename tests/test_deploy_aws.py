@@ -25,6 +25,7 @@ FLEETS = {
     "schedules": ROOT / "tests/fleets/deploy-schedules.yaml",
     "gateway": ROOT / "tests/fleets/deploy-gateway.yaml",
     "everything": ROOT / "tests/fleets/deploy-everything.yaml",
+    "fargate": ROOT / "tests/fleets/deploy-fargate.yaml",
 }
 
 

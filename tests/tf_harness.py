@@ -14,7 +14,7 @@ from conftest import PY, _missing, _wait_port, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every endpoint the rendered modules use.
-SERVICES = ["acm", "autoscaling", "cloudwatch", "ec2", "elasticache", "elbv2", "iam", "lambda", "logs", "rds",
+SERVICES = ["acm", "autoscaling", "cloudwatch", "ec2", "ecs", "elasticache", "elbv2", "iam", "lambda", "logs", "rds",
             "sagemaker", "scheduler", "secretsmanager", "sns", "ssm", "sts"]  # fmt: skip
 
 

@@ -77,8 +77,10 @@ def aws(fleet_path: Path, out: Path) -> None:
       deploy:
         name: office-hours            prefix of every resource name
         region: eu-central-1
-        gateway: none                 none: the gateway runs elsewhere; ec2: an ASG behind an ALB
-        certificate_arn: arn:aws:acm:...   (gateway: ec2) the ALB's TLS certificate
+        gateway: none                 none: the gateway runs elsewhere; behind an ALB: ec2 (an
+                                      Auto Scaling group) or ecs-fargate (an ECS service)
+        certificate_arn: arn:aws:acm:...   (ec2, ecs-fargate) the ALB's TLS certificate
+        ec2: {count: 2, instance_type: t3.small}      fargate: {count: 2, cpu: 512, memory: 1024}
         network: {vpc_id: vpc-..., subnet_ids: [subnet-..., subnet-...]}   default: a new VPC
         alarms: {emails: [oncall@example.com]}
         state_backend: {s3_bucket: my-tf-state}                           default: local state
@@ -88,8 +90,8 @@ def aws(fleet_path: Path, out: Path) -> None:
     What you get: each SageMaker deployment's role (least privilege), HF-token secret (no value:
     you set it out of band), model and endpoint config named as `modelfleet deployments` names
     them, and alarms; schedules as EventBridge Scheduler + a small Lambda when the gateway is not in
-    AWS; with `gateway: ec2`, the ALB, Auto Scaling group, fleet file in SSM, and Redis + PostgreSQL
-    for more than one gateway. The same fleet file always renders the same bytes.
+    AWS; with a gateway in AWS, the ALB, the Auto Scaling group or ECS service, the fleet file in
+    SSM, and Redis + PostgreSQL for more than one gateway. The same fleet file always renders the same bytes.
     """
     from modelfleet.deploy import aws as aws_renderer
     from modelfleet.deploy import files, source

@@ -5,7 +5,8 @@ deploy:
   region: eu-central-1
   network: {cidr: 10.42.0.0/16}   a new VPC; or {vpc_id: vpc-..., subnet_ids: [subnet-..., subnet-...]}
   gateway: ec2                    none (default): the gateway runs elsewhere; schedules run as a Lambda
-  certificate_arn: arn:aws:acm:...     the ALB's TLS certificate (gateway: ec2)
+                                  ec2: an Auto Scaling group; ecs-fargate: an ECS service; both behind an ALB
+  certificate_arn: arn:aws:acm:...     the ALB's TLS certificate (gateway: ec2 or ecs-fargate)
   alarms: {emails: [oncall@example.com]}
   state_backend: {s3_bucket: tf-state, key: modelfleet/office-hours.tfstate}
   tags: {cost_center: cc-42}
@@ -77,6 +78,24 @@ class GatewayHosts(_Section):
     package: str = Field(
         f"modelfleet[sagemaker,postgres,redis]=={__version__}", description="what the instances `pip install`"
     )
+
+
+class GatewayTasks(_Section):
+    """The gateway on ECS Fargate: a service behind an ALB. The container installs `package` at start;
+    for production, build an image with modelfleet in it, set `image`, and set `package` to ""."""
+
+    count: int = Field(2, ge=1, le=20, description="tasks; more than one adds Redis (counters) and PostgreSQL")
+    cpu: Literal[256, 512, 1024, 2048, 4096] = 512
+    memory: int = Field(1024, ge=512, le=30720, description="MiB, a size Fargate allows for `cpu`")
+    image: str = Field("public.ecr.aws/docker/library/python:3.11-slim", description="the container image")
+    package: str = Field(
+        f"modelfleet[sagemaker,postgres,redis]=={__version__}", description="`pip install`ed at start; '' = none"
+    )
+
+
+class SharedState(_Section):
+    """What more than one gateway shares: RDS PostgreSQL (the store) and ElastiCache Redis (limit counters)."""
+
     db_instance_class: str = Field("db.t4g.micro", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     cache_node_type: str = Field("cache.t4g.micro", pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")
 
@@ -110,10 +129,12 @@ class Deploy(_Section):
     )
     region: str = Field(pattern=_REGION, description="e.g. eu-central-1")
     network: Network = Network()
-    gateway: Literal["none", "ec2"] = Field(
-        "none", description="where the gateway runs: ec2 (an ASG behind an ALB) or none (elsewhere)"
+    gateway: Literal["none", "ec2", "ecs-fargate"] = Field(
+        "none", description="where the gateway runs: ec2 (an ASG) or ecs-fargate (a service), behind an ALB; none"
     )
     ec2: GatewayHosts = GatewayHosts()
+    fargate: GatewayTasks = GatewayTasks()
+    shared_state: SharedState = SharedState()
     certificate_arn: str | None = Field(
         None, pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$", description="ACM, for the ALB"
     )
@@ -123,9 +144,13 @@ class Deploy(_Section):
 
     @model_validator(mode="after")
     def _gateway_needs_tls(self) -> Deploy:
-        if self.gateway == "ec2" and self.certificate_arn is None:
+        if self.gateway != "none" and self.certificate_arn is None:
             raise ValueError(
                 "deploy.certificate_arn: the gateway's ALB serves HTTPS only; name an ACM certificate ARN "
                 "such as arn:aws:acm:eu-central-1:123456789012:certificate/..."
             )
         return self
+
+    @property
+    def gateway_count(self) -> int:
+        return {"ec2": self.ec2.count, "ecs-fargate": self.fargate.count}.get(self.gateway, 0)

@@ -1,24 +1,22 @@
 """gateway.tf: the gateway on EC2. An ALB (HTTPS, HTTP redirected) in front of an Auto Scaling group
 across the AZs; each instance installs modelfleet and runs `modelfleet serve` with the fleet file from
-SSM Parameter Store. No SSH: the instances take traffic from the ALB only (shell: SSM Session Manager)."""
+SSM Parameter Store. No SSH: the gateways take traffic from the ALB only. What runs them is
+gateway_ec2.py (an Auto Scaling group) or gateway_fargate.py (an ECS service)."""
 
 from __future__ import annotations
 
 import hashlib
-import re
-from importlib import resources
 
 from modelfleet.config.sagemaker_names import names
 from modelfleet.config.schema import SageMakerDeployment
-from modelfleet.deploy.aws import gateway_fleet, ownership
-from modelfleet.deploy.aws.module import PARTITION, Module, allow, arn, assume_role, label, policy, skip
-from modelfleet.deploy.aws.network import private_subnets, public_subnets, vpc_id
+from modelfleet.deploy.aws import gateway_ec2, gateway_fargate, gateway_fleet, ownership
+from modelfleet.deploy.aws.module import Module, allow, arn, label, skip
+from modelfleet.deploy.aws.network import public_subnets, vpc_id
 from modelfleet.deploy.aws.sagemaker import role_label
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
 
 FILE = "gateway.tf"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-_ARM = re.compile(r"^[a-z]+\d+[a-z]*g[a-z]*\.")  # t4g, m7g, c7gn: Graviton
 
 
 def _sg_rule(name: str, kind: str, port: int, description: str, **source: object) -> Block:
@@ -41,20 +39,17 @@ def _sg_rule(name: str, kind: str, port: int, description: str, **source: object
 def add(m: Module, source: str) -> None:
     if not m.gateway_in_aws:
         return
-    ec2 = m.deploy.ec2
     fleet_text = gateway_fleet.render(m, source)
     m.files["gateway/fleet.yaml"] = fleet_text.encode()
-    m.files["gateway/user-data.sh.tftpl"] = (
-        resources.files("modelfleet.deploy.aws").joinpath("gateway_user_data.sh.tftpl").read_bytes()
-    )
     m.variable(
         "certificate_arn", "string", "The ALB's TLS certificate (deploy.certificate_arn).", m.deploy.certificate_arn
     )
     m.variable(
-        "gateway_instance_type", "string", "The gateways' instance type (deploy.ec2.instance_type).", ec2.instance_type
+        "gateway_count",
+        "number",
+        "How many gateways (deploy.ec2.count or deploy.fargate.count).",
+        m.deploy.gateway_count,
     )
-    m.variable("gateway_count", "number", "How many gateways (deploy.ec2.count).", ec2.count)
-    arch = "arm64" if _ARM.match(ec2.instance_type) else "x86_64"
     idle = min(4000, max(60, int(max(r.timeout for r in m.fleet.routes.values())) + 30))
     m.add(
         FILE,
@@ -144,6 +139,7 @@ def add(m: Module, source: str) -> None:
                 Attr("name", f"{m.prefix}-gw"),
                 Attr("port", gateway_fleet.PORT),
                 Attr("protocol", "HTTP"),
+                Attr("target_type", "instance" if m.deploy.gateway == "ec2" else "ip"),
                 Attr("vpc_id", vpc_id(m)),
                 Attr("deregistration_delay", int(m.fleet.server.drain_timeout)),  # the gateway drains that long
                 Block(
@@ -232,17 +228,12 @@ def add(m: Module, source: str) -> None:
                 Attr("recovery_window_in_days", 7),
             ],
         ),
-        Block(
-            "data",
-            "aws_ssm_parameter",
-            "al2023",
-            body=[
-                Attr("name", f"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"),
-            ],
-        ),
     )
-    _role(m)
-    _hosts(m, hashlib.sha256(fleet_text.encode()).hexdigest())
+    fleet_sha256 = hashlib.sha256(fleet_text.encode()).hexdigest()
+    if m.deploy.gateway == "ec2":
+        gateway_ec2.add(m, fleet_sha256)
+    else:
+        gateway_fargate.add(m, fleet_sha256)
     _alarms(m)
     m.output(
         "url",
@@ -255,10 +246,9 @@ def add(m: Module, source: str) -> None:
         Ref("aws_secretsmanager_secret.gateway_env.name"),
     )
     m.output("fleet_parameter", "The gateways' fleet file in SSM.", Ref("aws_ssm_parameter.fleet.name"))
-    m.output("autoscaling_group", "The gateways' Auto Scaling group.", Ref("aws_autoscaling_group.gateway.name"))
 
 
-def _role(m: Module) -> None:
+def policy_statements(m: Module) -> list[dict]:
     """What `modelfleet serve` needs: its fleet file and secrets, and its SageMaker endpoints' lifecycle."""
     deps = {n: d for n, d in m.fleet.deployments.items() if isinstance(d, SageMakerDeployment)}
     endpoints = [arn("sagemaker", f"endpoint/{d.endpoint.lower()}") for d in deps.values()]
@@ -307,146 +297,7 @@ def _role(m: Module) -> None:
                 Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             ),
         ]
-    m.add(
-        FILE,
-        Block(
-            "resource",
-            "aws_iam_role",
-            "gateway",
-            body=[
-                Attr("name", f"{m.prefix}-gateway"),
-                Attr("assume_role_policy", assume_role("ec2.amazonaws.com")),
-            ],
-        ),
-        Block(
-            "resource",
-            "aws_iam_role_policy",
-            "gateway",
-            body=[
-                Attr("name", "modelfleet-serve"),
-                Attr("role", Ref("aws_iam_role.gateway.id")),
-                Attr("policy", policy(*statements)),
-            ],
-        ),
-        Block(
-            "resource",
-            "aws_iam_role_policy_attachment",
-            "gateway_ssm",
-            body=[
-                Attr("role", Ref("aws_iam_role.gateway.name")),  # a shell through Session Manager, instead of SSH
-                Attr("policy_arn", Template(f"arn:{PARTITION}:iam::aws:policy/AmazonSSMManagedInstanceCore")),
-            ],
-        ),
-        Block(
-            "resource",
-            "aws_iam_instance_profile",
-            "gateway",
-            body=[
-                Attr("name", f"{m.prefix}-gateway"),
-                Attr("role", Ref("aws_iam_role.gateway.name")),
-            ],
-        ),
-    )
-
-
-def _hosts(m: Module, fleet_sha256: str) -> None:
-    shared = gateway_fleet.shared_state(m)
-    template_vars = {
-        "region": Ref("var.region"),
-        "package": m.deploy.ec2.package,
-        "fleet_parameter": Ref("aws_ssm_parameter.fleet.name"),
-        "fleet_sha256": fleet_sha256,
-        "env_secret": Ref("aws_secretsmanager_secret.gateway_env.name"),
-        "db_secret_arn": Ref("aws_db_instance.store.master_user_secret[0].secret_arn") if shared else "",
-        "db_host": Ref("aws_db_instance.store.address") if shared else "",
-        "redis_host": Ref("aws_elasticache_replication_group.counters.primary_endpoint_address") if shared else "",
-    }
-    user_data = Call("templatefile", Template("${path.module}/gateway/user-data.sh.tftpl"), template_vars)
-    m.add(
-        FILE,
-        Block(
-            "resource",
-            "aws_launch_template",
-            "gateway",
-            body=[
-                Attr("name_prefix", f"{m.prefix}-gw-"),
-                Attr("image_id", Ref("data.aws_ssm_parameter.al2023.insecure_value")),
-                Attr("instance_type", Ref("var.gateway_instance_type")),
-                Attr("vpc_security_group_ids", [Ref("aws_security_group.gateway.id")]),
-                Attr("user_data", Call("base64encode", user_data)),
-                Attr("update_default_version", True),
-                Block("iam_instance_profile", body=[Attr("arn", Ref("aws_iam_instance_profile.gateway.arn"))]),
-                Block(
-                    "metadata_options",
-                    body=[
-                        Attr("http_endpoint", "enabled"),
-                        Attr("http_tokens", "required"),
-                        Attr("http_put_response_hop_limit", 1),
-                    ],
-                ),
-                Block("monitoring", body=[Attr("enabled", True)]),
-                Block(
-                    "block_device_mappings",
-                    body=[
-                        Attr("device_name", "/dev/xvda"),
-                        Block(
-                            "ebs",
-                            body=[
-                                Attr("volume_size", 20),
-                                Attr("volume_type", "gp3"),
-                                Attr("encrypted", True),
-                                Attr("delete_on_termination", True),
-                            ],
-                        ),
-                    ],
-                ),
-                Block(
-                    "tag_specifications",
-                    body=[
-                        Attr("resource_type", "instance"),
-                        Attr("tags", {"Name": f"{m.prefix}-gateway"}),
-                    ],
-                ),
-            ],
-        ),
-        Block(
-            "resource",
-            "aws_autoscaling_group",
-            "gateway",
-            body=[
-                Attr("name", f"{m.prefix}-gateway"),
-                Attr("min_size", Ref("var.gateway_count")),
-                Attr("desired_capacity", Ref("var.gateway_count")),
-                Attr("max_size", Ref("var.gateway_count + 1")),  # room for a replacement during a refresh
-                Attr("vpc_zone_identifier", private_subnets(m)),
-                Attr("target_group_arns", [Ref("aws_lb_target_group.gateway.arn")]),
-                Attr("health_check_type", "ELB"),  # an instance failing /readyz is replaced
-                Attr("health_check_grace_period", 300),
-                Block(
-                    "launch_template",
-                    body=[
-                        Attr("id", Ref("aws_launch_template.gateway.id")),
-                        Attr("version", Ref("aws_launch_template.gateway.latest_version")),
-                    ],
-                ),
-                Block(
-                    "instance_refresh",
-                    body=[
-                        Attr("strategy", "Rolling"),
-                        Block("preferences", body=[Attr("min_healthy_percentage", 50), Attr("instance_warmup", 300)]),
-                    ],
-                ),
-                Block(
-                    "tag",
-                    body=[
-                        Attr("key", "Name"),
-                        Attr("value", f"{m.prefix}-gateway"),
-                        Attr("propagate_at_launch", True),
-                    ],
-                ),
-            ],
-        ),
-    )
+    return statements
 
 
 def _alarms(m: Module) -> None:

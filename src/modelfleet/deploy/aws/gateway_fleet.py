@@ -17,6 +17,7 @@ import yaml
 from modelfleet.deploy.aws import ownership
 from modelfleet.deploy.aws.module import DeployError, Module
 from modelfleet.deploy.aws.sagemaker import secret_name
+from modelfleet.deploy.source import env_references
 
 PORT = 8000
 STORE = "postgresql://modelfleet:${MODELFLEET_DB_PASSWORD}@${MODELFLEET_DB_HOST}:5432/modelfleet?sslmode=require"
@@ -25,8 +26,13 @@ SQLITE = "sqlite:////var/lib/modelfleet/modelfleet.db"
 _ENV_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
 
+def env_vars(m: Module) -> list[str]:
+    """The ${VARS} the gateways' fleet file refers to: what the gateway-env secret holds."""
+    return env_references({k: v for k, v in m.raw.items() if k != "deploy"})
+
+
 def shared_state(m: Module) -> bool:
-    return m.gateway_in_aws and m.deploy.ec2.count > 1
+    return m.deploy.gateway_count > 1
 
 
 def render(m: Module, source: str) -> str:

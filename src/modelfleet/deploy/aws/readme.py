@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from modelfleet.config.sagemaker_names import names
-from modelfleet.deploy.aws import ownership
+from modelfleet.deploy.aws import gateway_fleet, ownership
 from modelfleet.deploy.aws.module import Module
 from modelfleet.deploy.aws.sagemaker import secret_name
 from modelfleet.deploy.aws.schedules import aws_cron
-from modelfleet.deploy.source import env_references
 
 _OWNER = {
     "terraform": "Terraform (`aws_sagemaker_endpoint`)",
@@ -81,7 +80,7 @@ def render(m: Module, source: str) -> str:
                 '--secret-string "$HF_TOKEN"'
             )
         if m.gateway_in_aws:
-            refs = env_references(m.raw) or ["ADMIN_KEY"]
+            refs = gateway_fleet.env_vars(m) or ["ADMIN_KEY"]
             doc = ", ".join(f'"{r}": "..."' for r in refs)
             out.append(
                 f"aws secretsmanager put-secret-value --region {d.region} --secret-id {d.name}/gateway-env "
@@ -133,23 +132,7 @@ def render(m: Module, source: str) -> str:
             "",
         ]
     if m.gateway_in_aws:
-        shared = "RDS PostgreSQL and ElastiCache Redis (shared_state.tf)" if d.ec2.count > 1 else "SQLite on each"
-        out += [
-            "## The gateway",
-            "",
-            f"{d.ec2.count} x `{d.ec2.instance_type}` in an Auto Scaling group across the AZs, behind an ALB",
-            "(HTTPS with your certificate; HTTP redirects). The target group checks `/readyz` every 10 s;",
-            "two failures take a gateway out, and the group replaces it. State: " + shared + ".",
-            "",
-            "Each instance installs `" + d.ec2.package + "`, fetches `gateway/fleet.yaml` from SSM",
-            "Parameter Store and runs `modelfleet serve` as the systemd unit `modelfleet`. A new fleet file",
-            "is a new launch template version, and `terraform apply` rolls the gateways one by one. There",
-            "is no SSH: use `aws ssm start-session --target INSTANCE_ID`.",
-            "",
-            "After changing a secret: `aws autoscaling start-instance-refresh --auto-scaling-group-name "
-            f"{d.name}-gateway`.",
-            "",
-        ]
+        out += _gateway(m)
     out += [
         "## Security scan",
         "",
@@ -157,3 +140,40 @@ def render(m: Module, source: str) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _gateway(m: Module) -> list[str]:
+    d = m.deploy
+    shared = "RDS PostgreSQL and ElastiCache Redis (shared_state.tf)" if d.gateway_count > 1 else "SQLite on each"
+    out = ["## The gateway", ""]
+    if d.gateway == "ec2":
+        out += [
+            f"{d.ec2.count} x `{d.ec2.instance_type}` in an Auto Scaling group across the AZs, behind an ALB",
+            "(HTTPS with your certificate; HTTP redirects). The target group checks `/readyz` every 10 s;",
+            f"two failures take a gateway out, and the group replaces it. State: {shared}.",
+            "",
+            f"Each instance installs `{d.ec2.package}`, fetches `gateway/fleet.yaml` from SSM",
+            "Parameter Store and runs `modelfleet serve` as the systemd unit `modelfleet`. A new fleet file",
+            "is a new launch template version, and `terraform apply` rolls the gateways one by one. There",
+            "is no SSH: use `aws ssm start-session --target INSTANCE_ID`.",
+            "",
+            "After changing a secret: `aws autoscaling start-instance-refresh --auto-scaling-group-name "
+            f"{d.name}-gateway`.",
+        ]
+    else:
+        f = d.fargate
+        installs = f"installs `{f.package}` at start, " if f.package else ""
+        out += [
+            f"{f.count} ECS Fargate tasks ({f.cpu} CPU units, {f.memory} MiB, `{f.image}`) across the private",
+            "subnets, behind an ALB (HTTPS with your certificate; HTTP redirects). The target group checks",
+            f"`/readyz` every 10 s; two failures take a task out, and ECS replaces it. State: {shared}.",
+            "",
+            f"Each task {installs}gets `gateway/fleet.yaml` (from SSM) and the fleet's `${{VARS}}` (from the",
+            "gateway-env secret) as ECS secrets, and runs `modelfleet serve`. A new fleet file is a new task",
+            "definition revision, rolled out by the service; a failing rollout is rolled back. Tasks start",
+            "only once the gateway-env secret has a value: ECS reads it when it starts a task.",
+            "",
+            f"After changing a secret: `aws ecs update-service --cluster {d.name}-gateway --service {d.name}-gateway "
+            "--force-new-deployment`.",
+        ]
+    return [*out, ""]

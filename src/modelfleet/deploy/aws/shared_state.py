@@ -15,7 +15,7 @@ FILE = "shared_state.tf"
 def add(m: Module) -> None:
     if not gateway_fleet.shared_state(m):
         return
-    ec2 = m.deploy.ec2
+    sizes = m.deploy.shared_state
     m.add(
         FILE,
         Block(
@@ -87,7 +87,7 @@ def add(m: Module) -> None:
                 Attr("identifier", f"{m.prefix}-store"),
                 Attr("engine", "postgres"),
                 Attr("engine_version", "16"),
-                Attr("instance_class", ec2.db_instance_class),
+                Attr("instance_class", sizes.db_instance_class),
                 Attr("allocated_storage", 20),
                 Attr("storage_type", "gp3"),
                 Attr("storage_encrypted", True),
@@ -126,7 +126,7 @@ def add(m: Module) -> None:
                 Attr("replication_group_id", f"{m.prefix}-counters"),
                 Attr("description", "modelfleet limit counters, shared by the gateways"),
                 Attr("engine", "redis"),
-                Attr("node_type", ec2.cache_node_type),
+                Attr("node_type", sizes.cache_node_type),
                 Attr("num_cache_clusters", 2),
                 Attr("automatic_failover_enabled", True),
                 Attr("multi_az_enabled", True),
