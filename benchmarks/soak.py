@@ -49,8 +49,8 @@ def sample(pid: int) -> tuple[float, int]:
 def dropper(port: int, stop: threading.Event, counter: list[int]) -> None:
     """Open a stream, read its first bytes, hang up: over and over."""
     body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
-    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s" % (KEY.encode(), len(body), body))  # fmt: skip
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = head + b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s" % (KEY.encode(), len(body), body)
     while not stop.is_set():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from modelfleet.config.deploy import Deploy
 from modelfleet.config.policy import Policy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -409,6 +410,7 @@ class Fleet(_Section):
     deployments: dict[Name, Deployment] = Field(min_length=1)
     routes: dict[Name, Route] = Field(min_length=1)
     _owners: dict[str, Any] = PrivateAttr(default_factory=dict)  # which file declared what (config/include.py)
+    deploy: Deploy | None = Field(None, description="where `modelfleet deploy aws` puts the fleet")
 
     @model_validator(mode="after")
     def _names_are_known(self) -> Fleet:
