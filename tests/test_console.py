@@ -121,7 +121,14 @@ def test_headers_static_files_and_the_redirect(tmp_path, start):
     assert 'src="app.js"' in r.text and "<script>" not in r.text and "style=" not in r.text
     js = httpx.get(gw.base + "/ui/app.js")
     assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
-    for bad in ["/ui/../pyproject.toml", "/ui/%2e%2e/serve.py", "/ui/missing.js", "/ui/__init__.py"]:
+    for bad in [
+        "/ui/../pyproject.toml",
+        "/ui/%2e%2e/serve.py",
+        "/ui/missing.js",
+        "/ui/__init__.py",
+        "/ui/%00.js",
+        "/ui/index.html/",
+    ]:
         assert httpx.get(gw.base + bad).status_code == 404, bad
     # Nothing on the page writes a style attribute or inline script: the CSP would block it.
     static = Path(__file__).resolve().parent.parent / "src/modelfleet/console/static"

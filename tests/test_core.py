@@ -242,3 +242,34 @@ routes: {{refuse: {{deployments: [refuse]}}, broken: {{deployments: [broken]}}}}
     r = httpx.post(gw.url + "/chat/completions", json={"model": "broken", "messages": system})
     assert r.status_code == 502 and "chat template failed" in r.json()["error"]["message"]
     assert httpx.get(gw.base + "/healthz").status_code == 200
+
+
+def test_a_redis_stall_leaks_no_concurrency_slot(tmp_path, start, redis_server):
+    import signal as sig
+    from concurrent.futures import ThreadPoolExecutor
+
+    up = start(Upstream, "--delay", "1")
+    gw = start(Gateway, write_fleet(tmp_path, limited_fleet(tmp_path, up, redis_server.url)))
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    def post(_: int = 0) -> int:
+        return httpx.post(gw.url + "/chat/completions", json=chat_body(), headers=auth, timeout=20).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(post) for _ in range(2)]
+        time.sleep(0.3)  # both admitted, both waiting on the upstream
+        redis_server.proc.send_signal(sig.SIGSTOP)  # their settlements will get no reply
+        try:
+            assert [f.result() for f in running] == [200, 200]
+            assert post() == 503  # the counters are away
+            time.sleep(2.5)  # the connection's watchdog gives up on what was in flight
+        finally:
+            redis_server.proc.send_signal(sig.SIGCONT)
+
+    # Settlements and the undo of the refused admission are sent again: both slots come back at once,
+    # not after the 15-minute lease expiry.
+    def both_admitted() -> bool:
+        with ThreadPoolExecutor(2) as pool:
+            return sorted(pool.map(post, range(2))) == [200, 200]
+
+    eventually(both_admitted, 15, "two concurrent requests admitted again")

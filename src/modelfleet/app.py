@@ -109,6 +109,8 @@ class Gateway:
             for name, route in fleet.routes.items()
         }
         self.counters = open_counters(fleet.state.counters)
+        if fleet.state.counters != "memory":  # a Redis that lost its data learns the spent budgets again
+            self.counters.on_reconnect = self._seed_budgets  # type: ignore[attr-defined]
         self.ledger = UsageLedger(self.store, fleet.state.flush_interval)
         owners = ownership(fleet)  # with include:, a team made later gets the platform's routes, not every team's
         everything = frozenset(r for r in fleet.routes if owners[f"routes.{r}"].team is None) if owners else None
@@ -133,8 +135,8 @@ class Gateway:
         self._watch_fleet(router)
         created = int(time.time())
         models = [{"id": n, "object": "model", "created": created, "owned_by": "modelfleet"} for n in routes]
-        admin = AdminAPI(TeamAdmin(self.store, list(routes), fleet.teams), self.gate, fleet.auth.admin_key,
-                         self.control.deployments)  # fmt: skip
+        team_admin = TeamAdmin(self.store, list(routes), fleet.teams, fleet.limits_unsupported)
+        admin = AdminAPI(team_admin, self.gate, fleet.auth.admin_key, self.control.deployments)
         self.app = create_app(
             self.proxy, metrics=self.metrics, readiness=self.readiness, models=models, cors=fleet.server.cors,
             admin=admin, access_log=self.access_log,

@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from modelfleet.app import Gateway
+from modelfleet.background import Periodic
 from modelfleet.config import Fleet
 from modelfleet.config.schema import REVEAL
 
@@ -57,6 +58,17 @@ async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str],
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    orphaned = None
+    if worker:  # a worker whose primary died has no one deciding lifecycles: it drains and goes too
+        parent = os.getppid()
+
+        async def check_parent() -> None:
+            if os.getppid() != parent:
+                log.error("worker %d: the primary gateway is gone; stopping", os.getpid())
+                stop.set()
+
+        orphaned = Periodic("primary watch", 1.0, check_parent, logger=log)
+        orphaned.start()
     ready = asyncio.create_task(_until_ready(gateway))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -68,12 +80,15 @@ async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str],
         if many:
             spec = fleet.model_copy(update={"server": fleet.server.model_copy(update={"port": port, "workers": 1})})
             spec_path = metrics_dir / "fleet.json"  # type: ignore[operator]
+            spec_path.touch(mode=0o600)  # it holds the fleet's secrets, for the workers only
             spec_path.write_bytes(orjson.dumps(spec.model_dump(mode="json", context=REVEAL)))
             workers = [
                 asyncio.create_task(_run_worker(i, spec_path, metrics_dir, stop))  # type: ignore[arg-type]
                 for i in range(1, server.workers)
             ]
     await stopping
+    if orphaned is not None:
+        await orphaned.stop()
     ready.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await ready

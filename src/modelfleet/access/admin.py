@@ -54,10 +54,13 @@ def usage_columns(by: str | None) -> tuple[str, ...]:
 
 
 class TeamAdmin:
-    def __init__(self, store: Store, routes: list[str], fleet_teams: dict[str, Team]) -> None:
+    def __init__(
+        self, store: Store, routes: list[str], fleet_teams: dict[str, Team], limits_unsupported: str | None = None
+    ) -> None:
         self.store = store
         self.routes = routes
         self.fleet_teams = fleet_teams
+        self.limits_unsupported = limits_unsupported  # a layout that cannot keep limits exact says why
 
     async def teams(self) -> dict[str, tuple[dict[str, Any], str]]:
         await self.store.init()
@@ -77,6 +80,8 @@ class TeamAdmin:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise InvalidRequest(f"{where}: {err['msg']}", param=where or None) from None
+        if self.limits_unsupported and team.limits.model_dump(exclude_none=True):
+            raise InvalidRequest(f"limits: {self.limits_unsupported}", param="limits")
         for r in team.routes if isinstance(team.routes, list) else ():
             if r not in self.routes:
                 raise InvalidRequest(f"routes: unknown route {r!r}; routes: {', '.join(self.routes)}", param="routes")

@@ -186,6 +186,8 @@ class Directory:
             raise _unknown()
         try:
             found = await self.store.key_by_hash(h)
+            if found is not None and found[1] not in self.teams:
+                await self.refresh()  # a key of a team made a moment ago (CLI, another gateway): learn the team now
         except Exception:
             raise Unavailable("cannot verify this API key now: the key store is unreachable; retry shortly",
                               retry_after=2) from None  # fmt: skip

@@ -27,7 +27,7 @@ from modelfleet.access.directory import caller_from
 from modelfleet.access.gate import Gate
 from modelfleet.control.deployments import Deployments
 from modelfleet.control.platforms.base import NotManaged
-from modelfleet.errors import Forbidden, InvalidRequest, Unauthorized
+from modelfleet.errors import APIError, Forbidden, InvalidRequest, Unauthorized, UpstreamError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -130,6 +130,11 @@ class AdminAPI:
             want = await self.deployments.set(name, verb, f"{verb} by the admin API")
         except NotManaged as exc:
             raise InvalidRequest(str(exc), code="not_managed") from None
+        except APIError:
+            raise
+        except Exception as exc:  # the platform refused (AccessDenied, a quota, an API server away): say so
+            raise UpstreamError(f"deployment {name!r}: {verb} failed: {type(exc).__name__}: {exc}",
+                                code=f"{verb}_failed") from None  # fmt: skip
         return _json({"name": name, **want})
 
     async def _flushed(self) -> None:

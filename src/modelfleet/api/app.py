@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from modelfleet.api import openapi
 from modelfleet.api.admin import AdminAPI
 from modelfleet.api.context import CORS, with_context
 from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, REQUEST_ID, Proxy
@@ -57,6 +58,11 @@ def create_app(
             content_type="application/json",
         )
 
+    openapi_body = orjson.dumps(openapi.document())
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.Response(body=openapi_body, content_type="application/json")
+
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=await metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -83,6 +89,7 @@ def create_app(
     app.router.add_get("/health", with_context(healthz, observe))  # vLLM's, TGI's and llama.cpp's name
     app.router.add_get("/readyz", with_context(readyz, observe))
     add("GET", "/metrics", with_context(prometheus, observe))
+    add("GET", "/openapi.json", with_context(openapi_json, observe))
     for method, path, handler in [*admin.routes(), *console_routes()]:
         add(method, path, with_context(handler, observe))
     if cors.allow_origins:

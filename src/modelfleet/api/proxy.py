@@ -313,7 +313,6 @@ class Proxy:
         request, route, rid, started = ex.request, ex.route, ex.rid, ex.started
         client_wants_usage = ex.client_wants_usage
         upstream = await target.backend.open_stream(replica, ex.operation.path, payload, rid, timeout)
-        self.router.answered(replica)
         relay = tracing.start("stream relay") if tracing.TRACER is not None else None
         response = web.StreamResponse(
             headers={
@@ -378,6 +377,7 @@ class Proxy:
             # The last events, [DONE] and the end of the chunked body leave in one write.
             out.append(DONE_EVENT)
             await response.write_eof(b"".join(out))
+            self.router.answered(replica)  # only a whole stream clears a replica's failures in a row
             return response, 200, usage, ttft
         except APIError as exc:
             if not response.prepared:

@@ -25,7 +25,7 @@ def with_admin(fleet_path: Path | None, action: Callable[[TeamAdmin], Awaitable[
         store = open_store(fleet.state.store)
         try:
             await store.init()
-            return await action(TeamAdmin(store, list(fleet.routes), fleet.teams))
+            return await action(TeamAdmin(store, list(fleet.routes), fleet.teams, fleet.limits_unsupported))
         finally:
             await store.close()
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from modelfleet.config.schema import MASK, REVEAL, Fleet
 from modelfleet.errors import ConfigError
 
+_URL_PASSWORD = re.compile(r"(//[^:/@\s]*:)[^@\s]*@")  # a password in a URL someone got wrong is not shown
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 Path_ = tuple[str | int, ...]
 
@@ -135,7 +136,7 @@ def _describe(err: Any, lines: dict[Path_, int]) -> str:
         return f"{_where(loc, lines)}: {msg}"
     got = err.get("input")
     secret = any(part in secret_fields() for part in loc)  # a mistake there is named, its value never shown
-    shown = "" if isinstance(got, dict | list) or secret else f"; got {got!r}"
+    shown = "" if isinstance(got, dict | list) or secret else "; got " + _URL_PASSWORD.sub(r"\1***@", repr(got))
     return f"{_where(loc, lines)}: {err['msg'].lower()}{shown}"
 
 

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from modelfleet.config.deploy import Deploy
 from modelfleet.config.policy import Policy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -103,6 +104,11 @@ def _default_state_dir() -> str:
     return os.environ.get("MODELFLEET_HOME") or os.path.join(base, "modelfleet")
 
 
+def _shown(url: str) -> str:
+    """A URL for an error message: a password in it is not shown."""
+    return repr(re.sub(r"(//[^:/@\s]*:)[^@\s]*@", r"\1***@", url))
+
+
 class State(_Section):
     """Where keys, teams and the usage ledger live, and where limit counters are kept."""
 
@@ -118,14 +124,14 @@ class State(_Section):
     @classmethod
     def _known_store(cls, url: str) -> str:
         if not re.match(r"^(sqlite:///.+|postgres(ql)?://.+)$", url):
-            raise ValueError(f"expected sqlite:///path/file.db or postgresql://user:pass@host/db, got {url!r}")
+            raise ValueError(f"expected sqlite:///path/file.db or postgresql://user:pass@host/db, got {_shown(url)}")
         return url
 
     @field_validator("counters")
     @classmethod
     def _known_counters(cls, url: str) -> str:
         if url != "memory" and not re.match(r"^rediss?://.+", url):
-            raise ValueError(f"expected 'memory' or redis://host:6379/0, got {url!r}")
+            raise ValueError(f"expected 'memory' or redis://host:6379/0, got {_shown(url)}")
         return url
 
 
@@ -432,6 +438,7 @@ class Fleet(_Section):
     routes: dict[Name, Route] = Field(min_length=1)
     observability: Observability = Observability()
     _owners: dict[str, Any] = PrivateAttr(default_factory=dict)  # which file declared what (config/include.py)
+    deploy: Deploy | None = Field(None, description="where `modelfleet deploy aws` puts the fleet")
 
     @model_validator(mode="after")
     def _names_are_known(self) -> Fleet:
@@ -463,6 +470,14 @@ class Fleet(_Section):
                     raise ValueError(f"teams.{team_name}.keys: the same key is also a key of team {seen[value]!r}")
                 seen[value] = team_name
         return self
+
+    @property
+    def limits_unsupported(self) -> str | None:
+        """Why teams made later (API, CLI) cannot have limits in this layout, or None when they can."""
+        if self.server.workers > 1 and self.state.counters == "memory":
+            return (f"limits need counters shared by the {self.server.workers} gateway processes "
+                    "(server.workers): set state.counters: redis://host:6379/0 in the fleet file")  # fmt: skip
+        return None
 
     def _fits_workers(self) -> None:
         """Refuse what several gateway processes cannot keep exact (each worker counts on its own)."""

@@ -51,11 +51,12 @@ async def _redirect(_: web.Request) -> web.StreamResponse:
 
 async def _file(request: web.Request) -> web.StreamResponse:
     name = request.match_info.get("path") or "index.html"
+    if "\x00" in name or name.endswith("/"):  # a NUL the filesystem refuses; a file is not a folder
+        raise web.HTTPNotFound()
     path = (STATIC / name).resolve()
     if not path.is_relative_to(STATIC) or not path.is_file() or path.suffix not in CONTENT_TYPES:
         raise web.HTTPNotFound()
-    response = web.FileResponse(path, headers={**HEADERS, "Content-Type": CONTENT_TYPES[path.suffix]})
-    return response
+    return web.FileResponse(path, headers={**HEADERS, "Content-Type": CONTENT_TYPES[path.suffix]})
 
 
 def console_routes() -> list[tuple[str, str, Handler]]:

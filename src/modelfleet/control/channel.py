@@ -61,7 +61,10 @@ class ChannelServer:
 
     async def _set(self, request: web.Request) -> web.Response:
         name, verb = request.match_info["name"], request.match_info["verb"]
-        return web.json_response(await self.deployments.set(name, verb, f"{verb} by the admin API (a worker)"))
+        try:
+            return web.json_response(await self.deployments.set(name, verb, f"{verb} by the admin API (a worker)"))
+        except Exception as exc:  # the worker says what the primary could not do
+            return web.json_response({"error": f"{verb} failed: {type(exc).__name__}: {exc}"}, status=503)
 
     async def _status(self, _: web.Request) -> web.Response:
         return web.json_response(await self.deployments.status())

@@ -74,6 +74,8 @@ class HealthChecker:
             self._passed[key] += 1
             if replica.state is not ReplicaState.READY and self._passed[key] >= s.healthy_after:
                 self.registry.readmit(replica)
+            elif ejected:  # passing, not yet healthy_after times: check it again soon, not never
+                asyncio.get_running_loop().call_later(min(s.eject_for, s.interval), self._check_later, replica)
         else:
             self._passed[key] = 0
             self._failed[key] += 1

@@ -1,1 +1,2 @@
-"""Deploying modelfleet somewhere: pure fleet file -> files renderers (they import no control/ or api/ code)."""
+"""Renderers: the fleet file in, files out (Terraform for AWS, a Kustomize tree, a CI pipeline). Pure config ->
+files: no network, no control plane; `modelfleet deploy ...` (cli/deploy.py) writes the files and runs the tools."""

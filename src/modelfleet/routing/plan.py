@@ -87,7 +87,7 @@ class Router:
 
     @staticmethod
     def answered(replica: Replica) -> None:
-        """The replica answered (a reply, or a stream's headers): its failures in a row end."""
+        """The replica answered in full (a reply, or a stream to its end): its failures in a row end."""
         if replica.traffic.failures:
             replica.traffic.failures = 0
 
@@ -161,6 +161,9 @@ class Router:
                     raise _timed_out(target, tried)
                 replica = await self._acquire(target, remaining, () if same_again else tried, wait_starting, 0.0)
             budget = deadline - loop.time()
+            if budget <= 0:  # granted a slot just as the deadline passed: no attempt with no time
+                dispatcher.release(replica)
+                raise _timed_out(target, tried)
             try:
                 result = await attempt(target, replica, budget)
             except UpstreamError as exc:

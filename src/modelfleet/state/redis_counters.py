@@ -10,13 +10,16 @@ live on one Redis Cluster slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
+from modelfleet.background import Periodic, Reported
 from modelfleet.config.schema import Limits
 from modelfleet.errors import Unavailable
 from modelfleet.state.counters import WINDOW, Verdict, periods
@@ -69,6 +72,12 @@ class RedisCounters:
         self._settle = _Script(self._conn, SETTLE)
         self._tasks: set[asyncio.Future[Any]] = set()
         self._failing = False
+        # Settlements (and undos of admissions) whose replies were lost: sent again once Redis answers.
+        # settle.lua is idempotent, so sending one twice is harmless; leaving one out would hold a
+        # concurrency slot until LEASE_TTL.
+        self._pending: list[tuple[list[str], list[Any]]] = []
+        self._retries = Periodic("limit counter settlements, sent again", 1.0, self._resend, logger=log)
+        self.on_reconnect: Callable[[], Awaitable[None]] | None = None  # re-seeds budgets a new Redis lacks
 
     def _unreachable(self, exc: Exception) -> Unavailable:
         if not self._failing:
@@ -90,6 +99,8 @@ class RedisCounters:
             reply.add_done_callback(lambda r: self._undo(r, keys, int(now), tokens, lease))
             raise
         except (RedisError, OSError) as exc:
+            # It may have run before the connection went: undo it, once Redis answers again.
+            self._retry(keys, [int(now), -tokens, lease])
             raise self._unreachable(exc) from None
         self._failing = False
         req = int(rem_req) if int(rem_req) >= 0 else None
@@ -115,15 +126,35 @@ class RedisCounters:
         if fut is None:
             fut = asyncio.ensure_future(self._settle(keys, args))
         self._tasks.add(fut)
-        fut.add_done_callback(self._settled)
+        fut.add_done_callback(lambda f: self._settled(f, keys, args))
 
-    def _settled(self, fut: asyncio.Future[Any]) -> None:
+    def _settled(self, fut: asyncio.Future[Any], keys: list[str], args: list[Any]) -> None:
         self._tasks.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
-            # The lease expires by itself (LEASE_TTL); the reservation stays counted: the safe side.
             if not self._failing:
-                log.warning("could not settle a request's limits: %s", fut.exception())
+                log.warning("could not settle a request's limits (%s); sending it again when Redis answers",
+                            fut.exception())  # fmt: skip
             self._failing = True
+            self._pending.append((keys, args))
+            self._retries.start()
+
+    def _retry(self, keys: list[str], args: list[Any]) -> None:
+        self._pending.append(([keys[1], keys[2], keys[3], keys[4]], args))
+        self._retries.start()
+
+    async def _resend(self) -> None:
+        while self._pending:
+            keys, args = self._pending[0]
+            try:
+                await self._settle(keys, args)
+            except (RedisError, OSError) as exc:
+                raise Reported(str(exc)) from exc  # still away: the loop backs off and tries again
+            self._pending.pop(0)
+        if self._failing:
+            log.info("limit counters at %s:%s reachable again", self._conn.host, self._conn.port)
+            self._failing = False
+            if self.on_reconnect is not None:
+                await self.on_reconnect()
 
     async def seed(self, team: str, day_tokens: int, month_tokens: int) -> None:
         # Redis keeps its counts across gateway restarts; the ledger fills in only what Redis lost.
@@ -135,4 +166,8 @@ class RedisCounters:
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pending:
+            with contextlib.suppress(Exception):
+                await self._resend()
+        await self._retries.stop()
         self._conn.close()

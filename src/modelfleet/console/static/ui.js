@@ -17,10 +17,16 @@ export function usePoll(load, ms, deps = []) {
     }
   }, deps);
   useEffect(() => {
-    refresh();
-    if (!ms) return undefined;
-    const id = setInterval(refresh, ms);
-    return () => { clearInterval(id); tick.current++; };
+    // The next poll is set once this one has settled (slow answers never pile up), and a hidden tab
+    // asks for nothing.
+    let stopped = false;
+    let timer;
+    const loop = async () => {
+      if (!document.hidden) await refresh();
+      if (!stopped && ms) timer = setTimeout(loop, ms);
+    };
+    loop();
+    return () => { stopped = true; clearTimeout(timer); tick.current++; };
   }, [refresh]);
   return { ...state, refresh };
 }

@@ -18,6 +18,7 @@ from typing import Any
 
 from modelfleet.backends.sagemaker import aws_client
 from modelfleet.background import Periodic
+from modelfleet.config import sagemaker_names
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.control.registry import ReplicaRegistry
 from modelfleet.values import Replica, ReplicaState
@@ -49,9 +50,9 @@ class SageMakerEndpoint:
         self._client: Any = None
         # observe() reports its own failures as the replica's state, so the loop itself stays quiet.
         self._watch = Periodic(f"SageMaker endpoint {dep.endpoint} watch", poll, self.observe)
-        digest = _digest(dep)
-        self.model_name = f"{dep.endpoint}-{digest}"[:63]
-        self.config_name = f"{dep.endpoint}-{digest}"[:63]
+        named = sagemaker_names.names(dep)
+        self.model_name = named.model
+        self.config_name = named.config
 
     def _invoke(self, method: str, kwargs: dict[str, Any]) -> Any:
         if self._client is None:  # built here, on a worker thread: making a boto3 client takes ~100 ms
@@ -170,15 +171,6 @@ class SageMakerEndpoint:
     async def shutdown(self) -> None:
         """The endpoint outlives the gateway: only stop watching it."""
         await self._watch.stop()
-
-
-def _digest(dep: SageMakerDeployment) -> str:
-    """8 hex digits of what the model and config are made of (the HF token left out: it is a secret)."""
-    import hashlib
-    import json
-
-    create = dep.create.model_dump(mode="json", exclude={"hf_token", "tags"}) if dep.create else {}
-    return hashlib.sha256(json.dumps(create, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:

@@ -27,10 +27,8 @@ local function refuse(limit, retry, rem_req, rem_tok)
   return {0, limit, tostring(retry), tostring(rem_req), tostring(rem_tok)}
 end
 
-if conc > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)  -- leases of crashed gateways expire
-  if redis.call('ZCARD', KEYS[3]) >= conc then return refuse('concurrency', 1, -1, -1) end
-end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)  -- leases of crashed gateways expire
+if conc > 0 and redis.call('ZCARD', KEYS[3]) >= conc then return refuse('concurrency', 1, -1, -1) end
 local rem_req, rem_tok = -1, -1
 if rpm > 0 then
   local used, oldest = window(KEYS[1])
@@ -53,7 +51,9 @@ local refused = budget(KEYS[4], per_day, ARGV[10], 'tokens_per_day') or budget(K
 if refused then return refused end
 
 -- Every limit passed: count it all now.
-if conc > 0 then redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[3]) end
+-- Every admission holds a lease, limited or not: settle.lua corrects only what a live lease admitted,
+-- which makes a settlement safe to send again.
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[3])
 if rpm > 0 then redis.call('HINCRBY', KEYS[1], sec, 1); redis.call('EXPIRE', KEYS[1], W + 1) end
 if tpm > 0 then redis.call('HINCRBY', KEYS[2], sec, tokens); redis.call('EXPIRE', KEYS[2], W + 1) end
 if per_day > 0 then redis.call('INCRBY', KEYS[4], tokens); redis.call('EXPIRE', KEYS[4], 2 * 86400) end

@@ -1,8 +1,9 @@
 // Fleet: every deployment and replica, live. Admin status (/admin/deployments) when the key opens it;
 // otherwise what /readyz says; the numbers come from /metrics either way.
 import { get, post, parseMetrics, ApiError } from "../api.js";
-import { html, useState, usePoll, ErrorBox, Badge, Stat, fmt } from "../ui.js";
+import { html, useState, useEffect, useRef, usePoll, ErrorBox, Badge, Stat, fmt } from "../ui.js";
 
+const FOLLOW_SECONDS = 1800; // as the CLI's --timeout: 30 minutes
 const GOAL = { start: "running", stop: "stopped" };
 
 async function readiness() {
@@ -100,6 +101,9 @@ export function Fleet({ who }) {
     return assemble(status, ready, parseMetrics(text));
   }, Object.keys(pending).length ? 1000 : 2000, [admin, Object.keys(pending).length > 0]);
 
+  const mounted = useRef(true);
+  useEffect(() => () => { mounted.current = false; }, []);
+
   // Like `modelfleet deployments start|stop`: ask, then follow the deployment until it gets there.
   const act = async (name, verb) => {
     setError(null);
@@ -108,10 +112,13 @@ export function Fleet({ who }) {
     try {
       await post(`admin/deployments/${encodeURIComponent(name)}/${verb}`);
       for (;;) {
+        if (!mounted.current) return; // the person left the page: stop following
         const status = (await get("admin/deployments")).data.find((d) => d.name === name);
         const took = Math.round((Date.now() - since) / 1000);
         if (status.observed === GOAL[verb]) break;
         if (status.error) throw new Error(status.error);
+        if (status.observed === "down") throw new Error(`${name} is down: ${status.replicas.map((r) => r.reason).join("; ")}`);
+        if (took > FOLLOW_SECONDS) throw new Error(`${name} is not ${GOAL[verb]} after ${took}s; it may still get there`);
         const reasons = [...new Set(status.replicas.map((r) => r.reason).filter(Boolean))].join("; ");
         setPending((p) => ({ ...p, [name]: { verb, message: `${name}: ${status.observed}${reasons ? ` (${reasons})` : ""} ${took}s` } }));
         await new Promise((r) => setTimeout(r, 1000));

@@ -55,9 +55,14 @@ export function Playground({ who }) {
     aborts.current.push(abort);
     try {
       const r = await streamChat(
-        { model: panes[i].route, messages, temperature: Number(temperature), max_tokens: Number(maxTokens) },
+        {
+          model: panes[i].route, messages,
+          ...(temperature !== "" ? { temperature: Number(temperature) } : {}), // an emptied field is left out
+          ...(maxTokens !== "" ? { max_tokens: Number(maxTokens) } : {}),
+        },
         (delta) => update(i, (p) => {
           const ms = p.messages.slice();
+          if (!ms.length) return {}; // cleared while streaming
           ms[ms.length - 1] = { role: "assistant", content: ms[ms.length - 1].content + delta };
           return { messages: ms };
         }),
@@ -83,7 +88,7 @@ export function Playground({ who }) {
     setBusy(false);
   };
   const stop = () => aborts.current.forEach((a) => a.abort());
-  const clear = () => setPanes((ps) => ps.map((p) => emptyPane(p.route)));
+  const clear = () => { stop(); setPanes((ps) => ps.map((p) => emptyPane(p.route))); };
 
   return html`<div class="page playground">
     <h1>Playground</h1>

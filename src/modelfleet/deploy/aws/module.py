@@ -1,0 +1,111 @@
+"""The Terraform root module being rendered: files of HCL blocks, filled in by one module per concern."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelfleet.config.deploy import Deploy
+from modelfleet.config.schema import Fleet, SageMakerDeployment
+from modelfleet.deploy.hcl import Attr, Block, Call, Comment, Item, Ref, Template, render
+
+
+class DeployError(ValueError):
+    """The fleet cannot be rendered as it is: each problem names the field and what is expected."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class Module:
+    fleet: Fleet
+    deploy: Deploy
+    raw: dict[str, Any]  # the fleet file as written: ${ENV} references kept, for the gateway's copy
+    tf: dict[str, list[Item]] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # non-HCL files: README, Lambda, gateway files
+    variables: list[Block] = field(default_factory=list)
+    outputs: list[Block] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return self.deploy.name
+
+    @property
+    def gateway_in_aws(self) -> bool:
+        return self.deploy.gateway != "none"
+
+    def add(self, file: str, *blocks: Item) -> None:
+        self.tf.setdefault(file, []).extend(blocks)
+
+    def variable(self, name: str, type_: str, description: str, default: Any) -> None:
+        self.variables.append(
+            Block(
+                "variable",
+                name,
+                body=[
+                    Attr("description", description),
+                    Attr("type", Ref(type_)),
+                    Attr("default", default),
+                ],
+            )
+        )
+
+    def output(self, name: str, description: str, value: Any) -> None:
+        self.outputs.append(Block("output", name, body=[Attr("description", description), Attr("value", value)]))
+
+    def alarm_actions(self) -> list[Item]:
+        """Where every alarm goes: the rendered SNS topic (deploy.alarms.emails) and/or an existing one."""
+        targets: list[Any] = []
+        if self.deploy.alarms.emails:
+            targets.append(Ref("aws_sns_topic.alarms.arn"))
+        if self.deploy.alarms.sns_topic_arn:
+            targets.append(self.deploy.alarms.sns_topic_arn)
+        return [Attr("alarm_actions", targets), Attr("ok_actions", targets)] if targets else []
+
+    def sagemaker(self) -> dict[str, SageMakerDeployment]:
+        """The SageMaker deployments whose endpoints modelfleet creates (those with `create:` settings)."""
+        return {n: d for n, d in self.fleet.deployments.items() if isinstance(d, SageMakerDeployment) and d.create}
+
+    def rendered(self) -> dict[str, bytes]:
+        out = {name: render(blocks).encode() for name, blocks in sorted(self.tf.items()) if blocks}
+        if self.variables:
+            out["variables.tf"] = render(list(self.variables)).encode()
+        if self.outputs:
+            out["outputs.tf"] = render(list(self.outputs)).encode()
+        return {**out, **self.files}
+
+
+def label(name: str) -> str:
+    """A Terraform resource label from a deployment name: llama/8b-chat -> llama_8b_chat."""
+    out = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return out if re.match(r"^[A-Za-z_]", out) else f"d_{out}"
+
+
+def policy(*statements: dict[str, Any]) -> Call:
+    return Call("jsonencode", {"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def allow(actions: list[str], resources: Any, **extra: Any) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": actions, "Resource": resources, **extra}
+
+
+def assume_role(service: str) -> Call:
+    return policy({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
+
+
+def skip(check: str, reason: str) -> Item:
+    """An inline checkov skip: every finding we accept is named here, with why."""
+    return Comment(f"checkov:skip={check}:{reason}")
+
+
+ACCOUNT = "${local.account_id}"
+PARTITION = "${local.partition}"
+REGION = "${local.region}"
+
+
+def arn(service: str, resource: str, region: bool = True) -> Template:
+    """An ARN in this account, as an HCL template string."""
+    return Template(f"arn:{PARTITION}:{service}:{REGION if region else ''}:{ACCOUNT}:{resource}")

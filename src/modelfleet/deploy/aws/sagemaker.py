@@ -1,0 +1,332 @@
+"""sagemaker.tf: per SageMaker deployment, its execution role, HF-token secret, log group, model and
+endpoint config (named as the control plane names them), the endpoint when Terraform owns it, and alarms."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from modelfleet.config.sagemaker_names import names
+from modelfleet.config.schema import SageMakerDeployment
+from modelfleet.deploy.aws import ownership
+from modelfleet.deploy.aws.module import DeployError, Module, allow, arn, assume_role, label, policy, skip
+from modelfleet.deploy.hcl import Attr, Block, Ref
+
+FILE = "sagemaker.tf"
+_ECR = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)")
+_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/((?:[\w+=,.@-]+/)*)([\w+=,.@-]{1,64})$")
+LATENCY_P95_US = 30_000_000  # ModelLatency is in microseconds: 30 s for a whole generation
+
+
+def secret_name(m: Module, deployment: str) -> str:
+    return f"{m.prefix}/{deployment}/hf-token"
+
+
+def role_label(role_arn: str) -> str:
+    return "sagemaker_" + label(_ROLE.match(role_arn).group(3))  # type: ignore[union-attr]
+
+
+def container_env(dep: SageMakerDeployment) -> dict[str, str]:
+    """The container's environment as the control plane sets it, the HF token left out."""
+    assert dep.create is not None
+    env = dict(dep.create.env)
+    if dep.create.model_id:
+        env.setdefault("HF_MODEL_ID", dep.create.model_id)
+    return env
+
+
+def check(m: Module) -> None:
+    problems = []
+    for name, dep in m.sagemaker().items():
+        assert dep.create is not None
+        if dep.region != m.deploy.region:
+            problems.append(
+                f"deployments.{name}.region: {dep.region!r} is not deploy.region {m.deploy.region!r}; "
+                "one rendered module deploys to one region"
+            )
+        if not _ROLE.match(dep.create.role_arn):
+            problems.append(
+                f"deployments.{name}.create.role_arn: expected arn:aws:iam::ACCOUNT:role/NAME "
+                "(the rendered module creates that role)"
+            )
+    if problems:
+        raise DeployError(problems)
+
+
+def add(m: Module) -> None:
+    check(m)
+    deps = m.sagemaker()
+    roles: dict[str, list[tuple[str, SageMakerDeployment]]] = {}
+    for name, dep in deps.items():
+        assert dep.create is not None
+        roles.setdefault(dep.create.role_arn, []).append((name, dep))
+    for role_arn, users in roles.items():
+        _role(m, role_arn, users)
+    for name, dep in deps.items():
+        _deployment(m, name, dep)
+
+
+def _role(m: Module, role_arn: str, users: list[tuple[str, SageMakerDeployment]]) -> None:
+    """The execution role: pull its image, write its own logs, read only its own HF token."""
+    match = _ROLE.match(role_arn)
+    assert match is not None
+    path, role_name = "/" + match.group(2), match.group(3)
+    lab = role_label(role_arn)
+    repos = sorted(
+        {
+            f"arn:aws:ecr:{g[2]}:{g[1]}:repository/{g[3]}"
+            for _, d in users
+            if d.create and (g := _ECR.match(d.create.image))
+        }
+    )
+    statements: list[dict[str, Any]] = []
+    if repos:
+        statements.append(allow(["ecr:GetAuthorizationToken"], "*"))  # AWS offers no narrower resource
+        statements.append(
+            allow(["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], repos)
+        )
+    statements.append(
+        allow(
+            ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            [arn("logs", f"log-group:/aws/sagemaker/Endpoints/{d.endpoint}:*") for _, d in users],
+        )
+    )
+    statements.append(
+        allow(["cloudwatch:PutMetricData"], "*", Condition={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}})
+    )
+    secrets = [Ref(f"aws_secretsmanager_secret.{label(n)}_hf_token.arn") for n, d in users if ownership.has_token(d)]
+    if secrets:
+        statements.append(allow(["secretsmanager:GetSecretValue"], secrets))
+    m.add(
+        FILE,
+        Block(
+            "resource",
+            "aws_iam_role",
+            lab,
+            body=[
+                Attr("name", role_name),
+                Attr("path", path),
+                Attr("description", "SageMaker execution role for " + ", ".join(n for n, _ in users)),
+                Attr("assume_role_policy", assume_role("sagemaker.amazonaws.com")),
+            ],
+        ),
+        Block(
+            "resource",
+            "aws_iam_role_policy",
+            lab,
+            body=[
+                Attr("name", "least-privilege"),
+                Attr("role", Ref(f"aws_iam_role.{lab}.id")),
+                Attr("policy", policy(*statements)),
+            ],
+        ),
+    )
+
+
+def _deployment(m: Module, name: str, dep: SageMakerDeployment) -> None:
+    create = dep.create
+    assert create is not None
+    lab, named = label(name), names(dep)
+    owner = ownership.endpoint_owner(dep, m.gateway_in_aws)
+    if ownership.has_token(dep):
+        m.add(
+            FILE,
+            Block(
+                "resource",
+                "aws_secretsmanager_secret",
+                f"{lab}_hf_token",
+                body=[
+                    skip("CKV_AWS_149", "the AWS-managed key is enough for a Hugging Face read token"),
+                    skip(
+                        "CKV2_AWS_57",
+                        "a Hugging Face token cannot be rotated from AWS; replace it with put-secret-value",
+                    ),
+                    Attr("name", secret_name(m, name)),
+                    Attr(
+                        "description",
+                        f"HF_TOKEN for {name}; its value is set out of band (see README.md), never by Terraform",
+                    ),
+                    Attr("recovery_window_in_days", 7),
+                ],
+            ),
+        )
+        m.output(
+            f"{lab}_hf_token_secret",
+            f"Put {name}'s HF token here (aws secretsmanager put-secret-value).",
+            Ref(f"aws_secretsmanager_secret.{lab}_hf_token.name"),
+        )
+    m.add(
+        FILE,
+        Block(
+            "resource",
+            "aws_cloudwatch_log_group",
+            f"{lab}_endpoint",
+            body=[
+                skip("CKV_AWS_158", "CloudWatch encrypts logs at rest; a CMK is a policy choice"),
+                Attr("name", f"/aws/sagemaker/Endpoints/{dep.endpoint}"),
+                Attr("retention_in_days", 365),
+            ],
+        ),
+    )
+    role = role_label(create.role_arn)
+    if ownership.model_by_terraform(dep):
+        tags = dict(create.tags)
+        m.add(
+            FILE,
+            Block(
+                "resource",
+                "aws_sagemaker_model",
+                lab,
+                body=[
+                    skip("CKV_AWS_370", "the container downloads its weights (HF_MODEL_ID), so it needs the network"),
+                    Attr("name", named.model),
+                    Attr("execution_role_arn", Ref(f"aws_iam_role.{role}.arn")),
+                    Block(
+                        "primary_container", body=[Attr("image", create.image), Attr("environment", container_env(dep))]
+                    ),
+                    Attr("tags", tags),
+                    Block(
+                        "lifecycle",
+                        body=[
+                            # The name carries the settings' digest: new settings are a new model beside the old one.
+                            Attr("create_before_destroy", True),
+                            Attr("ignore_changes", [Ref("vpc_config")]),  # none is set; some APIs echo an empty one
+                            Block(
+                                "precondition",
+                                body=[
+                                    Attr("condition", Ref(f'aws_iam_role.{role}.arn == "{create.role_arn}"')),
+                                    Attr(
+                                        "error_message",
+                                        f"deployments.{name}.create.role_arn names another account or path "
+                                        "than this role; the names of the model and config depend on it",
+                                    ),
+                                ],
+                            ),
+                        ],
+                    ),
+                ],
+            ),
+            Block(
+                "resource",
+                "aws_sagemaker_endpoint_configuration",
+                lab,
+                body=[
+                    skip("CKV_AWS_98", "SageMaker encrypts the endpoint's storage with an AWS-managed key"),
+                    Attr("name", named.config),
+                    Block(
+                        "production_variants",
+                        body=[
+                            Attr("variant_name", "AllTraffic"),
+                            Attr("model_name", Ref(f"aws_sagemaker_model.{lab}.name")),
+                            Attr("instance_type", create.instance_type),
+                            Attr("initial_instance_count", create.instance_count),
+                        ],
+                    ),
+                    Attr("tags", tags),
+                    Block(
+                        "lifecycle",
+                        body=[
+                            Attr("create_before_destroy", True),
+                            Attr(
+                                "ignore_changes", [Ref("data_capture_config")]
+                            ),  # none is set; some APIs echo an empty one
+                        ],
+                    ),
+                ],
+            ),
+        )
+    if owner == "terraform":
+        m.add(
+            FILE,
+            Block(
+                "resource",
+                "aws_sagemaker_endpoint",
+                lab,
+                body=[
+                    Attr("name", dep.endpoint),
+                    Attr("endpoint_config_name", Ref(f"aws_sagemaker_endpoint_configuration.{lab}.name")),
+                    Attr("tags", dict(create.tags)),
+                    Block(
+                        "lifecycle",
+                        body=[
+                            # `modelfleet deployments start` may move the endpoint to the config of newer settings.
+                            Attr("ignore_changes", [Ref("endpoint_config_name")]),
+                        ],
+                    ),
+                ],
+            ),
+        )
+    m.output(
+        f"{lab}_endpoint",
+        f"{name}: the endpoint (created by: {owner}), its model and config.",
+        {"endpoint": dep.endpoint, "model": named.model, "config": named.config, "created_by": owner},
+    )
+    _alarms(m, name, dep, always_on=owner == "terraform" or (m.gateway_in_aws and dep.schedule is None))
+
+
+def _alarms(m: Module, name: str, dep: SageMakerDeployment, always_on: bool) -> None:
+    lab = label(name)
+    dims = {"EndpointName": dep.endpoint, "VariantName": "AllTraffic"}
+    common = [Attr("namespace", "AWS/SageMaker"), Attr("dimensions", dims), *m.alarm_actions()]
+    alarms = [
+        (
+            f"{lab}_5xx",
+            f"{dep.endpoint}-5xx",
+            f"{name}: the container answered 5xx",
+            [
+                Attr("metric_name", "Invocation5XXErrors"),
+                Attr("statistic", "Sum"),
+                Attr("period", 300),
+                Attr("evaluation_periods", 1),
+                Attr("comparison_operator", "GreaterThanOrEqualToThreshold"),
+                Attr("threshold", 1),
+                Attr("treat_missing_data", "notBreaching"),
+            ],
+        ),
+        (
+            f"{lab}_latency_p95",
+            f"{dep.endpoint}-latency-p95",
+            f"{name}: p95 model latency above 30 s for 15 min",
+            [
+                Attr("metric_name", "ModelLatency"),
+                Attr("extended_statistic", "p95"),
+                Attr("period", 300),
+                Attr("evaluation_periods", 3),
+                Attr("comparison_operator", "GreaterThanThreshold"),
+                Attr("threshold", LATENCY_P95_US),
+                Attr("treat_missing_data", "notBreaching"),
+            ],
+        ),
+    ]
+    if always_on:  # a scheduled endpoint is idle off-hours by design
+        alarms.append(
+            (
+                f"{lab}_invocations",
+                f"{dep.endpoint}-idle",
+                f"{name}: running for an hour without invocations; it still costs: add a schedule or remove it",
+                [
+                    Attr("metric_name", "Invocations"),
+                    Attr("statistic", "Sum"),
+                    Attr("period", 3600),
+                    Attr("evaluation_periods", 1),
+                    Attr("comparison_operator", "LessThanThreshold"),
+                    Attr("threshold", 1),
+                    Attr("treat_missing_data", "breaching"),
+                ],
+            )
+        )
+    for res, alarm_name, description, attrs in alarms:
+        m.add(
+            FILE,
+            Block(
+                "resource",
+                "aws_cloudwatch_metric_alarm",
+                res,
+                body=[
+                    Attr("alarm_name", alarm_name),
+                    Attr("alarm_description", description),
+                    *attrs,
+                    *common,
+                ],
+            ),
+        )
