@@ -172,3 +172,11 @@ def test_the_text_access_log_carries_the_same_fields(tmp_path, start):
     )
     for field in ("team=- ", "route=chat", "variant=d", "deployment=d", "replica=d-0", "attempts=1", "ttft="):
         assert field in line, line
+
+
+def test_every_example_fleet_renders_without_its_secrets_set(tmp_path):
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*/fleet.yaml"))
+    assert examples
+    for fleet in examples:  # ${VARS} in the fleet file and in its included teams.d/ files are not needed
+        done = cli("deploy", "observability", "-f", str(fleet), "-o", str(tmp_path / fleet.parent.name))
+        assert "wrote 4 files" in done.stdout

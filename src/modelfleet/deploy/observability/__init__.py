@@ -9,8 +9,6 @@ otel-collector.yaml         OTLP in, traces out to Tempo or Jaeger
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +18,10 @@ from modelfleet.config import Fleet, parse_fleet
 from modelfleet.deploy.observability.alerts import Alert, Thresholds, alerts, rule_groups
 from modelfleet.deploy.observability.collector import BACKENDS, collector
 from modelfleet.deploy.observability.dashboard import dashboard, queries
+from modelfleet.deploy.source import _env_or_placeholders
 from modelfleet.errors import ConfigError
 
 __all__ = ["BACKENDS", "Alert", "Options", "Thresholds", "alerts", "queries", "read", "render", "rule_groups", "write"]
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 
 
 @dataclass(frozen=True)
@@ -45,9 +43,10 @@ def read(path: Path) -> Fleet:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read the fleet file: {exc.strerror or exc}"], file=str(path)) from exc
-    names = {m.group(1) for m in _ENV.finditer(text)}
-    env = {n: os.environ.get(n, f"unset-for-rendering-{n}") for n in names}
-    return parse_fleet(text, file=str(path), env=env)
+    # Included files (teams.d/) may name ${VARS} too: every YAML file beside the fleet file is looked at.
+    beside = [p for p in sorted(path.parent.rglob("*.y*ml"))[:1000] if p.is_file() and p != path]
+    refs = text + "".join(p.read_text(encoding="utf-8", errors="replace") for p in beside)
+    return parse_fleet(text, file=str(path), env=_env_or_placeholders(refs))
 
 
 def thresholds(fleet: Fleet, opts: Options) -> Thresholds:
