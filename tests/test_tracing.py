@@ -138,7 +138,7 @@ def test_a_failover_is_one_request_span_with_two_attempts_and_the_traceparent_re
 
 
 def test_a_stream_has_a_relay_span_and_sampling_follows_the_fleet_file(tmp_path, start, receiver):
-    good = start(Upstream, "--chunks", "4")
+    good = start(Upstream, "--chunks", "4", "--headers-log", str(tmp_path / "up.jsonl"))
     fleet = write_fleet(
         tmp_path,
         f"deployments:\n  d: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\n"
@@ -154,6 +154,10 @@ def test_a_stream_has_a_relay_span_and_sampling_follows_the_fleet_file(tmp_path,
     assert len(spans) == 1 and spans[0].trace_id.hex() == CLIENT_TRACE
     eventually(lambda: any(s.kind == Span.SPAN_KIND_SERVER for s in receiver.spans), 15)
     assert {s.trace_id.hex() for s in receiver.spans} == {CLIENT_TRACE}
+    # The unsampled request still hands the upstream a trace context, saying "not sampled" (flag bit 0 unset).
+    unsampled, sampled = (h["traceparent"] for h in headers_seen(tmp_path / "up.jsonl"))
+    assert int(unsampled.rsplit("-", 1)[1], 16) & 1 == 0 and CLIENT_TRACE not in unsampled
+    assert sampled.startswith(f"00-{CLIENT_TRACE}-") and int(sampled.rsplit("-", 1)[1], 16) & 1 == 1
 
 
 def test_tracing_off_exports_nothing_and_passes_the_clients_traceparent_through(tmp_path, start, receiver):
