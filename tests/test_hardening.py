@@ -187,3 +187,20 @@ def test_the_small_things_users_notice(tmp_path, start):
     metrics = httpx.get(gw.base + "/metrics").text
     assert 'modelfleet_api_requests_total{path="/v1/models",status="401"}' in metrics
     gw.wait_for(r"GET /v1/models 401", 5)
+
+
+def test_a_replica_that_breaks_every_stream_is_ejected(tmp_path, start):
+    broken, ok = start(Upstream, "--die-after", "2"), start(Upstream)
+    path = write_fleet(tmp_path, f"""\
+state: {{store: "sqlite:///{tmp_path}/mf.db"}}
+deployments:
+  pair: {{kind: openai, urls: ["{broken.url}", "{ok.url}"], health: {{eject_after: 2, eject_for: 60s, interval: 60s}}}}
+routes: {{pair: {{deployments: [pair]}}}}
+""")  # fmt: skip
+    gw = start(Gateway, path)
+    for _ in range(12):  # every stream on pair-0 breaks after its first events, after the headers were sent
+        with httpx.stream("POST", gw.url + "/chat/completions", json={**chat_body("pair"), "stream": True}) as r:
+            list(r.iter_lines())
+    ready = httpx.get(gw.base + "/readyz").json()
+    assert [r["replica"] for r in ready["not_ready"]["pair"]] == ["pair-0"]
+    assert "ejected" in ready["not_ready"]["pair"][0]["reason"]
