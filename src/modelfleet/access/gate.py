@@ -66,7 +66,8 @@ class Gate:
                 if not isinstance(asked, int):
                     asked = DEFAULT_RESERVATION
                     body["max_tokens"] = asked
-                tokens += asked
+                choices = max(body.get("n") or 1, body.get("best_of") or 1)  # each choice generates its own
+                tokens += asked * (choices if isinstance(choices, int) else 1)
         _fits(caller, tokens)
         verdict = await self.counters.admit(caller.team, limits, tokens, next(self._leases))
         if not verdict.ok:

@@ -44,6 +44,7 @@ from modelfleet.errors import (
 )
 from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
+from modelfleet.observability.logging import redact
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.plan import Route, Router, Target
 from modelfleet.routing.routes import sticky_point
@@ -109,6 +110,8 @@ class _Exchange:
         prompt = max(1, self.size // 4)
         if self.stream:
             return Usage(prompt, self.generated)
+        if self.operation is EMBEDDINGS:
+            return Usage(prompt, 0)  # embeddings generate nothing
         asked = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
         return Usage(prompt, asked if isinstance(asked, int) else DEFAULT_RESERVATION)
 
@@ -325,7 +328,7 @@ class Proxy:
         usage: Usage | None = None
         ttft: float | None = None
         done = finished = False
-        stall = _StallWatch(request, self.write_timeout)
+        stall = _StallWatch(request, response, self.write_timeout)
         task = asyncio.current_task()
         try:
             if task is not None:
@@ -389,7 +392,7 @@ class Proxy:
             return response, exc.status, usage, ttft
         except asyncio.CancelledError:
             if stall.stalled:
-                log.warning("cut off a stream whose client read nothing for %gs (server.write_timeout)",
+                log.warning("cut off a stream whose client took no bytes for %gs (server.write_timeout)",
                             self.write_timeout)  # fmt: skip
             elif self._closing and response.prepared and task is not None:
                 task.uncancel()  # the gateway is going: end the stream saying so, not with a cut
@@ -421,27 +424,32 @@ class _StallWatch:
     every `timeout`, so it is cut off within twice that) loses the stream, and its replica slot goes
     back to everyone else. Costs one timer per stream, re-armed once per `timeout`."""
 
-    __slots__ = ("_handle", "_loop", "_size", "_task", "_timeout", "_transport", "stalled")
+    __slots__ = ("_handle", "_loop", "_response", "_taken", "_task", "_timeout", "_transport", "stalled")
 
-    def __init__(self, request: web.Request, timeout: float) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, timeout: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._transport = request.transport
+        self._response = response
         self._task = asyncio.current_task()
         self._timeout = timeout
-        self._size = 0
+        self._taken = -1
         self.stalled = False
         self._handle = self._loop.call_later(timeout, self._check)
 
     def _check(self) -> None:
-        t = self._transport
-        size = t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
-        if size and self._size and size >= self._size:  # unsent bytes for two checks, none of them taken
+        t, writer = self._transport, self._response._payload_writer
+        if t is None or t.is_closing() or writer is None:
+            self._handle = self._loop.call_later(self._timeout, self._check)
+            return
+        unsent = t.get_write_buffer_size()
+        taken = writer.output_size - unsent  # bytes the client has taken so far (a slow reader still takes)
+        if unsent and taken == self._taken:  # bytes waiting, and not one taken since the last check
             self.stalled = True
             if self._task is not None:
                 self._task.cancel()
-            t.abort()  # type: ignore[union-attr]
+            t.abort()
             return
-        self._size = size
+        self._taken = taken
         self._handle = self._loop.call_later(self._timeout, self._check)
 
     def cancel(self) -> None:
@@ -468,6 +476,6 @@ def _rewrite_reply(
 def _upstream_stream_error(target: Target, replica: Replica, err: object) -> UpstreamError:
     message = err.get("message", err) if isinstance(err, dict) else err
     return UpstreamError(
-        f"deployment {target.name!r} replica {replica.name} failed mid-stream: {message}",
+        f"deployment {target.name!r} replica {replica.name} failed mid-stream: {redact(str(message))}",
         code="upstream_stream_error",
     )

@@ -36,6 +36,7 @@ class Behaviour:
         self.reply = args.reply
         self.gzip = args.gzip
         self.retry_after = args.retry_after
+        self.error_message = args.error_message
         # --reply-when TEXT=REPLY: a chat whose messages contain TEXT is answered REPLY (a judge with opinions).
         self.rules = [tuple(rule.split("=", 1)) for rule in args.reply_when]
         self.metrics = _vllm_metrics(args.waiting, args.kv_cache) if args.waiting is not None else None
@@ -153,6 +154,7 @@ class FakeOpenAI(asyncio.Protocol):
         self.buf = b""
         self.transport: asyncio.Transport | None = None
         self.z: Any = None  # the gzip stream of the response being written, with --gzip
+        self.auth = ""  # the last request's Authorization, for --error-message
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -177,6 +179,7 @@ class FakeOpenAI(asyncio.Protocol):
             body = self.buf[head_end + 4 : total]
             self.buf = self.buf[total:]
             method, path = head.split(" ", 2)[:2]
+            self.auth = headers.get("authorization", "")
             self.b.requests += 1
             if self.b.headers_log and method == "POST":
                 with open(self.b.headers_log, "a") as log:
@@ -209,7 +212,8 @@ class FakeOpenAI(asyncio.Protocol):
             self._write(200, self.b.metrics, b"text/plain; version=0.0.4")
             return
         if self.b.status != 200:
-            err = {"error": {"message": f"injected failure {self.b.status}", "type": "server_error"}}
+            message = self.b.error_message or f"injected failure {self.b.status}"
+            err = {"error": {"message": message.replace("{auth}", self.auth), "type": "server_error"}}
             self._write(self.b.status, json.dumps(err).encode())
             return
         if path.endswith("/embeddings"):
@@ -315,6 +319,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gzip", action="store_true", help="compress every answer (JSON and streams), asked or not")
     p.add_argument("--retry-after", type=int, help="send this Retry-After with every error status")
+    p.add_argument("--error-message", help="the message of injected errors; {auth} is the Authorization it got")
     p.add_argument("--waiting", type=float, help="serve GET /metrics with this vllm:num_requests_waiting")
     p.add_argument("--kv-cache", type=float, default=0.0, help="... and this vllm:kv_cache_usage_perc (0-1)")
     p.add_argument("--headers-log", help="append each POST's path and headers to this file (JSON lines)")
