@@ -10,6 +10,8 @@ modelfleet runs its full path: validation, routing, dispatch, metrics, access lo
 usage ledger. Two more modelfleet gateways add auth and limits (a team key; rpm, tpm, concurrency
 and a daily token budget, all checked per request, none reached): one keeps its counters in
 process (with SQLite), one in a redis-server on core 1 (started here; `apt-get install redis-server`).
+Two more trace every request (OpenTelemetry, exported over OTLP/HTTP to a sink on core 1) at sampling
+1.0 and 0.01; their RPS and latency are reported as ratios to the same gateway with tracing off.
 Every target gets the same request, Authorization header included. Targets are measured in
 interleaved rounds and each number is the median over rounds, so a slow minute on a shared machine
 touches every target alike instead of whichever ran then.
@@ -84,6 +86,16 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5, help="seconds per measurement (default 5)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TARGET",
+        help="measure only these targets (upstream, bare-proxy, modelfleet, mf+auth, mf+auth+redis, "
+        "mf+trace1.0, mf+trace0.01, baseline, baseline+auth); ratios need their references",
+    )
+    ap.add_argument("--baseline", type=Path, metavar="SRC",
+                    help="also run gateways from this source folder (e.g. another checkout's src/), as "
+                         "`baseline` and `baseline+auth`, to compare code in one run window")  # fmt: skip
     args = ap.parse_args()
     for tool, package in (("wrk", "wrk"), ("taskset", "util-linux"), ("redis-server", "redis-server")):
         if not shutil.which(tool):
@@ -104,13 +116,22 @@ def main() -> None:
         redis_port = free_port()
         procs.append(start(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], core=1,
                            stdout=subprocess.DEVNULL))  # fmt: skip
+        sink_port = free_port()
+        procs.append(start([PY, str(HERE / "otlp_sink.py"), str(sink_port)], core=1))
+        sink = f"http://127.0.0.1:{sink_port}"
         gateways = {}
         for name, extra in (
             ("modelfleet", ""),
             ("mf+auth", f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
             ("mf+auth+redis", f"state: {{store: 'sqlite:///{tmp}/redis.db', counters: 'redis://127.0.0.1:{redis_port}/0'}}\n"
                               f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
+            ("mf+trace1.0", f"observability: {{otlp_endpoint: '{sink}', sample_ratio: 1.0}}\n"),
+            ("mf+trace0.01", f"observability: {{otlp_endpoint: '{sink}', sample_ratio: 0.01}}\n"),
+            *((("baseline", ""), ("baseline+auth", f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"))
+              if args.baseline else ()),
         ):  # fmt: skip
+            if args.only and name not in args.only:
+                continue
             port = free_port()
             fleet = tmp / f"{name}.yaml"
             state = "" if "state:" in extra else f"state: {{store: 'sqlite:///{tmp}/{name}.db'}}\n"
@@ -120,7 +141,9 @@ def main() -> None:
                 "routes:\n  bench: {deployments: [fake], timeout: 30s}\n"
             )
             log = open(tmp / f"{name}.log", "w")  # noqa: SIM115
-            procs.append(start([PY, "-m", "modelfleet", "serve", "-f", str(fleet)], core=0, stderr=log))
+            # A baseline gateway runs another checkout's code (e.g. main's), measured in the same rounds.
+            env = {**os.environ, "PYTHONPATH": str(args.baseline)} if name.startswith("baseline") else None
+            procs.append(start([PY, "-m", "modelfleet", "serve", "-f", str(fleet)], core=0, stderr=log, env=env))
             gateways[name] = f"http://127.0.0.1:{port}"
         for base in gateways.values():
             wait_http(base + "/readyz")
@@ -129,6 +152,7 @@ def main() -> None:
         results: dict[str, dict[str, dict[str, float]]] = {}
         samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         targets = (("upstream", upstream), ("bare-proxy", f"http://127.0.0.1:{bare_port}"), *gateways.items())
+        targets = tuple((n, b) for n, b in targets if not args.only or n in args.only)
         for rnd in range(args.rounds):
             for stream in (False, True):
                 lua = tmp / f"post-{stream}.lua"
@@ -163,22 +187,41 @@ def main() -> None:
 
 def report(results: dict, args: argparse.Namespace) -> None:
     print("\nmodelfleet against the bare aiohttp proxy and the upstream alone (gateway pinned to one core):")
-    summary = {}
+    summary: dict[str, dict[str, float]] = {}
     for mode, rows in results.items():
+        summary[mode] = {}
+        if "modelfleet" in rows:
+            for name in ("mf+trace1.0", "mf+trace0.01"):
+                if name in rows:
+                    r, mf = rows[name], rows["modelfleet"]
+                    summary[mode][f"{name}_rps_ratio_vs_modelfleet"] = r["rps_c32"] / mf["rps_c32"]
+                    summary[mode][f"{name}_p50_ratio_vs_modelfleet"] = r["p50_ms_c1"] / mf["p50_ms_c1"]
+                    rps, p50, p99 = (r[k] / mf[k] for k in ("rps_c32", "p50_ms_c1", "p99_ms_c1"))
+                    print(f"  {mode:6}: {name}: RPS {rps:.2f}x tracing off; p50 {p50:.2f}x, p99 {p99:.2f}x")
+        for name, ref in (("modelfleet", "baseline"), ("mf+auth", "baseline+auth")):
+            if name in rows and ref in rows:
+                rps = rows[name]["rps_c32"] / rows[ref]["rps_c32"]
+                p50 = rows[name]["p50_ms_c1"] - rows[ref]["p50_ms_c1"]
+                summary[mode][f"{name}_rps_ratio_vs_{ref}"] = rps
+                print(f"  {mode:6}: {name}: RPS {rps:.2f}x {ref}; p50 {p50:+.3f} ms over {ref}")
+        if not all(n in rows for n in ("modelfleet", "bare-proxy", "upstream")):
+            continue
         mf, bare, up = rows["modelfleet"], rows["bare-proxy"], rows["upstream"]
         ratio = mf["rps_c32"] / bare["rps_c32"]
         added50 = mf["p50_ms_c1"] - up["p50_ms_c1"]
         added99 = mf["p99_ms_c1"] - up["p99_ms_c1"]
         bare50 = bare["p50_ms_c1"] - up["p50_ms_c1"]
         target = TARGETS["rps_ratio_stream" if mode == "stream" else "rps_ratio"]
-        summary[mode] = {"rps_ratio_vs_bare": ratio, "added_p50_ms": added50, "added_p99_ms": added99,
-                         "bare_added_p50_ms": bare50}  # fmt: skip
+        summary[mode].update({"rps_ratio_vs_bare": ratio, "added_p50_ms": added50, "added_p99_ms": added99,
+                              "bare_added_p50_ms": bare50})  # fmt: skip
         print(
             f"  {mode:6}: RPS {ratio:.2f}x bare (target >= {target}x); added latency p50 +{added50:.3f} ms "
             f"(target <= {TARGETS['added_p50_ms']}), p99 +{added99:.3f} ms (target <= {TARGETS['added_p99_ms']}); "
             f"bare proxy adds +{bare50:.3f} ms p50"
         )
         for name in ("mf+auth", "mf+auth+redis"):
+            if name not in rows:
+                continue
             auth = rows[name]["rps_c32"] / mf["rps_c32"]
             summary[mode][f"{name}_rps_ratio_vs_modelfleet"] = auth
             print(

@@ -114,7 +114,7 @@ def test_usage_and_metrics_name_the_serving_deployment(fleet, http):
     ab = {r["deployment"] for r in rows() if r["route"] == "ab"}
     assert ab == {"a", "b"} and all(r["variant"] == r["deployment"] for r in rows() if r["route"] == "ab")
     metrics = http.get(fleet.base + "/metrics").text
-    assert 'modelfleet_requests_total{deployment="b",route="ab",status="200"}' in metrics
+    assert 'modelfleet_requests_total{deployment="b",route="ab",status="200",team="-",variant="b"}' in metrics
 
 
 def test_strict_mode_fails_fast_naming_the_deployment(fleet):

@@ -237,10 +237,15 @@ def test_full_queue_is_503_with_retry_after(gw):
 def test_metrics_and_readiness(gw, http):
     http.post(gw.url + "/chat/completions", json=chat_body(max_tokens=1))
     text = http.get(gw.base + "/metrics").text
-    assert 'modelfleet_requests_total{deployment="ok",route="chat",status="200"}' in text
-    assert 'modelfleet_requests_total{deployment="broken",route="broken",status="502"}' in text
-    assert 'modelfleet_request_duration_seconds_bucket{deployment="ok",le="+Inf",route="chat"}' in text
-    assert 'modelfleet_output_tokens_total{deployment="ok",route="chat"}' in text
+    assert 'modelfleet_requests_total{deployment="ok",route="chat",status="200",team="-",variant="ok"}' in text
+    assert (
+        'modelfleet_requests_total{deployment="broken",route="broken",status="502",team="-",variant="broken"}' in text
+    )
+    assert (
+        'modelfleet_request_duration_seconds_bucket{deployment="ok",le="+Inf",route="chat",team="-",variant="ok"}'
+        in text
+    )
+    assert 'modelfleet_output_tokens_total{deployment="ok",route="chat",team="-",variant="ok"}' in text
     assert 'modelfleet_replica_ready{deployment="ok",replica="ok-0"} 1.0' in text
     assert http.get(gw.base + "/healthz").json() == {"status": "ok"}
     assert http.get(gw.base + "/health").json() == {"status": "ok"}

@@ -43,7 +43,7 @@ def test_a_stalled_reader_is_cut_off_and_its_slot_freed(tmp_path, start):
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
     try:  # ... and never reads. The only replica slot is held until write_timeout cuts the stream.
-        gw.wait_for("cut off a stream whose client read nothing", 10)
+        gw.wait_for("cut off a stream whose client took no bytes", 10)
         r = httpx.post(gw.url + "/chat/completions", json={**chat_body("up"), "max_tokens": 4}, timeout=10)
         assert r.status_code == 200  # the slot is free again
     finally:
@@ -204,3 +204,34 @@ routes: {{pair: {{deployments: [pair]}}}}
     ready = httpx.get(gw.base + "/readyz").json()
     assert [r["replica"] for r in ready["not_ready"]["pair"]] == ["pair-0"]
     assert "ejected" in ready["not_ready"]["pair"][0]["reason"]
+
+
+def test_an_upstream_that_echoes_the_gateways_key_never_shows_it_and_a_401_is_the_deployments_fault(tmp_path, start):
+    secret = "sk-upstream-SECRET-0123456789"
+    echo = start(Upstream, "--status", "401", "--error-message", "Incorrect API key provided: {auth}")
+    path = write_fleet(tmp_path, f"""\
+state: {{store: "sqlite:///{tmp_path}/mf.db"}}
+deployments:
+  up: {{kind: openai, urls: ["{echo.url}"], api_key: "{secret}", health: {{eject_after: 2, interval: 60s}}}}
+routes: {{up: {{deployments: [up]}}}}
+""")  # fmt: skip
+    gw = start(Gateway, path, wait_ready=False)
+    gw.wait_for("listening on", 20)
+    for _ in range(3):
+        r = httpx.post(gw.url + "/chat/completions", json=chat_body("up"))
+        assert secret not in r.text and "sk-upstream" not in r.text
+        assert r.status_code in (502, 503)  # the gateway's credential is wrong: not the caller's 401
+    assert "ejected" in httpx.get(gw.base + "/readyz").text or r.status_code == 503
+    gw.stop()
+    assert secret not in gw.output
+
+
+def test_values_no_server_can_count_are_refused(tmp_path, start):
+    up = start(Upstream)
+    gw = start(Gateway, fleet(tmp_path, {"up": up}))
+    for extra, param in (({"max_tokens": 2**40}, "max_tokens"), ({"n": 1000}, "n"),
+                         ({"logit_bias": {"abc": 1}}, None), ({"min_tokens": 2**40}, "min_tokens")):  # fmt: skip
+        r = httpx.post(gw.url + "/chat/completions", json={**chat_body("up"), **extra})
+        assert r.status_code == 400, extra
+        if param:
+            assert r.json()["error"]["param"] == param

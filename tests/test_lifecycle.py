@@ -97,7 +97,7 @@ def test_workers_share_the_port_and_the_metrics(tmp_path, start):
     gw.wait_for(r"worker \d+ on http://127\.0\.0\.1", 20)
     statuses = [httpx.post(gw.url + "/chat/completions", json=chat_body()).status_code for _ in range(30)]
     assert statuses == [200] * 30
-    total = 'modelfleet_requests_total{deployment="up",route="chat",status="200"} 30.0'
+    total = 'modelfleet_requests_total{deployment="up",route="chat",status="200",team="-",variant="up"} 30.0'
     # Whichever process answers the scrape, the totals are the fleet's, once every worker has published.
     eventually(lambda: all(total in httpx.get(gw.base + "/metrics").text for _ in range(4)), 10, "merged totals")
     assert gw.stop() == 0

@@ -5,6 +5,8 @@ Nothing else in modelfleet builds objects from the fleet; everything else is han
 
 from __future__ import annotations
 
+import asyncio
+import importlib.metadata
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -33,10 +35,14 @@ from modelfleet.config import (
 )
 from modelfleet.config.include import ownership
 from modelfleet.config.loader import secret_values
+from modelfleet.control import schedules
 from modelfleet.control.channel import ChannelClient, ChannelServer
+from modelfleet.control.deployments import observed
 from modelfleet.control.plane import ControlPlane
 from modelfleet.engine.model import check_engine_installed
+from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
+from modelfleet.observability.fleet_state import FleetState
 from modelfleet.observability.logging import redact_values
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
@@ -110,7 +116,12 @@ class Gateway:
         everything = frozenset(r for r in fleet.routes if owners[f"routes.{r}"].team is None) if owners else None
         self.directory = Directory(fleet.teams, self.store, fleet.state.refresh_interval, everything)
         self.gate = Gate(self.directory, self.counters, self.ledger)
-        self.access_log = AccessLog(fleet.server.log_format) if fleet.server.access_log else None
+        obs = fleet.observability
+        self.access_log = (
+            AccessLog(fleet.server.log_format, content_routes=obs.log_content, redact=obs.redact)
+            if fleet.server.access_log
+            else None
+        )
         router = Router(routes, targets, request_failed=self.control.request_failed,
                         wake=self.control.deployments.wake)  # fmt: skip
         self.proxy = Proxy(
@@ -121,6 +132,7 @@ class Gateway:
         self.metrics.watch_replicas(self.control.registry.all, lambda d: self.dispatchers[d].queued)
         self._publisher = Periodic("metrics snapshot for the other workers", 1.0, self._publish, logger=log)
         self.metrics.watch_wakes(self.control.deployments.wakes)
+        self._watch_fleet(router)
         created = int(time.time())
         models = [{"id": n, "object": "model", "created": created, "owned_by": "modelfleet"} for n in routes]
         team_admin = TeamAdmin(self.store, list(routes), fleet.teams, fleet.limits_unsupported)
@@ -131,12 +143,38 @@ class Gateway:
         )  # fmt: skip
         self.app.cleanup_ctx.append(self._lifecycle)
 
+    def _watch_fleet(self, router: Router) -> None:
+        """What /metrics reads at scrape time, besides the request counts (observability/)."""
+        m, registry, deployments = self.metrics, self.control.registry, self.control.deployments
+        m.tallies.update(retries=router.retries, failovers=router.failovers, rate_limited=self.gate.refused,
+                         ejections=registry.ejections, readmissions=registry.readmissions)  # fmt: skip
+
+        def deployment_states() -> dict[str, tuple[str, str, bool]]:
+            out: dict[str, tuple[str, str, bool]] = {}
+            for name, dep in self.fleet.deployments.items():
+                want = deployments.desired.get(name)
+                window = schedules.window(dep.schedule, time.time()).state
+                out[name] = (want.state if want else "running", observed(self.control.replicas[name]),
+                             window in (None, "running"))  # fmt: skip
+            return out
+
+        def engines() -> dict[tuple[str, str], tuple[float | None, float | None]]:
+            return {k: v for s in self.control._scrapers for k, v in s.readings.items()}
+
+        m.state = FleetState(
+            registry.all, deployment_states, lambda: {n: c.limits for n, c in self.directory.teams.items()}, engines
+        )
+
     def _replica_changed(self, replica: Replica) -> None:
         dispatcher = self.dispatchers[replica.deployment]
         dispatcher.hand_on()
         dispatcher.fail_waiters()
 
     async def _lifecycle(self, _: web.Application) -> AsyncIterator[None]:
+        obs = self.fleet.observability
+        traces = tracing.setup(obs.otlp_endpoint, obs.sample_ratio, obs.service_name, _version())
+        if traces:
+            log.info("tracing: OTLP/HTTP to %s, sampling %g", traces, obs.sample_ratio)
         if self.access_log:
             self.access_log.start()
         if self.metrics.share_dir:
@@ -168,6 +206,8 @@ class Gateway:
             await self.access_log.stop()
         for target in self.proxy.targets.values():
             await target.backend.aclose()
+        if traces:
+            await asyncio.to_thread(tracing.shutdown)
 
     async def _seed_budgets(self) -> None:
         """Counters may start empty (a restart, memory counters): budgets spent so far come from the ledger."""
@@ -211,6 +251,13 @@ class Gateway:
         # Ready when it can answer something: one model that is down must not take the whole gateway out of
         # its load balancer (every gateway shares that model); which routes cannot answer is in the body.
         return any(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("modelfleet")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _backend(dep: Deployment, read_timeout: float) -> Backend:

@@ -40,6 +40,7 @@ class Gate:
         # share (or free) another request's concurrency slot. Unique across gateways sharing Redis.
         prefix = os.urandom(6).hex()
         self._leases = (f"{prefix}:{n}" for n in itertools.count())
+        self.refused: dict[tuple[str, ...], int] = {}  # {(team, limit): 429s}, for /metrics
 
     async def authenticate(self, authorization: str | None) -> Caller | None:
         if not self.directory.enforcing:
@@ -65,10 +66,13 @@ class Gate:
                 if not isinstance(asked, int):
                     asked = DEFAULT_RESERVATION
                     body["max_tokens"] = asked
-                tokens += asked
+                choices = max(body.get("n") or 1, body.get("best_of") or 1)  # each choice generates its own
+                tokens += asked * (choices if isinstance(choices, int) else 1)
         _fits(caller, tokens)
         verdict = await self.counters.admit(caller.team, limits, tokens, next(self._leases))
         if not verdict.ok:
+            key = (caller.team, verdict.limit)
+            self.refused[key] = self.refused.get(key, 0) + 1
             raise _refusal(caller, verdict)
         return verdict
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from aiohttp import web
 from pydantic import TypeAdapter
 
 from modelfleet.access.directory import Caller
-from modelfleet.access.gate import DEFAULT_RESERVATION, Gate
+from modelfleet.access.gate import DEFAULT_RESERVATION, OPEN_TEAM, Gate
 from modelfleet.api import schema
 from modelfleet.api.sse import DONE, DONE_EVENT, SSEDecoder, event
 from modelfleet.errors import (
@@ -41,7 +42,9 @@ from modelfleet.errors import (
     Unavailable,
     UpstreamError,
 )
+from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
+from modelfleet.observability.logging import redact
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.plan import Route, Router, Target
 from modelfleet.routing.routes import sticky_point
@@ -51,6 +54,7 @@ from modelfleet.values import Replica, Usage
 log = logging.getLogger("modelfleet.api")
 REQUEST_ID = web.RequestKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"
+_Answer = tuple[web.StreamResponse, int, Usage | None, float | None]
 CLIENT_CLOSED = 499  # nginx's code for "client went away"; bounded like every status label
 
 
@@ -82,8 +86,12 @@ class _Exchange:
     client_wants_usage: bool
     headers: dict[str, str]
     size: int = 0  # of the request body, in bytes
+    team: str = OPEN_TEAM
+    variant: str = ""
     deployment: str = ""
     replica: Replica | None = None
+    attempts: int = 0
+    output: list[bytes | str] | None = None  # the answer's text, kept only for routes that log content
     usage: Usage | None = None  # as the deployment reported it, once it has
     generated: int = 0  # stream events that carried generated text, relayed so far
 
@@ -102,6 +110,8 @@ class _Exchange:
         prompt = max(1, self.size // 4)
         if self.stream:
             return Usage(prompt, self.generated)
+        if self.operation is EMBEDDINGS:
+            return Usage(prompt, 0)  # embeddings generate nothing
         asked = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
         return Usage(prompt, asked if isinstance(asked, int) else DEFAULT_RESERVATION)
 
@@ -146,11 +156,18 @@ class Proxy:
         ttft: float | None = None
         caller: Caller | None = None
         verdict: Verdict | None = None
+        body: dict | None = None
+        tr = tracing.RequestTrace(request.headers, operation.path, rid) if tracing.TRACER is not None else None
+        if tr is None:
+            tracing.pass_through(request.headers)
         try:
             if self.gate.directory.enforcing:  # open mode skips even the call
-                caller = await self.gate.authenticate(request.headers.get("Authorization"))
+                auth = self.gate.authenticate(request.headers.get("Authorization"))
+                caller = await (auth if tr is None else tr.within("gate", auth))
             body, size = await self._read_json(request)
             schema.validate(operation.schema, body)
+            if tr is not None:
+                tr.body(body)
             route = self.routes.get(body["model"])
             if route is None or (caller is not None and not caller.may_use(route.name)):
                 if route is not None and caller is not None:
@@ -166,17 +183,26 @@ class Proxy:
                 if caller.timeout is not None:
                     timeout = min(timeout, caller.timeout)
                 if caller.limited:
-                    verdict = await self.gate.admit(caller, body, size, operation.streams)
+                    admit = self.gate.admit(caller, body, size, operation.streams)
+                    verdict = await (
+                        admit if tr is None else tr.within("gate", admit, **{"modelfleet.team": caller.team})
+                    )
                     headers.update(self.gate.headers(caller, verdict))
             stream = operation.streams and body.get("stream") is True
             client_wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
             if stream:
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            ex = _Exchange(request, operation, route, body, rid, started, stream, client_wants_usage, headers, size)
+            ex = _Exchange(request, operation, route, body, rid, started, stream, client_wants_usage, headers, size,
+                           caller.team if caller is not None else OPEN_TEAM, variant)  # fmt: skip
+            if self.access_log is not None and route.name in self.access_log.content_routes:
+                ex.output = []
             candidates = self.router.candidates(route, variant, caller.may_use if caller is not None else None)
-            attempt = self._relay_stream if stream else self._send
+            attempt: Callable[..., Awaitable[_Answer]] = self._relay_stream if stream else self._send
             if operation is EMBEDDINGS:
                 _serves_embeddings(route, candidates[0])  # a 400 now, not after queueing for a replica
+            if tr is not None:
+                tr.route(route.name, variant, caller.team if caller else OPEN_TEAM, [t.name for t in candidates])
+                attempt = tr.attempts(attempt)  # one span per attempt
             response, status, usage, ttft = await self.router.run(
                 route,
                 candidates,
@@ -196,21 +222,21 @@ class Proxy:
         finally:
             elapsed = time.perf_counter() - started
             deployment = ex.deployment if ex is not None else ""
-            self.metrics.observe(route_name, deployment, status, elapsed, ttft, usage)
+            team = caller.team if caller is not None else OPEN_TEAM
+            self.metrics.observe((route_name, deployment, team, variant), status, elapsed, ttft, usage)
             if route_name:
                 prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
                 self.gate.finish(caller, verdict, route_name, deployment, variant, status == 200, prompt, completion)
             if self.access_log is not None:
                 self.access_log.record(
-                    rid,
-                    request.method,
-                    request.path,
-                    status,
-                    elapsed * 1000,
-                    route_name,
-                    deployment,
+                    rid, request.method, request.path, status, elapsed * 1000, route_name, deployment,
                     ex.replica.name if ex is not None and ex.replica is not None else "",
-                )
+                    team=team, variant=variant, ttft=ttft, usage=usage, attempts=ex.attempts if ex else 0,
+                    trace_id=tracing.current_trace_id() if tr is not None else "",
+                    content=(body, ex.output) if ex is not None and ex.output is not None else None,
+                )  # fmt: skip
+            if tr is not None:
+                tr.end(status, usage, deployment, ex.attempts if ex is not None else 0)
 
     def _sticky(self, route: Route, request: web.Request, body: dict) -> float | None:
         if route.sticky is None:
@@ -223,6 +249,7 @@ class Proxy:
         if ex.operation is EMBEDDINGS:
             _serves_embeddings(ex.route, target)
         ex.replica = replica
+        ex.attempts += 1
         ex.body["model"] = target.upstream_model
         try:
             return orjson.dumps(ex.body)
@@ -233,13 +260,15 @@ class Proxy:
         self, ex: _Exchange, target: Target, replica: Replica, timeout: float
     ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
         payload = self._begin(ex, target, replica)
-        stats = self.metrics.stats_for(ex.route.name, target.name)
+        stats = self.metrics.stats_for(ex.route.name, target.name, ex.team, ex.variant)
         stats.inflight += 1
         try:
             reply = await target.backend.send(replica, ex.operation.path, payload, ex.rid, timeout)
         finally:
             stats.inflight -= 1
         self.router.answered(replica)
+        if ex.output is not None:
+            ex.output.append(reply.decode("utf-8", "replace"))
         response, usage = _rewrite_reply(reply, ex.route.name, target, ex.headers)
         return response, 200, usage, None
 
@@ -274,7 +303,7 @@ class Proxy:
         self, ex: _Exchange, target: Target, replica: Replica, timeout: float
     ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
         payload = self._begin(ex, target, replica)
-        stats = self.metrics.stats_for(ex.route.name, target.name)
+        stats = self.metrics.stats_for(ex.route.name, target.name, ex.team, ex.variant)
         stats.inflight += 1
         try:
             return await self._relay(ex, target, replica, payload, timeout)
@@ -287,6 +316,7 @@ class Proxy:
         request, route, rid, started = ex.request, ex.route, ex.rid, ex.started
         client_wants_usage = ex.client_wants_usage
         upstream = await target.backend.open_stream(replica, ex.operation.path, payload, rid, timeout)
+        relay = tracing.start("stream relay") if tracing.TRACER is not None else None
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -298,7 +328,7 @@ class Proxy:
         usage: Usage | None = None
         ttft: float | None = None
         done = finished = False
-        stall = _StallWatch(request, self.write_timeout)
+        stall = _StallWatch(request, response, self.write_timeout)
         task = asyncio.current_task()
         try:
             if task is not None:
@@ -331,6 +361,8 @@ class Proxy:
                     u = obj.get("usage")
                     if u:
                         usage = ex.usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0))
+                    if ex.output is not None:
+                        ex.output.append(data)
                     if not client_wants_usage:
                         if u and not obj.get("choices"):
                             continue  # the usage-only chunk we asked for ourselves
@@ -360,7 +392,7 @@ class Proxy:
             return response, exc.status, usage, ttft
         except asyncio.CancelledError:
             if stall.stalled:
-                log.warning("cut off a stream whose client read nothing for %gs (server.write_timeout)",
+                log.warning("cut off a stream whose client took no bytes for %gs (server.write_timeout)",
                             self.write_timeout)  # fmt: skip
             elif self._closing and response.prepared and task is not None:
                 task.uncancel()  # the gateway is going: end the stream saying so, not with a cut
@@ -374,6 +406,8 @@ class Proxy:
             self._streams.discard(task)
             stall.cancel()
             upstream.close()
+            if relay is not None:
+                relay.end()
 
 
 def _serves_embeddings(route: Route, target: Target) -> None:
@@ -390,27 +424,32 @@ class _StallWatch:
     every `timeout`, so it is cut off within twice that) loses the stream, and its replica slot goes
     back to everyone else. Costs one timer per stream, re-armed once per `timeout`."""
 
-    __slots__ = ("_handle", "_loop", "_size", "_task", "_timeout", "_transport", "stalled")
+    __slots__ = ("_handle", "_loop", "_response", "_taken", "_task", "_timeout", "_transport", "stalled")
 
-    def __init__(self, request: web.Request, timeout: float) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, timeout: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._transport = request.transport
+        self._response = response
         self._task = asyncio.current_task()
         self._timeout = timeout
-        self._size = 0
+        self._taken = -1
         self.stalled = False
         self._handle = self._loop.call_later(timeout, self._check)
 
     def _check(self) -> None:
-        t = self._transport
-        size = t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
-        if size and self._size and size >= self._size:  # unsent bytes for two checks, none of them taken
+        t, writer = self._transport, self._response._payload_writer
+        if t is None or t.is_closing() or writer is None:
+            self._handle = self._loop.call_later(self._timeout, self._check)
+            return
+        unsent = t.get_write_buffer_size()
+        taken = writer.output_size - unsent  # bytes the client has taken so far (a slow reader still takes)
+        if unsent and taken == self._taken:  # bytes waiting, and not one taken since the last check
             self.stalled = True
             if self._task is not None:
                 self._task.cancel()
-            t.abort()  # type: ignore[union-attr]
+            t.abort()
             return
-        self._size = size
+        self._taken = taken
         self._handle = self._loop.call_later(self._timeout, self._check)
 
     def cancel(self) -> None:
@@ -437,6 +476,6 @@ def _rewrite_reply(
 def _upstream_stream_error(target: Target, replica: Replica, err: object) -> UpstreamError:
     message = err.get("message", err) if isinstance(err, dict) else err
     return UpstreamError(
-        f"deployment {target.name!r} replica {replica.name} failed mid-stream: {message}",
+        f"deployment {target.name!r} replica {replica.name} failed mid-stream: {redact(str(message))}",
         code="upstream_stream_error",
     )

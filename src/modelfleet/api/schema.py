@@ -30,7 +30,8 @@ from modelfleet.errors import InvalidRequest
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Probability = Annotated[Number, Field(ge=0, le=1)]
 Penalty = Annotated[Number, Field(ge=-2, le=2)]
-PositiveInt = Annotated[StrictInt, Field(ge=1)]
+PositiveInt = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]  # what servers (and the usage ledger) can count
+TokenId = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
 Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=16)] | None
 
 # TypedDicts, not models: validation is ~3x cheaper when no instance (with ~40 defaults) is built.
@@ -79,20 +80,20 @@ class _Sampling(TypedDict, total=False):
     max_tokens: PositiveInt | None
     temperature: Annotated[Number, Field(ge=0, le=2)] | None
     top_p: Probability | None
-    n: PositiveInt | None
+    n: Annotated[StrictInt, Field(ge=1, le=128)] | None
     stop: Stop
     seed: StrictInt | None
     stream: StrictBool | None
     stream_options: StreamOptions | None
     presence_penalty: Penalty | None
     frequency_penalty: Penalty | None
-    logit_bias: dict[str, Annotated[Number, Field(ge=-100, le=100)]] | None
+    logit_bias: dict[TokenId, Annotated[Number, Field(ge=-100, le=100)]] | None
     user: StrictStr | None
     # Accepted by vLLM / TGI / llama.cpp servers; passed through untouched.
     top_k: StrictInt | None
     min_p: Probability | None
     repetition_penalty: Annotated[Number, Field(gt=0)] | None
-    min_tokens: Annotated[StrictInt, Field(ge=0)] | None
+    min_tokens: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None
     ignore_eos: StrictBool | None
     stop_token_ids: list[StrictInt] | None
     skip_special_tokens: StrictBool | None

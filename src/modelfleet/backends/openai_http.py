@@ -9,6 +9,8 @@ import aiohttp
 import orjson
 
 from modelfleet.errors import UpstreamBusy, UpstreamError, UpstreamRejected, UpstreamTimeout
+from modelfleet.observability.logging import redact
+from modelfleet.observability.tracing import UPSTREAM
 from modelfleet.values import Replica
 
 _CONNECT_TIMEOUT = 10.0
@@ -53,6 +55,9 @@ class OpenAIHTTPBackend:
         self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float, stream: bool
     ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json", "X-Request-ID": request_id, **self._auth}
+        trace = UPSTREAM.get()  # W3C traceparent: this attempt's span, or the client's own
+        if trace is not None:
+            headers.update(trace)
         try:
             resp = await self._client().post(
                 replica.url + path, data=body, headers=headers, timeout=self._timeout(timeout, stream)
@@ -163,21 +168,25 @@ def _rejected(
         return UpstreamError(f"{who} failed with HTTP {status}: {message}")
     if status in (408, 429):  # the upstream is busy, not the client wrong
         return UpstreamBusy(f"{who} is busy (HTTP {status}): {message}", retry_after)
+    if status in (401, 403, 404, 405, 407):  # the gateway's credential or path is wrong: the deployment's fault
+        return UpstreamError(f"{who} refused the gateway (HTTP {status}): {message}; check its url and api_key")
     return UpstreamRejected(status, f"{who} rejected the request: {message}", param=param, code=code)
 
 
 def _error_fields(payload: bytes) -> tuple[str, str | None, str | None]:
+    """The upstream's error, redacted: it may echo the credentials the gateway sent it."""
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
         text = payload.decode("utf-8", "replace").strip()[:_SNIPPET]
-        return (text or "(empty body)"), None, None
+        return redact(text or "(empty body)"), None, None
     err = doc.get("error", doc) if isinstance(doc, dict) else doc
     if isinstance(err, dict):
         msg = err.get("message") or err.get("detail") or orjson.dumps(err).decode()[:_SNIPPET]
+        param, code = err.get("param"), err.get("code")
         return (
-            str(msg)[: _SNIPPET * 4],
-            err.get("param"),
-            err.get("code") if isinstance(err.get("code"), str) else None,
+            redact(str(msg)[: _SNIPPET * 4]),
+            param if isinstance(param, str) else None,
+            code if isinstance(code, str) else None,
         )
-    return str(err)[:_SNIPPET], None, None
+    return redact(str(err)[:_SNIPPET]), None, None

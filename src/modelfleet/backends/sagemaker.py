@@ -34,6 +34,7 @@ from modelfleet.backends.sagemaker_wire import (
 )
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.errors import APIError, UpstreamBusy, UpstreamError, UpstreamRejected, UpstreamTimeout
+from modelfleet.observability.logging import redact
 from modelfleet.values import Replica
 
 _END = object()
@@ -236,7 +237,7 @@ def _translate(replica: Replica, dep: SageMakerDeployment, exc: BaseException) -
     who = f"deployment {replica.deployment!r} (SageMaker endpoint {dep.endpoint})"
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        code, message = err.get("Code", ""), err.get("Message", str(exc))
+        code, message = err.get("Code", ""), redact(err.get("Message", str(exc)))
         status = int(exc.response.get("OriginalStatusCode") or exc.response.get("ResponseMetadata", {}).get(
             "HTTPStatusCode", 500))  # fmt: skip
         if code == "ModelError" and 400 <= status < 500:

@@ -17,6 +17,7 @@ import click
 from modelfleet.cli.common import fail
 from modelfleet.cli.deploy_ci import ci
 from modelfleet.cli.deploy_k8s import k8s
+from modelfleet.cli.deploy_observability import observability
 
 folder_option = click.option(
     "-C",
@@ -49,6 +50,8 @@ def deploy() -> None:
       modelfleet deploy destroy -C infra/             delete everything the folder created
       modelfleet deploy k8s -f fleet.yaml -o k8s/     a Kustomize tree (base + dev/staging/prod overlays)
       modelfleet deploy ci -f fleet.yaml -o .         a CI pipeline: fmt, validate, plan, policy, apply
+      modelfleet deploy observability -f fleet.yaml -o obs/
+                                                      Grafana dashboard, Prometheus alerts, OTEL collector
 
     The rendered folder is plain Terraform with a README.md: read it, diff it, commit it. Rendering
     needs no network and no secret; plan/apply use your usual AWS credentials (AWS_PROFILE, ...).
@@ -247,3 +250,4 @@ def destroy(folder: Path, plugin_dir: Path | None, auto_approve: bool) -> None:
 
 deploy.add_command(k8s)
 deploy.add_command(ci)
+deploy.add_command(observability)

@@ -398,6 +398,33 @@ def _include(value: Any) -> Any:
     return {"files": value} if isinstance(value, list) else value
 
 
+class Observability(_Section):
+    """Traces (OpenTelemetry, off unless an endpoint is set here or in OTEL_EXPORTER_OTLP_*), and what logs hold."""
+
+    otlp_endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="OTLP/HTTP collector, e.g. http://otel-collector:4318"
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of new traces recorded (a client's choice wins)"
+    )
+    service_name: str = "modelfleet"
+    log_content: list[Name] = Field([], description="routes whose prompts and outputs go into the access log")
+    redact: list[str] = Field(
+        [r"[\w.+-]+@[\w-]+\.[\w.-]+", r"\b(?:\d[ -]?){13,16}\b", r"\b(?:sk|pk|api|key)[-_][A-Za-z0-9_-]{8,}"],
+        description="regular expressions blanked out of logged prompts and outputs",
+    )
+
+    @field_validator("redact")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"redact: {p!r} is not a regular expression ({exc})") from None
+        return patterns
+
+
 class Fleet(_Section):
     """The whole fleet file."""
 
@@ -409,6 +436,7 @@ class Fleet(_Section):
     teams: dict[Name, Team] = {}
     deployments: dict[Name, Deployment] = Field(min_length=1)
     routes: dict[Name, Route] = Field(min_length=1)
+    observability: Observability = Observability()
     _owners: dict[str, Any] = PrivateAttr(default_factory=dict)  # which file declared what (config/include.py)
     deploy: Deploy | None = Field(None, description="where `modelfleet deploy aws` puts the fleet")
 
@@ -423,6 +451,11 @@ class Fleet(_Section):
                 if fb not in self.routes or fb == route_name:
                     others = ", ".join(sorted(set(self.routes) - {route_name}))
                     raise ValueError(f"routes.{route_name}.fallbacks: {fb!r} is not another route; routes: {others}")
+        for r in self.observability.log_content:
+            if r not in self.routes:
+                raise ValueError(
+                    f"observability.log_content: unknown route {r!r}; defined: {', '.join(sorted(self.routes))}"
+                )
         for team_name, team in self.teams.items():
             for r in team.routes if isinstance(team.routes, list) else ():
                 if r not in self.routes:

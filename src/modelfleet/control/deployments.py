@@ -55,6 +55,8 @@ class WakeStats:
     def __init__(self) -> None:
         self.count: dict[str, int] = {}
         self.seconds: dict[str, list[float]] = {}
+        self.failed: dict[str, int] = {}
+        self.wakeable: tuple[str, ...] = ()  # deployments with wake_on_request: exported from the start
 
 
 class Primary(Protocol):
@@ -87,6 +89,7 @@ class Deployments:
         self.clock = clock
         self.desired: dict[str, Desired] = {}
         self.wakes = WakeStats()
+        self.wakes.wakeable = tuple(n for n, d in fleet.deployments.items() if d.wake_on_request)
         self.errors: dict[str, str] = {}  # the last failed start or wake, until the next one succeeds
         self._woken_at: dict[str, float] = {}
         self._last_checked = clock()
@@ -265,6 +268,7 @@ class Deployments:
         except Exception as exc:
             # Stopped again, saying why, so waiting requests fail now and the next request tries again.
             self._woken_at.pop(name, None)
+            self.wakes.failed[name] = self.wakes.failed.get(name, 0) + 1
             if before is not None:
                 self.desired[name] = before
             log.error("deployment %s: the wake failed (the next request tries again): %s: %s", name,

@@ -31,6 +31,14 @@ _WANTED = (WAITING, *KV_CACHE, f"# TYPE {WAITING}", *(f"# TYPE {k}" for k in KV_
 
 
 def engine_load(text: str) -> float | None:
+    waiting, kv = engine_readings(text)
+    if waiting is None and kv is None:
+        return None
+    return (waiting or 0.0) + (kv or 0.0)
+
+
+def engine_readings(text: str) -> tuple[float | None, float | None]:
+    """(requests waiting, KV-cache use) from an engine's /metrics; None for what it does not export."""
     waiting = kv = None
     wanted = "\n".join(line for line in text.splitlines() if line.startswith(_WANTED))
     for family in text_string_to_metric_families(wanted + "\n"):
@@ -38,9 +46,7 @@ def engine_load(text: str) -> float | None:
             waiting = sum(s.value for s in family.samples)
         elif family.name in KV_CACHE and kv is None:
             kv = max((s.value for s in family.samples), default=0.0)
-    if waiting is None and kv is None:
-        return None
-    return (waiting or 0.0) + (kv or 0.0)
+    return waiting, kv
 
 
 class LoadScraper:
@@ -49,6 +55,7 @@ class LoadScraper:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._warned: set[str] = set()
+        self.readings: dict[tuple[str, str], tuple[float | None, float | None]] = {}  # re-exported on /metrics
         self.loop = Periodic(f"load metrics of {replicas[0].deployment}", settings.interval, self.scrape_all)
 
     async def scrape(self, replica: Replica) -> None:
@@ -59,7 +66,8 @@ class LoadScraper:
         try:
             async with self._session.get(url) as resp:
                 text = await resp.text()
-            load = engine_load(text) if resp.status == 200 else None
+            waiting, kv = engine_readings(text) if resp.status == 200 else (None, None)
+            load = None if waiting is None and kv is None else (waiting or 0.0) + (kv or 0.0)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             load, text = None, str(exc)
         if load is None:
@@ -69,6 +77,7 @@ class LoadScraper:
             return
         self._warned.discard(replica.name)
         replica.load = load
+        self.readings[(replica.deployment, replica.name)] = (waiting, kv)
         replica.load_at = time.monotonic()
 
     async def scrape_all(self) -> None:

@@ -26,6 +26,9 @@ class ReplicaRegistry:
         self.replicas: dict[str, list[Replica]] = {}
         self._listeners: list[Listener] = []
         self._ejected: set[int] = set()  # id(replica) of the ejected
+        # Counted for /metrics, {(deployment, replica): n}.
+        self.ejections: dict[tuple[str, ...], int] = {}
+        self.readmissions: dict[tuple[str, ...], int] = {}
 
     def add(self, deployment: str, replicas: list[Replica]) -> list[Replica]:
         self.replicas[deployment] = replicas
@@ -54,6 +57,8 @@ class ReplicaRegistry:
         if replica.state in _PLATFORMS_OWN:
             return  # stopped or (re)starting since the check began: the platform's word stands
         self._ejected.add(id(replica))
+        key = (replica.deployment, replica.name)
+        self.ejections[key] = self.ejections.get(key, 0) + 1
         self._set(replica, ReplicaState.UNHEALTHY, reason)
 
     def ejected(self, replica: Replica) -> bool:
@@ -62,6 +67,9 @@ class ReplicaRegistry:
     def readmit(self, replica: Replica) -> None:
         if replica.state in _PLATFORMS_OWN:
             return  # a health check that passed while its platform stopped or restarted the replica
+        if id(replica) in self._ejected:
+            key = (replica.deployment, replica.name)
+            self.readmissions[key] = self.readmissions.get(key, 0) + 1
         self._ejected.discard(id(replica))
         self._set(replica, ReplicaState.READY, "ready")
 

@@ -91,6 +91,10 @@ class Engine:
         if (body.get("n") or 1) > 1:
             raise _bad("n>1 is not supported by the llama-cpp engine; send n=1 and repeat the request.", "n")
         kw = {_SAMPLING[k]: v for k, v in body.items() if k in _SAMPLING and v is not None}
+        n_vocab = self.llm.n_vocab()
+        for token in kw.get("logit_bias") or {}:  # llama.cpp would swallow the error on every token, and log it
+            if not str(token).isdigit() or not 0 <= int(token) < n_vocab:
+                raise _bad(f"logit_bias: {token!r} is not a token id of this model (0 to {n_vocab - 1}).", "logit_bias")
         if chat:
             kw.update({_CHAT_ONLY[k]: v for k, v in body.items() if k in _CHAT_ONLY and v is not None})
         elif body.get("logprobs") is not None:

@@ -10,12 +10,15 @@ import time
 
 import orjson
 
+from modelfleet.observability import tracing
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        record.trace_id = tracing.current_trace_id()
         return True
 
 
@@ -26,6 +29,7 @@ _CREDENTIALS = re.compile(
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+_OUR_KEYS = re.compile(r"mf-[0-9a-f]{8}-[A-Za-z0-9_-]+")  # the keys `modelfleet keys create` makes, wherever they are
 _secrets: set[str] = set()  # the fleet file's own secret values (admin key, team keys, upstream keys)
 
 
@@ -35,7 +39,7 @@ def redact_values(values: set[str]) -> None:
 
 
 def redact(text: str) -> str:
-    text = _BEARER.sub(r"\1[redacted]", _CREDENTIALS.sub(r"\1[redacted]", text))
+    text = _OUR_KEYS.sub("[redacted]", _BEARER.sub(r"\1[redacted]", _CREDENTIALS.sub(r"\1[redacted]", text)))
     for value in _secrets:
         if value in text:
             text = text.replace(value, "[redacted]")
@@ -50,7 +54,8 @@ class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith("aiohttp") and record.exc_info and _is_bad_request(record.exc_info[1]):
             exc = record.exc_info[1]
-            record.msg, record.args = "refused a malformed request: %s", (getattr(exc, "message", None) or exc,)
+            # The class only: aiohttp's message quotes the raw header line (and so a key), over several lines.
+            record.msg, record.args = "refused a malformed request: %s", (type(exc).__name__,)
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info = record.exc_text = None
         message = record.getMessage()
@@ -78,6 +83,8 @@ class JSONFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        if trace_id := getattr(record, "trace_id", ""):
+            doc["trace_id"] = trace_id
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from modelfleet.backends.base import Backend
 from modelfleet.errors import APIError, Unavailable, UpstreamBusy, UpstreamError, UpstreamTimeout
+from modelfleet.observability import tracing
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.routes import WeightedChoice
 from modelfleet.values import Replica
@@ -69,6 +70,9 @@ class Router:
         self.targets = targets
         self.request_failed = request_failed  # the control plane's verdict: True = ejected
         self.wake = wake  # starts a stopped deployment; returns how long to wait for it
+        # Counted for /metrics: {(route, deployment, reason)} and {(route, from, to, reason)}: n.
+        self.retries: dict[tuple[str, ...], int] = {}
+        self.failovers: dict[tuple[str, ...], int] = {}
 
     def candidates(self, route: Route, first: str, may_use: Callable[[str], bool] | None = None) -> list[Target]:
         """The deployments to try, in order."""
@@ -120,6 +124,9 @@ class Router:
                 if loop.time() >= deadline and i < len(candidates) - 1:
                     errors.append(_out_of_time(route, timeout, candidates[i + 1 :]))
                     break
+                if i < len(candidates) - 1:
+                    key = (route.name, target.name, candidates[i + 1].name, exc.code or exc.type)
+                    self.failovers[key] = self.failovers.get(key, 0) + 1
         raise _exhausted(route, candidates, errors)
 
     async def _on(
@@ -138,7 +145,14 @@ class Router:
             wait_starting = True
         while True:
             if woken:  # up to wake_timeout for the woken deployment, then the route timeout, once, for the rest
-                replica = await self._acquire(target, woken, () if same_again else tried, True, woken)
+                waiting = (
+                    tracing.start("wake wait", **{"modelfleet.deployment": target.name}) if tracing.TRACER else None
+                )
+                try:
+                    replica = await self._acquire(target, woken, () if same_again else tried, True, woken)
+                finally:
+                    if waiting is not None:
+                        waiting.end()
                 deadline = max(deadline, loop.time() + timeout)
                 woken = 0.0
             else:
@@ -158,11 +172,14 @@ class Router:
                 if not isinstance(exc, UpstreamBusy) and not (isinstance(exc, UpstreamTimeout) and budget < timeout):
                     self.failed(replica, exc.message)
                 tried.append(replica)
+                retry = (route.name, target.name, exc.code or exc.type)
                 if any(r.ready and r not in tried for r in dispatcher.replicas):
+                    self.retries[retry] = self.retries.get(retry, 0) + 1
                     continue  # another replica of the same deployment
                 if exc.code != "upstream_unreachable" or same_again:
                     raise
                 # The only replica refused or died: an engine restarting says so within the pause.
+                self.retries[retry] = self.retries.get(retry, 0) + 1
                 same_again = True
             else:
                 return result

@@ -2,6 +2,7 @@
 
     python -m modelfleet.testing.fake_upstream --port 9000 [--status 500] [--delay 0.5]
         [--chunks 16] [--chunk-delay 0.01] [--die-after 3] [--no-done] [--waiting 3 --kv-cache 0.5]
+        [--headers-log FILE]
 
 It answers /v1/chat/completions, /v1/completions (JSON or SSE), /v1/embeddings and /v1/models
 with canned bodies (at most `max_tokens` tokens, like a real server), and can inject the failures
@@ -35,10 +36,12 @@ class Behaviour:
         self.reply = args.reply
         self.gzip = args.gzip
         self.retry_after = args.retry_after
+        self.error_message = args.error_message
         # --reply-when TEXT=REPLY: a chat whose messages contain TEXT is answered REPLY (a judge with opinions).
         self.rules = [tuple(rule.split("=", 1)) for rule in args.reply_when]
         self.metrics = _vllm_metrics(args.waiting, args.kv_cache) if args.waiting is not None else None
         self.requests = 0
+        self.headers_log = args.headers_log  # a JSON line of each POST's headers (what a gateway forwarded)
         self.tasks: set[asyncio.Task[None]] = set()  # keep slow answers referenced until done
 
 
@@ -151,6 +154,7 @@ class FakeOpenAI(asyncio.Protocol):
         self.buf = b""
         self.transport: asyncio.Transport | None = None
         self.z: Any = None  # the gzip stream of the response being written, with --gzip
+        self.auth = ""  # the last request's Authorization, for --error-message
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -163,8 +167,10 @@ class FakeOpenAI(asyncio.Protocol):
                 return
             head = self.buf[:head_end].decode("latin-1")
             length = 0
+            headers = {}
             for line in head.split("\r\n")[1:]:
                 name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
                 if name.strip().lower() == "content-length":
                     length = int(value.strip())
             total = head_end + 4 + length
@@ -173,7 +179,11 @@ class FakeOpenAI(asyncio.Protocol):
             body = self.buf[head_end + 4 : total]
             self.buf = self.buf[total:]
             method, path = head.split(" ", 2)[:2]
+            self.auth = headers.get("authorization", "")
             self.b.requests += 1
+            if self.b.headers_log and method == "POST":
+                with open(self.b.headers_log, "a") as log:
+                    log.write(json.dumps({"path": path, "headers": headers}) + "\n")
             if method != "GET" and (self.b.delay or self.b.chunk_delay or self.b.die_after is not None):
                 task = asyncio.ensure_future(self._slow(method, path, body))
                 self.b.tasks.add(task)
@@ -202,7 +212,8 @@ class FakeOpenAI(asyncio.Protocol):
             self._write(200, self.b.metrics, b"text/plain; version=0.0.4")
             return
         if self.b.status != 200:
-            err = {"error": {"message": f"injected failure {self.b.status}", "type": "server_error"}}
+            message = self.b.error_message or f"injected failure {self.b.status}"
+            err = {"error": {"message": message.replace("{auth}", self.auth), "type": "server_error"}}
             self._write(self.b.status, json.dumps(err).encode())
             return
         if path.endswith("/embeddings"):
@@ -308,8 +319,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gzip", action="store_true", help="compress every answer (JSON and streams), asked or not")
     p.add_argument("--retry-after", type=int, help="send this Retry-After with every error status")
+    p.add_argument("--error-message", help="the message of injected errors; {auth} is the Authorization it got")
     p.add_argument("--waiting", type=float, help="serve GET /metrics with this vllm:num_requests_waiting")
     p.add_argument("--kv-cache", type=float, default=0.0, help="... and this vllm:kv_cache_usage_perc (0-1)")
+    p.add_argument("--headers-log", help="append each POST's path and headers to this file (JSON lines)")
     return p
 
 

@@ -20,9 +20,13 @@ function quantile(buckets, q) {
 }
 
 function latencyOf(metrics, name, route, deployment) {
-  const buckets = metrics.filter((m) => m.name === `${name}_bucket` && m.labels.route === route && m.labels.deployment === deployment)
-    .map((m) => ({ le: m.labels.le === "+Inf" ? Infinity : Number(m.labels.le), count: m.value }))
-    .sort((a, b) => a.le - b.le);
+  const byLe = new Map(); // one series per team and variant: their buckets add up
+  for (const m of metrics) {
+    if (m.name !== `${name}_bucket` || m.labels.route !== route || m.labels.deployment !== deployment) continue;
+    const le = m.labels.le === "+Inf" ? Infinity : Number(m.labels.le);
+    byLe.set(le, (byLe.get(le) || 0) + m.value);
+  }
+  const buckets = [...byLe].map(([le, count]) => ({ le, count })).sort((a, b) => a.le - b.le);
   return { p50: quantile(buckets, 0.5), p95: quantile(buckets, 0.95) };
 }
 

@@ -1,0 +1,236 @@
+"""The shipped dashboard and alerts against a real Prometheus scraping a real gateway under traffic.
+
+Every dashboard panel's query and every alert's expression is evaluated through Prometheus' HTTP API and
+must return data; a query naming a metric the gateway does not export fails. Labels stay bounded: 10,000
+requests from random users and sessions add no series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+import yaml
+
+from modelfleet.deploy.observability import Thresholds, alerts, queries
+from tests.conftest import PY, Gateway, Proc, Upstream, _binary, _missing, chat_body, eventually, free_port, write_fleet
+
+ALPHA = "alpha-key-0123456789abcdef"
+BETA = "beta-key-0123456789abcdef"
+# What a dashboard's variables stand for when every value is selected.
+VARIABLES = {"$route": ".*", "$team": ".*", "$__rate_interval": "1m"}
+
+
+def fleet_text(good: Upstream, bad: Upstream) -> str:
+    return (
+        "teams:\n"
+        f"  alpha: {{keys: ['{ALPHA}'], limits: {{rpm: 100000, tokens_per_day: 100000000}}}}\n"
+        f"  beta: {{keys: ['{BETA}'], limits: {{rpm: 3}}}}\n"
+        "deployments:\n"
+        f"  a: {{kind: openai, urls: ['{good.url}'], model: fake-model, load_metrics: {{interval: 0.25s}}}}\n"
+        f"  b: {{kind: openai, urls: ['{good.url}'], model: fake-model, wake_on_request: true}}\n"
+        f"  broken: {{kind: openai, urls: ['{bad.url}', '{bad.url}'], model: fake-model, health: {{eject_for: 1s}}}}\n"
+        "routes:\n"
+        "  chat: {deployments: {a: 50, b: 50}}\n"
+        "  flaky: {deployments: [broken], fallbacks: [chat]}\n"
+        "  down: {deployments: [broken], fallbacks: none}\n"
+    )
+
+
+def exported(base: str) -> set[str]:
+    """The sample names on the gateway's /metrics."""
+    text = httpx.get(base + "/metrics").text
+    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def unknown_metrics(expr: str, names: set[str]) -> list[str]:
+    """modelfleet_* metrics an expression names that the gateway does not export."""
+    return [m for m in re.findall(r"\bmodelfleet_[a-z0-9_]+", expr) if m not in names]
+
+
+def substitute(expr: str) -> str:
+    for var, value in VARIABLES.items():
+        expr = expr.replace(var, value)
+    return expr
+
+
+class Prometheus(Proc):
+    def __init__(self, config: Path, storage: Path, port: int, binary: str):
+        argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={storage}",
+                f"--web.listen-address=127.0.0.1:{port}", "--log.level=info"]  # fmt: skip
+        super().__init__(argv, r"Server is ready to receive web requests", timeout=60)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def query(self, expr: str) -> list[dict]:
+        r = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=30)
+        doc = r.json()
+        assert doc["status"] == "success", f"{expr}: {doc}"
+        return doc["data"]["result"]
+
+
+def traffic(base: str, stop: threading.Event) -> None:
+    """Requests until stopped: rates need a counter that grows while Prometheus scrapes."""
+    with httpx.Client(timeout=30) as c:
+        while not stop.is_set():
+            _burst(c, base)
+            stop.wait(0.3)
+
+
+def _burst(c: httpx.Client, base: str) -> None:
+    if True:
+        for i in range(20):
+            key = ALPHA if i % 2 else BETA
+            c.post(base + "/v1/chat/completions", json=chat_body(stream=i % 3 == 0),
+                   headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        for _ in range(2):  # failover broken -> chat, 502s from `down`, ejections of broken
+            c.post(base + "/v1/chat/completions", json=chat_body("flaky"), headers={"Authorization": f"Bearer {ALPHA}"})
+            c.post(base + "/v1/chat/completions", json=chat_body("down"), headers={"Authorization": f"Bearer {ALPHA}"})
+
+
+@pytest.fixture
+def prometheus_binary() -> str:
+    binary = _binary("prometheus", "/usr/bin")
+    if binary is None:
+        _missing("prometheus is not installed (.ci/run installs it: apt-get install prometheus)")
+    return binary
+
+
+def test_every_panel_and_alert_returns_data_from_a_real_prometheus(tmp_path, start, prometheus_binary):
+    good = start(Upstream, "--chunks", "8", "--waiting", "2", "--kv-cache", "0.5")
+    bad = start(Upstream, "--status", "500")
+    fleet = write_fleet(tmp_path, fleet_text(good, bad))
+    gw = start(Gateway, fleet)
+    # The shipped scrape config and rules, as `modelfleet deploy observability` writes them.
+    obs = tmp_path / "obs"
+    target = gw.base.removeprefix("http://")
+    argv = [
+        PY,
+        "-m",
+        "modelfleet",
+        "deploy",
+        "observability",
+        "-f",
+        str(fleet),
+        "-o",
+        str(obs),
+        "--scrape-target",
+        target,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((obs / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    (obs / "prometheus" / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prom = start(Prometheus, obs / "prometheus" / "prometheus.yml", tmp_path / "tsdb", free_port(), prometheus_binary)
+
+    stop = threading.Event()
+    sender = threading.Thread(target=traffic, args=(gw.base, stop), daemon=True)
+    sender.start()
+    try:
+        _judge(prom, gw)
+    finally:
+        stop.set()
+        sender.join(30)
+
+
+def _judge(prom: Prometheus, gw: Gateway) -> None:
+    names = exported(gw.base)
+    eventually(lambda: prom.query('sum(rate(modelfleet_requests_total{status=~"5.."}[1m])) > 0'), 30, "5xx rates")
+    eventually(lambda: prom.query("sum(rate(modelfleet_failovers_total[1m])) > 0"), 30, "failover rates")
+    names = exported(gw.base)
+    up = prom.query('up{job="modelfleet"}')
+    assert up and up[0]["value"][1] == "1"
+
+    empty, unknown = [], []
+    for title, expr in queries():
+        unknown += [f"panel {title!r}: {m}" for m in unknown_metrics(expr, names)]
+        if not prom.query(substitute(expr)):
+            empty.append(f"panel {title!r}: {expr}")
+    for alert in alerts(Thresholds()):
+        unknown += [f"alert {alert.name}: {m}" for m in unknown_metrics(alert.expr, names)]
+        prom.query(alert.expr)  # valid PromQL on live data (quiet or firing)
+        if not prom.query(alert.probe):
+            empty.append(f"alert {alert.name}: {alert.probe}")
+    assert not unknown, "names no metric the gateway exports:\n" + "\n".join(unknown)
+    assert not empty, "returned no data:\n" + "\n".join(empty)
+
+    # Prometheus loaded the very same rules file, and judges every rule healthy.
+    rules = httpx.get(prom.url + "/api/v1/rules").json()["data"]["groups"][0]["rules"]
+    assert sorted(r["name"] for r in rules) == sorted(a.name for a in alerts(Thresholds()))
+    assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
+
+    # The counts behind the new panels are the real ones.
+    by_limit = prom.query("sum by (team, limit) (modelfleet_rate_limited_total)")
+    assert [(s["metric"]["team"], s["metric"]["limit"]) for s in by_limit] == [("beta", "rpm")]
+    failovers = prom.query("sum by (from_deployment, to_deployment) (modelfleet_failovers_total)")
+    assert {(s["metric"]["from_deployment"], s["metric"]["to_deployment"]) for s in failovers} <= {
+        ("broken", "a"),
+        ("broken", "b"),
+    } and failovers
+    variants = prom.query('sum by (variant) (modelfleet_requests_total{route="chat"})')
+    assert {s["metric"]["variant"] for s in variants} == {"a", "b"}
+    kv = prom.query('modelfleet_replica_engine_kv_cache_usage{replica="a-0"}')
+    assert kv and float(kv[0]["value"][1]) == 0.5
+
+
+def test_a_query_naming_a_metric_the_gateway_does_not_export_fails(tmp_path, start):
+    good = start(Upstream)
+    gw = start(Gateway, write_fleet(tmp_path, fleet_text(good, good)))
+    httpx.post(gw.url + "/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {ALPHA}"})
+    names = exported(gw.base)
+    assert unknown_metrics("sum(rate(modelfleet_requests_total[1m]))", names) == []
+    assert unknown_metrics("sum(rate(modelfleet_request_total[1m]))", names) == ["modelfleet_request_total"]
+
+
+async def _flood(url: str, n: int, concurrency: int = 32) -> None:
+    async def one(session: aiohttp.ClientSession, i: int) -> None:
+        route = "chat" if i % 2 else "sessions"
+        body = {**chat_body(route, stream=i % 4 == 0), "user": f"user-{uuid.uuid4().hex}"}
+        async with session.post(url, json=body, headers={"X-Session-ID": uuid.uuid4().hex,
+                                                         "Authorization": f"Bearer {ALPHA}"}) as r:  # fmt: skip
+            assert r.status == 200, await r.text()
+            await r.read()
+
+    sem = asyncio.Semaphore(concurrency)
+
+    async def bounded(session: aiohttp.ClientSession, i: int) -> None:
+        async with sem:
+            await one(session, i)
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(bounded(session, i) for i in range(n)))
+
+
+def test_ten_thousand_requests_from_random_users_and_sessions_add_no_series(tmp_path, start):
+    good = start(Upstream, "--chunks", "4")
+    fleet = write_fleet(
+        tmp_path,
+        f"server: {{access_log: false}}\nteams:\n  alpha: {{keys: ['{ALPHA}']}}\n"
+        f"deployments:\n  a: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\n"
+        f"  b: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\n"
+        "routes:\n  chat: {deployments: {a: 50, b: 50}, sticky: user}\n"
+        "  sessions: {deployments: {a: 50, b: 50}, sticky: 'header:X-Session-ID'}\n",
+    )
+    gw = start(Gateway, fleet)
+    url = gw.url + "/chat/completions"
+    asyncio.run(_flood(url, 400))  # every route, variant and status seen once
+    _series(gw.base)  # and a scrape itself (modelfleet_api_requests_total{path="/metrics"})
+    before = {s for s in _series(gw.base)}
+    asyncio.run(_flood(url, 10_000))
+    after = {s for s in _series(gw.base)}
+    assert after == before, sorted(after ^ before)[:10]
+    assert len(before) < 400
+    text = httpx.get(gw.base + "/metrics").text
+    assert "user-" not in text
+
+
+def _series(base: str) -> list[str]:
+    text = httpx.get(base + "/metrics").text
+    return [line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")]
