@@ -235,3 +235,15 @@ def test_values_no_server_can_count_are_refused(tmp_path, start):
         assert r.status_code == 400, extra
         if param:
             assert r.json()["error"]["param"] == param
+
+
+def test_odd_paths_and_spans_get_clear_answers_and_one_log_line(tmp_path, start):
+    up = start(Upstream)
+    gw = start(Gateway, fleet(tmp_path, {"up": up}))
+    r = httpx.get(gw.base + "/v1/x%0Ay")
+    assert r.status_code == 404 and r.headers.get("X-Request-ID") and r.json()["error"]["code"] == "not_found"
+    r = httpx.get(gw.url + "/usage", params={"since": "\u0667d"})  # an Arabic-Indic seven: not a span we take
+    assert r.status_code == 400 and r.json()["error"]["param"] == "since"
+    gw.stop()
+    lines = [line for line in gw.output.splitlines() if "modelfleet.access" in line and "/v1/x" in line]
+    assert len(lines) == 1 and "\\n" in lines[0]  # escaped: one request, one line

@@ -19,7 +19,7 @@ from modelfleet.config.schema import NAME_PATTERN, Team
 from modelfleet.errors import Forbidden, InvalidRequest, ModelNotFound
 from modelfleet.state.store import USAGE_COLUMNS, Store
 
-_SINCE = re.compile(r"^(\d{1,9})([dhw])$")  # bounded: a span past 1970 means everything anyway
+_SINCE = re.compile(r"^([0-9]{1,9})([dhw])$")  # bounded: a span past 1970 means everything anyway
 
 
 class NotFound(ModelNotFound):
@@ -33,7 +33,7 @@ def since_day(since: str, now: float | None = None) -> str:
         seconds = int(m.group(1)) * {"h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
         # "7d" means today and the six days before it; a span before 1970 means everything.
         return time.strftime("%Y-%m-%d", time.gmtime(max(0.0, now - max(0, seconds - 86400))))
-    if re.match(r"^\d{4}-\d{2}-\d{2}$", since.strip()):
+    if re.match(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", since.strip()):
         try:
             return datetime.date.fromisoformat(since.strip()).isoformat()
         except ValueError:

@@ -94,7 +94,8 @@ def create_app(
         add(method, path, with_context(handler, observe))
     if cors.allow_origins:
         policy = CORS(cors)
-        add("OPTIONS", "/{tail:.*}", with_context(policy.preflight, observe))
+        add("OPTIONS", r"/{tail:[\s\S]*}", with_context(policy.preflight, observe))
         app.on_response_prepare.append(policy.on_prepare)
-    add("*", "/{tail:.*}", with_context(unknown_path, observe))  # OpenAI-shaped 404/405, not aiohttp's text
+    # OpenAI-shaped 404/405, not aiohttp's text, for any path at all (a %0A in it too).
+    add("*", r"/{tail:[\s\S]*}", with_context(unknown_path, observe))
     return app

@@ -87,6 +87,8 @@ class AccessLog:
                 doc["prompt"], doc["output"] = self._content(*content)
             self._lines.append(orjson.dumps(doc).decode())
         else:
+            if not path.isprintable():  # a %0A or %00 in a URL must not split or corrupt a log line
+                path = path.encode("unicode_escape").decode("ascii")
             line = (
                 f"{self._now()} INFO  modelfleet.access [{rid}] {method} {path} {status} {ms:.1f}ms "
                 f"route={route or '-'} deployment={deployment or '-'} replica={replica or '-'} "
