@@ -136,15 +136,17 @@ class Proxy:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.write_timeout = write_timeout
-        self._streams: set[asyncio.Task[Any]] = set()  # relaying now, for end_streams
+        self._streams: set[Any] = set()  # the upstream streams being relayed now, for end_streams
         self._closing = False
         self.access_log = access_log
 
     def end_streams(self) -> None:
-        """The drain deadline: every stream still open ends with an error event that says why."""
+        """The drain deadline: every stream still open ends with an error event that says why. Its upstream
+        is closed, so the relay's own error path writes the event (no task is cancelled: aiohttp's own
+        shutdown cancels handlers too, and a swallowed cancellation would keep a connection alive)."""
         self._closing = True
-        for task in list(self._streams):
-            task.cancel()
+        for upstream in list(self._streams):
+            upstream.close()
 
     async def handle(self, request: web.Request, operation: Operation) -> web.StreamResponse:
         started = time.perf_counter()
@@ -329,10 +331,8 @@ class Proxy:
         ttft: float | None = None
         done = finished = False
         stall = _StallWatch(request, response, self.write_timeout)
-        task = asyncio.current_task()
         try:
-            if task is not None:
-                self._streams.add(task)
+            self._streams.add(upstream)
             await response.prepare(request)
             decoder = SSEDecoder()
             out: list[bytes] = []
@@ -382,9 +382,15 @@ class Proxy:
             await response.write_eof(b"".join(out))
             self.router.answered(replica)  # only a whole stream clears a replica's failures in a row
             return response, 200, usage, ttft
-        except APIError as exc:
+        except APIError:
             if not response.prepared:
                 raise
+            if self._closing:  # the upstream was closed by end_streams: say why, and it is no replica's fault
+                exc = Unavailable("the gateway is shutting down and its drain_timeout ran out; retry the request",
+                                  retry_after=1, code="shutting_down")  # fmt: skip
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await response.write_eof(event(exc.body()))
+                return response, exc.status, ex.billed(), ttft
             if isinstance(exc, UpstreamError):  # a replica that breaks streams off is a failing replica
                 self.router.failed(replica, exc.message)
             # Headers are gone: end with an explicit error event, never a silent truncation.
@@ -394,16 +400,9 @@ class Proxy:
             if stall.stalled:
                 log.warning("cut off a stream whose client took no bytes for %gs (server.write_timeout)",
                             self.write_timeout)  # fmt: skip
-            elif self._closing and response.prepared and task is not None:
-                task.uncancel()  # the gateway is going: end the stream saying so, not with a cut
-                err = Unavailable("the gateway is shutting down and its drain_timeout ran out; retry the request",
-                                  retry_after=1, code="shutting_down")  # fmt: skip
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await response.write_eof(event(err.body()))
-                return response, err.status, ex.billed(), ttft
             raise
         finally:
-            self._streams.discard(task)
+            self._streams.discard(upstream)
             stall.cancel()
             upstream.close()
             if relay is not None:
