@@ -382,15 +382,15 @@ class Proxy:
             await response.write_eof(b"".join(out))
             self.router.answered(replica)  # only a whole stream clears a replica's failures in a row
             return response, 200, usage, ttft
-        except APIError:
+        except APIError as exc:
             if not response.prepared:
                 raise
             if self._closing:  # the upstream was closed by end_streams: say why, and it is no replica's fault
-                exc = Unavailable("the gateway is shutting down and its drain_timeout ran out; retry the request",
-                                  retry_after=1, code="shutting_down")  # fmt: skip
+                going = Unavailable("the gateway is shutting down and its drain_timeout ran out; retry the request",
+                                    retry_after=1, code="shutting_down")  # fmt: skip
                 with contextlib.suppress(ConnectionError, RuntimeError):
-                    await response.write_eof(event(exc.body()))
-                return response, exc.status, ex.billed(), ttft
+                    await response.write_eof(event(going.body()))
+                return response, going.status, ex.billed(), ttft
             if isinstance(exc, UpstreamError):  # a replica that breaks streams off is a failing replica
                 self.router.failed(replica, exc.message)
             # Headers are gone: end with an explicit error event, never a silent truncation.
