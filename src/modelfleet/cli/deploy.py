@@ -18,6 +18,7 @@ from modelfleet.cli.common import fail
 from modelfleet.cli.deploy_ci import ci
 from modelfleet.cli.deploy_k8s import k8s
 from modelfleet.cli.deploy_observability import observability
+from modelfleet.cli.options import required_fleet_file
 
 folder_option = click.option(
     "-C",
@@ -59,15 +60,7 @@ def deploy() -> None:
 
 
 @deploy.command()
-@click.option(
-    "-f",
-    "--file",
-    "fleet_path",
-    required=True,
-    envvar="MODELFLEET_FILE",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="The fleet file (Env: MODELFLEET_FILE).",
-)
+@required_fleet_file
 @click.option(
     "-o",
     "--out",

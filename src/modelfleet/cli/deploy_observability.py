@@ -7,19 +7,12 @@ from pathlib import Path
 
 import click
 
+from modelfleet.cli.options import required_fleet_file
 from modelfleet.errors import ConfigError
 
 
 @click.command("observability", short_help="Render the Grafana dashboard, Prometheus alerts and an OTEL collector.")
-@click.option(
-    "-f",
-    "--file",
-    "fleet_path",
-    required=True,
-    envvar="MODELFLEET_FILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Fleet file (YAML). Env: MODELFLEET_FILE.",
-)
+@required_fleet_file
 @click.option(
     "-o",
     "--out",

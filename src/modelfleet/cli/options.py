@@ -22,6 +22,17 @@ fleet_file = click.option(
     help="Fleet file (YAML). Default: the built-in fleet (bundled SmolLM2). Env: MODELFLEET_FILE.",
 )
 
+# The renderers (`deploy aws|k8s|observability`) have no built-in fleet to fall back on: the file is required.
+required_fleet_file = click.option(
+    "-f",
+    "--file",
+    "fleet_path",
+    required=True,
+    envvar="MODELFLEET_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Fleet file (YAML). Env: MODELFLEET_FILE.",
+)
+
 
 def load_or_exit(path: Path | None) -> Fleet:
     try:
