@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 
+from modelfleet.backends import http1
 from modelfleet.errors import UpstreamBusy, UpstreamError, UpstreamRejected, UpstreamTimeout
 from modelfleet.observability.logging import redact
 from modelfleet.observability.tracing import UPSTREAM
@@ -20,70 +20,47 @@ _SNIPPET = 300
 class OpenAIHTTPBackend:
     def __init__(self, api_key: str | None = None) -> None:
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
+        self._session: aiohttp.ClientSession | None = None  # health probes only: off the hot path
+        self._upstream = http1.Client(idle_timeout=30)
+        self._static = b"Content-Type: application/json\r\n" + _lines(self._auth)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True),
-                # Nothing compressed is asked for (relaying compressed bytes would corrupt them), and an
-                # upstream that compresses anyway is decoded: a missing Content-Encoding costs no work.
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
             )
         return self._session
 
-    def _timeout(self, seconds: float, stream: bool) -> aiohttp.ClientTimeout:
-        # Requests pass what is left of their deadline: cached by tenths of a second, so the cache stays small.
-        seconds = max(0.1, round(seconds, 1))
-        t = self._timeouts.get((seconds, stream))
-        if t is None:
-            if len(self._timeouts) > 4096:
-                self._timeouts.clear()
-            connect = min(seconds, _CONNECT_TIMEOUT)
-            # A stream's timeout bounds the first byte and every gap after it; a JSON reply's bounds
-            # the whole exchange (one timer, not one re-armed per read: cheaper on the hot path).
-            if stream:
-                t = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=seconds)
-            else:
-                t = aiohttp.ClientTimeout(total=seconds, sock_connect=connect)
-            self._timeouts[(seconds, stream)] = t
-        return t
-
     async def _post(
         self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float, stream: bool
-    ) -> aiohttp.ClientResponse:
-        headers = {"Content-Type": "application/json", "X-Request-ID": request_id, **self._auth}
+    ) -> http1.Response:
+        headers = self._static + b"X-Request-ID: " + request_id.encode() + b"\r\n"
         trace = UPSTREAM.get()  # W3C traceparent: this attempt's span, or the client's own
         if trace is not None:
-            headers.update(trace)
+            headers += _lines(trace)
         try:
-            resp = await self._client().post(
-                replica.url + path, data=body, headers=headers, timeout=self._timeout(timeout, stream)
+            resp = await self._upstream.post(
+                replica.url + path, body, headers, timeout, min(timeout, _CONNECT_TIMEOUT), stream
             )
         except TimeoutError:
             raise _timeout(replica, timeout) from None
-        except aiohttp.ClientError as exc:
+        except ConnectionError as exc:
             raise _unreachable(replica, exc) from None
         if resp.status >= 400:
             try:
                 payload = await resp.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except (ConnectionError, TimeoutError):
                 payload = b""
             finally:
                 resp.release()
-            raise _rejected(replica, resp.status, payload, resp.headers.get("Retry-After"))
+            raise _rejected(replica, resp.status, payload, resp.headers.get("retry-after"))
         return resp
 
     async def send(self, replica: Replica, path: str, body: bytes, request_id: str, timeout: float) -> bytes:
         resp = await self._post(replica, path, body, request_id, timeout, stream=False)
         try:
-            return await resp.read()
-        except TimeoutError:
-            raise _timeout(replica, timeout) from None
-        except aiohttp.ClientError as exc:
-            raise _unreachable(replica, exc) from None
+            return await resp.read()  # already whole: the client waits for the end of a non-stream reply
         finally:
             resp.release()
 
@@ -103,6 +80,7 @@ class OpenAIHTTPBackend:
             return f"health check {path} failed: {_describe(exc)}"
 
     async def aclose(self) -> None:
+        await self._upstream.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -111,18 +89,18 @@ class OpenAIHTTPBackend:
 class _Stream:
     __slots__ = ("_replica", "_resp", "_timeout")
 
-    def __init__(self, resp: aiohttp.ClientResponse, replica: Replica, timeout: float) -> None:
+    def __init__(self, resp: http1.Response, replica: Replica, timeout: float) -> None:
         self._resp = resp
         self._replica = replica
         self._timeout = timeout
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._resp.content.iter_any():
+            async for chunk in self._resp.chunks():
                 yield chunk
         except TimeoutError:
             raise _timeout(self._replica, self._timeout, "between stream chunks") from None
-        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        except ConnectionError as exc:
             raise UpstreamError(
                 f"deployment {self._replica.deployment!r} replica {self._replica.name} "
                 f"broke off the stream: {_describe(exc)}",
@@ -130,10 +108,14 @@ class _Stream:
             ) from None
 
     def close(self) -> None:
-        if self._resp.content.at_eof():
-            self._resp.release()  # fully read: the connection goes back to the pool
-        else:
-            self._resp.close()  # abandoned mid-stream: drop it, so the upstream sees the disconnect
+        # Wholly read: the connection goes back to the pool. Abandoned mid-stream: it is dropped, so the
+        # upstream sees the disconnect and stops generating.
+        self._resp.release()
+
+
+def _lines(headers: dict[str, str]) -> bytes:
+    lines = (f"{k}: {v}\r\n" for k, v in headers.items() if "\r" not in v and "\n" not in v)
+    return b"".join(line.encode("utf-8", "surrogateescape") for line in lines)
 
 
 def _describe(exc: BaseException) -> str:

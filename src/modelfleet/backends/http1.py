@@ -1,0 +1,349 @@
+"""A lean keep-alive HTTP/1.1 client for calls to deployments: one write per request, httptools to parse.
+
+Every upstream call on the proxy path has one shape: POST a JSON body, read back JSON or an event stream.
+aiohttp's general client spent more CPU per request than the rest of the gateway put together
+(benchmarks/gateway_overhead.py), so that one shape gets a client of its own: a pool of idle connections
+per origin, the request head built from cached bytes, one timer per exchange instead of one per read.
+Health probes and everything off the hot path keep using aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httptools
+
+_PAUSE_AT = 1 << 20  # buffered response bytes before the socket stops reading (a slow consumer)
+
+
+class ConnectFailed(ConnectionError):
+    """The TCP (or TLS) connection could not be made."""
+
+
+class Disconnected(ConnectionError):
+    """The server closed the connection before its reply was complete."""
+
+
+class BadResponse(ConnectionError):
+    """The server's bytes are not HTTP/1.1, or not in a content encoding the gateway can decode."""
+
+
+class Response:
+    """The head of a reply; its body arrives through `read()` or `chunks()`, then `release()` or `close()`."""
+
+    __slots__ = ("_conn", "headers", "status")
+
+    def __init__(self, conn: _Conn) -> None:
+        self._conn = conn
+        self.status = conn.status
+        self.headers = conn.headers
+
+    async def read(self) -> bytes:
+        c = self._conn
+        while not c.complete:
+            await c.wait()
+        return b"".join(c.take())
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        c = self._conn
+        while True:
+            data = c.take()
+            if data:
+                yield b"".join(data) if len(data) > 1 else data[0]
+            elif c.complete:
+                return
+            else:
+                await c.wait()
+
+    @property
+    def complete(self) -> bool:
+        return self._conn.complete
+
+    def release(self) -> None:
+        """Done with it: a wholly read reply's connection goes back to the pool, any other is closed."""
+        self._conn.finish()
+
+    def close(self) -> None:
+        """Abandon the reply: the connection is dropped, so the server sees the client go."""
+        self._conn.abort()
+
+
+class Client:
+    def __init__(self, idle_timeout: float = 30.0) -> None:
+        self._idle_timeout = idle_timeout
+        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._heads: dict[str, tuple[_Pool, bytes]] = {}
+        self._closed = False
+
+    async def post(
+        self, url: str, body: bytes, headers: bytes, timeout: float, connect_timeout: float, stream: bool
+    ) -> Response:
+        """POST `body` with `headers` (ready CRLF-terminated lines); the reply's head, or the whole reply
+        unless `stream`. `timeout` bounds the whole exchange, or for a stream its first byte and every gap."""
+        got = self._heads.get(url)
+        if got is None:
+            got = self._head(url)
+        pool, head = got
+        conn = await pool.acquire(connect_timeout)
+        try:
+            conn.send(head + headers + b"Content-Length: %d\r\n\r\n" % len(body) + body, timeout, stream)
+            while conn.status == 0 or (not stream and not conn.complete):
+                await conn.wait()
+        except BaseException:
+            conn.abort()
+            raise
+        return Response(conn)
+
+    def _head(self, url: str) -> tuple[_Pool, bytes]:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        key = (parts.scheme, parts.hostname, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(parts.hostname, port, tls, self._idle_timeout)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = parts.netloc.rpartition("@")[2]
+        head = f"POST {target} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")
+        if len(self._heads) > 1024:
+            self._heads.clear()
+        self._heads[url] = (pool, head)
+        return pool, head
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        self._heads.clear()
+
+
+class _Pool:
+    """Idle keep-alive connections to one origin, newest first (the most likely to be still open)."""
+
+    def __init__(self, host: str, port: int, tls: bool, idle_timeout: float) -> None:
+        self.host, self.port = host, port
+        self.ssl = ssl.create_default_context() if tls else None
+        self.idle: list[_Conn] = []
+        self.idle_timeout = idle_timeout
+        self.closed = False
+
+    async def acquire(self, connect_timeout: float) -> _Conn:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.reusable():
+                return conn
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=self.ssl)
+        except TimeoutError:
+            raise ConnectFailed(f"connection to {self.host}:{self.port} timed out after {connect_timeout:g}s") from None
+        except OSError as exc:
+            raise ConnectFailed(f"connection to {self.host}:{self.port} failed ({exc.strerror or exc})") from None
+        return conn
+
+    def put(self, conn: _Conn) -> None:
+        if self.closed:
+            conn.abort()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self.idle.append(conn)
+
+    def close(self) -> None:
+        self.closed = True
+        for conn in self.idle:
+            conn.abort()
+        self.idle.clear()
+
+
+class _Conn(asyncio.Protocol):
+    """One connection, one exchange at a time: the parser's callbacks fill the reply, a future wakes its reader."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.complete = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = 0.0
+        self.stream = False
+        self.last = 0.0
+        self.decoder: zlib._Decompress | None = None
+        self.paused = False
+        self.busy = False
+        self.keep_alive = False
+
+    # -- the exchange, from the caller's side
+
+    def reusable(self) -> bool:
+        if self.closed or self.loop.time() - self.idle_since > self.pool.idle_timeout:
+            self.abort()
+            return False
+        return True
+
+    def send(self, data: bytes, timeout: float, stream: bool) -> None:
+        self.timeout, self.stream = timeout, stream
+        self.busy = True
+        self.last = now = self.loop.time()
+        self.timer = self.loop.call_at(now + timeout, self._expire)
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def wait(self) -> None:
+        if self.error is not None:
+            raise self.error
+        self.waiter = self.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+        if self.error is not None:
+            raise self.error
+
+    def take(self) -> list[bytes]:
+        if self.error is not None:
+            raise self.error
+        body, self.body, self.buffered = self.body, [], 0
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return body
+
+    def finish(self) -> None:
+        if self.complete and self.keep_alive and not self.closed and self.error is None:
+            self._stop_timer()
+            self._reset()
+            self.pool.put(self)
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        self._stop_timer()
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None and not self.complete:
+            self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.complete:
+            return
+        now = self.loop.time()
+        if self.stream and self.status and now - self.last < self.timeout:
+            # A stream's bound is on each gap: re-arm from its last bytes, rather than one timer per read.
+            self.timer = self.loop.call_at(self.last + self.timeout, self._expire)
+            return
+        self._fail(TimeoutError())
+        self.abort()
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:  # bytes nobody asked for: the connection can no longer be trusted
+            self.abort()
+            return
+        if self.stream:
+            self.last = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(BadResponse("the server tried to upgrade the connection"))
+            self.abort()
+        except (httptools.HttpParserError, zlib.error) as exc:
+            self._fail(BadResponse(f"the server's reply is not valid HTTP/1.1 ({exc})"))
+            self.abort()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._stop_timer()
+        if self.complete:
+            return
+        if self.status and "content-length" not in self.headers and "transfer-encoding" not in self.headers:
+            self._end()  # a reply delimited by the end of the connection (HTTP/1.0 style)
+        else:
+            self._fail(Disconnected("the server closed the connection"))
+
+    # -- httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
+        encoding = self.headers.get("content-encoding")
+        if encoding and encoding != "identity":
+            if encoding in ("gzip", "x-gzip", "deflate"):
+                self.decoder = zlib.decompressobj(47)  # gzip or zlib, told apart by their headers
+            else:
+                self._fail(
+                    BadResponse(
+                        f"the server replied in Content-Encoding {encoding!r}; only gzip and deflate are decoded"
+                    )
+                )
+                self.abort()
+                return
+        if self.stream:
+            self._wake()
+
+    def on_body(self, data: bytes) -> None:
+        if self.decoder is not None:
+            data = self.decoder.decompress(data)
+        self.body.append(data)
+        if self.stream:
+            self.buffered += len(data)
+            if self.buffered > _PAUSE_AT and not self.paused and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
+            self._wake()
+
+    def on_message_complete(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        if self.decoder is not None:
+            self.body.append(self.decoder.flush())
+            self.decoder = None
+        self.complete = True
+        self._stop_timer()
+        self._wake()
