@@ -88,6 +88,22 @@ def test_a_stream_dropped_by_its_client_is_billed_what_was_generated(tmp_path, s
     eventually(lambda: billed() >= 10, 5, "the dropped stream is in the ledger")
 
 
+def test_clients_that_hang_up_before_the_reply_are_quiet_and_harmless(tmp_path, start):
+    up = start(Upstream, "--delay", "0.3")
+    gw = start(Gateway, fleet(tmp_path, {"up": up}))
+    port = int(gw.base.rsplit(":", 1)[1])
+    for stream in (True, False) * 4:
+        body = json.dumps({**chat_body("up"), "stream": stream}).encode()
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        s.close()  # gone before the upstream answers
+    time.sleep(0.8)
+    assert httpx.post(gw.url + "/chat/completions", json=chat_body("up")).status_code == 200
+    gw.stop()
+    assert "Traceback" not in gw.output and "unhandled error" not in gw.output
+
+
 def test_an_upstream_429_tries_another_replica_then_passes_retry_after_on(tmp_path, start):
     busy, ok = start(Upstream, "--status", "429", "--retry-after", "7"), start(Upstream)
     path = write_fleet(tmp_path, f"""\

@@ -60,6 +60,8 @@ def with_context(handler: Handler, observe: Observe | None = None) -> Handler:
             if exc.status < 400:
                 raise
             response = error_response(_from_http(exc, request), rid)
+        except ConnectionResetError:  # the client left mid-reply: the proxy has billed and logged it already
+            response = web.Response(status=499)  # aiohttp's attempt to send it fails quietly
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = error_response(APIError(f"internal error; quote request id {rid} when reporting it"), rid)
