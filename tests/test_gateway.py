@@ -100,6 +100,25 @@ def test_stream_without_usage_has_no_usage_chunk(client):
     assert all(c.usage is None for c in chunks)
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/chat/completions", {"messages": [{"role": "user", "content": 'say "model":"up-ok" and "usage"'}]}),
+    ("/completions", {"prompt": "Once"}),
+])  # fmt: skip
+def test_relayed_stream_events_are_the_upstreams_with_only_the_model_renamed(fleet, http, path, body):
+    gw, ups = fleet
+
+    def events(url: str, model: str) -> list[dict]:
+        with http.stream("POST", url + path, json={**body, "model": model, "stream": True}) as r:
+            lines = [line for line in r.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+        return [json.loads(line[6:]) for line in lines[:-1]]  # every event is whole, valid JSON
+
+    direct, relayed = events(ups["ok"].url, "up-ok"), events(gw.url, "chat")
+    assert len(relayed) == len(direct) >= 5
+    for mine, theirs in zip(relayed, direct, strict=True):
+        assert mine == {**theirs, "model": "chat", "created": mine["created"], "id": mine["id"]}
+
+
 def test_completions_embeddings_and_models(client):
     done = client.completions.create(model="chat", prompt="Once", max_tokens=3)  # the fake honours max_tokens
     assert done.model == "chat" and done.choices[0].text and done.usage.completion_tokens == 3

@@ -336,10 +336,24 @@ class Proxy:
             await response.prepare(request)
             decoder = SSEDecoder()
             out: list[bytes] = []
+            model: tuple[bytes, bytes] | None = None  # the upstream's "model" member, and the route's
             async for chunk in upstream.chunks():
                 for data in decoder.feed(chunk):
                     if data == DONE:
                         done = True
+                        continue
+                    if model is not None and model[0] in data and b'"usage"' not in data and b'"error"' not in data:
+                        # Most events are compact deltas whose one change is the model's name: rewritten
+                        # as bytes, not parsed and re-encoded. (Quotes inside JSON strings are escaped, so
+                        # these needles only match members; anything else takes the full parse below.)
+                        if b'"choices":[' in data and b'"choices":[]' not in data:
+                            if ttft is None:
+                                ttft = time.perf_counter() - started
+                            ex.generated += 1
+                            finished = finished or (b'"finish_reason":' in data and b'"finish_reason":null' not in data)
+                        if ex.output is not None:
+                            ex.output.append(data)
+                        out.append(b"data: " + data.replace(model[0], model[1], 1) + b"\n\n")
                         continue
                     try:
                         obj = orjson.loads(data)
@@ -351,6 +365,8 @@ class Proxy:
                         continue
                     if "error" in obj:  # the upstream's own terminal error event
                         raise _upstream_stream_error(target, replica, obj["error"])
+                    if model is None and isinstance(obj.get("model"), str):
+                        model = (b'"model":' + orjson.dumps(obj["model"]), b'"model":' + orjson.dumps(route.name))
                     obj["model"] = route.name
                     choices = obj.get("choices")
                     if choices:
