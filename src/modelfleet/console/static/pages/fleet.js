@@ -1,7 +1,7 @@
 // Fleet: every deployment and replica, live. Admin status (/admin/deployments) when the key opens it;
 // otherwise what /readyz says; the numbers come from /metrics either way.
 import { get, post, parseMetrics, ApiError } from "../api.js";
-import { html, useState, useEffect, useRef, usePoll, ErrorBox, Badge, Stat, fmt } from "../ui.js";
+import { html, useState, useEffect, useRef, usePoll, ErrorBox, Badge, Stat, fmt, confirmAction } from "../ui.js";
 
 const FOLLOW_SECONDS = 1800; // as the CLI's --timeout: 30 minutes
 const GOAL = { start: "running", stop: "stopped" };
@@ -106,6 +106,8 @@ export function Fleet({ who }) {
 
   // Like `modelfleet deployments start|stop`: ask, then follow the deployment until it gets there.
   const act = async (name, verb) => {
+    if (verb === "stop" && !(await confirmAction(`Stop deployment ${name}? Its replicas stop, and its routes fail over `
+      + "or refuse until it is started again.", `Stop ${name}`))) return;
     setError(null);
     const since = Date.now();
     setPending((p) => ({ ...p, [name]: { verb, message: `${verb} requested…` } }));
