@@ -146,14 +146,14 @@ def test_headers_static_files_and_the_redirect(tmp_path, start):
 
 
 def test_open_mode_streams_token_by_token_and_compares_two_routes(tmp_path, start, console):
-    a, b = fake(start), fake(start)
+    a, b = fake(start), fake(start, "--waiting", "3", "--kv-cache", "0.42")  # quant's engine readings
     fleet = write_fleet(
         tmp_path,
         f"""\
 state: {{store: "sqlite:///{tmp_path}/mf.db", flush_interval: 200ms}}
 deployments:
   base: {{kind: openai, urls: ['{a.url}']}}
-  quant: {{kind: openai, urls: ['{b.url}']}}
+  quant: {{kind: openai, urls: ['{b.url}'], load_metrics: {{interval: 250ms}}}}
 routes:
   chat: {{deployments: [base]}}
   chat-quant: {{deployments: [quant]}}
@@ -222,6 +222,10 @@ routes:
     tab.go("fleet")
     page.wait_for_selector("[data-deployment='base'][data-observed='running']")
     page.wait_for_selector("[data-deployment='quant'][data-observed='running']")
+    quant = page.locator("[data-deployment='quant'] [data-replica]")
+    expect(quant.locator(".kv-cache")).to_have_text("42%")
+    expect(quant.locator(".engine-waiting")).to_have_text("3")
+    assert page.locator("[data-deployment='base'] [data-replica] .kv-cache").inner_text() == NONE  # not scraped
     tab.shot("fleet-open-mode")
     tab.go("usage")
     page.wait_for_selector("#chart-usage .u-legend")
