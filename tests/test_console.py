@@ -246,6 +246,14 @@ routes:
     tab.shot("ab")
     assert tab.errors == []
 
+    # A wrong key in open mode is said to be wrong, not quietly taken for open mode; Forget goes back.
+    tab.use_key("not-the-admin-key-0123456789", "none")
+    assert "401" in page.locator(".error").inner_text() and "open mode" in page.locator(".error").inner_text()
+    assert page.locator("nav a").count() == 0
+    page.click("#forget-key")
+    page.wait_for_selector(".who[data-role='open']")
+    assert tab.errors and all("401" in e for e in tab.errors), tab.errors  # only the refusal itself
+
 
 def teams_fleet(tmp_path, a: Upstream, b: Upstream) -> Path:
     return write_fleet(

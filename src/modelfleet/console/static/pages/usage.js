@@ -107,7 +107,9 @@ export function Usage({ who }) {
   const data = usePoll(async () => {
     const [rows, standings] = await Promise.all([
       get(usagePath(who, since, "day,team,route,deployment,variant")).then((d) => d.data),
-      who.role === "admin" ? get("admin/limits").then((d) => d.data) : who.role === "team" ? get("v1/limits").then((d) => d.data) : [],
+      // The limiter (Redis, perhaps) may be away while the ledger is not: its error stays in its own card.
+      (who.role === "admin" ? get("admin/limits") : who.role === "team" ? get("v1/limits") : Promise.resolve({ data: [] }))
+        .then((d) => d.data, (error) => ({ error })),
     ]);
     return { rows, standings };
   }, 5000, [span]);
@@ -134,7 +136,8 @@ export function Usage({ who }) {
     </div>
     <section class="card"><${Chart} id="chart-usage" title=${`${metric} per day by ${group}`} x=${chart.x} series=${chart.series} bars=${chart.series.length === 1} /></section>
     <section class="card"><${Chart} id="chart-429" title="429s per day by team: requests refused by the team's limits" x=${refused.x} series=${refused.series} bars=${refused.series.length === 1} /></section>
-    <section class="card"><h2>Limits and budgets, as enforced now</h2>${d ? html`<${Limits} standings=${d.standings} />` : null}</section>
+    <section class="card"><h2>Limits and budgets, as enforced now</h2>${d && d.standings.error ? html`<${ErrorBox} error=${d.standings.error} />`
+      : d ? html`<${Limits} standings=${d.standings} />` : null}</section>
     ${who.role !== "team" ? html`<${Live} />` : null}
     <p class="hint">Days are UTC. The ledger is written every state.flush_interval; errors are failed requests,
       429s the requests a team's limits refused. Limits and budgets come from the limiter itself (GET /v1/limits):
