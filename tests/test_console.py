@@ -73,6 +73,15 @@ class Console:
         self.page.click("#use-key")
         self.page.wait_for_selector(f".who[data-role='{role}']")
 
+    def confirm(self, yes: bool = True) -> str:
+        """Answer the confirmation a destructive action asks first; returns its question."""
+        dialog = self.page.locator("dialog#confirm[open]")
+        dialog.wait_for()
+        question = dialog.locator(".confirm-message").inner_text()
+        dialog.locator("#confirm-yes" if yes else "#confirm-no").click()
+        expect(self.page.locator("dialog#confirm[open]")).to_have_count(0)
+        return question
+
     def legend(self, chart: str) -> set[str]:
         labels = self.page.locator(f"#{chart} .u-legend .u-series .u-label").all_inner_texts()
         return {t for t in labels if t != "Time"}
@@ -137,14 +146,14 @@ def test_headers_static_files_and_the_redirect(tmp_path, start):
 
 
 def test_open_mode_streams_token_by_token_and_compares_two_routes(tmp_path, start, console):
-    a, b = fake(start), fake(start)
+    a, b = fake(start), fake(start, "--waiting", "3", "--kv-cache", "0.42")  # quant's engine readings
     fleet = write_fleet(
         tmp_path,
         f"""\
 state: {{store: "sqlite:///{tmp_path}/mf.db", flush_interval: 200ms}}
 deployments:
   base: {{kind: openai, urls: ['{a.url}']}}
-  quant: {{kind: openai, urls: ['{b.url}']}}
+  quant: {{kind: openai, urls: ['{b.url}'], load_metrics: {{interval: 250ms}}}}
 routes:
   chat: {{deployments: [base]}}
   chat-quant: {{deployments: [quant]}}
@@ -213,6 +222,10 @@ routes:
     tab.go("fleet")
     page.wait_for_selector("[data-deployment='base'][data-observed='running']")
     page.wait_for_selector("[data-deployment='quant'][data-observed='running']")
+    quant = page.locator("[data-deployment='quant'] [data-replica]")
+    expect(quant.locator(".kv-cache")).to_have_text("42%")
+    expect(quant.locator(".engine-waiting")).to_have_text("3")
+    assert page.locator("[data-deployment='base'] [data-replica] .kv-cache").inner_text() == NONE  # not scraped
     tab.shot("fleet-open-mode")
     tab.go("usage")
     page.wait_for_selector("#chart-usage .u-legend")
@@ -225,8 +238,21 @@ routes:
     route.wait_for()
     assert route.locator(".variant").count() == 2
     assert "ms" in route.locator("[data-variant='base']").inner_text()
+    for variant in ("base", "quant"):  # the configured weights, next to the split served
+        assert route.locator(f"[data-variant='{variant}'] .weight").inner_text() == "50"
+        assert route.locator(f"[data-variant='{variant}'] .configured").inner_text() == "50%"
+        assert route.locator(f"[data-variant='{variant}'] .served").inner_text().endswith("%")
+    assert route.locator(".split.configured .segment").count() == 2
     tab.shot("ab")
     assert tab.errors == []
+
+    # A wrong key in open mode is said to be wrong, not quietly taken for open mode; Forget goes back.
+    tab.use_key("not-the-admin-key-0123456789", "none")
+    assert "401" in page.locator(".error").inner_text() and "open mode" in page.locator(".error").inner_text()
+    assert page.locator("nav a").count() == 0
+    page.click("#forget-key")
+    page.wait_for_selector(".who[data-role='open']")
+    assert tab.errors and all("401" in e for e in tab.errors), tab.errors  # only the refusal itself
 
 
 def teams_fleet(tmp_path, a: Upstream, b: Upstream) -> Path:
@@ -236,14 +262,14 @@ def teams_fleet(tmp_path, a: Upstream, b: Upstream) -> Path:
 state: {{store: "sqlite:///{tmp_path}/mf.db", flush_interval: 200ms}}
 auth: {{admin_key: {ADMIN}}}
 teams:
-  ops: {{keys: ["{OPS_KEY}"], routes: [chat, ab], limits: {{tokens_per_day: 100000, rpm: 1000}}}}
+  ops: {{keys: ["{OPS_KEY}"], routes: [chat, ab], limits: {{tokens_per_day: 100000, rpm: 6}}}}
 deployments:
   base: {{kind: openai, urls: ['{a.url}']}}
   quant: {{kind: openai, urls: ['{b.url}']}}
 routes:
   chat: {{deployments: [base]}}
   small: {{deployments: [quant]}}
-  ab: {{deployments: {{base: 50, quant: 50}}}}
+  ab: {{deployments: {{base: 75, quant: 25}}}}
 """,
     )
 
@@ -251,8 +277,11 @@ routes:
 def test_a_team_key_sees_only_its_own_the_admin_sees_all_and_a_revoked_key_is_refused(tmp_path, start, console):
     gw = start(Gateway, teams_fleet(tmp_path, fake(start), fake(start)))
     with httpx.Client(base_url=gw.url, timeout=30, headers={"Authorization": f"Bearer {OPS_KEY}"}) as c:
-        for model in ["chat", "ab", "ab", "ab", "ab"]:
+        for model in ["chat", "ab", "ab", "ab", "ab", "ab"]:
             c.post("/chat/completions", json=chat_body(model, max_tokens=4)).raise_for_status()
+        refused = [c.post("/chat/completions", json=chat_body("chat", max_tokens=4)) for _ in range(2)]
+        assert [r.status_code for r in refused] == [429, 429]  # limits.rpm: 6
+        limiter = c.get("/limits").json()["data"][0]["limits"]["tokens_per_day"]
 
     admin = console(gw.base)
     admin.open()
@@ -311,15 +340,38 @@ def test_a_team_key_sees_only_its_own_the_admin_sees_all_and_a_revoked_key_is_re
     page.wait_for_selector("#chart-usage .u-legend")
     expect(page.locator(".budget")).to_have_count(2)
     assert admin.legend("chart-usage") == {"ops", "eval"}
+    # 429s: counted apart from errors, per team over time.
+    assert page.locator("[data-stat='429s'] .value").inner_text() == "2"
+    assert page.locator("[data-stat='errors'] .value").inner_text() == "0"
+    assert admin.legend("chart-429") == {"ops", "eval"}
+    page.select_option("#metric", "429s")
+    page.wait_for_selector("#chart-usage .u-legend")
+    # The budget bar is the limiter's count (/v1/limits), the rpm window too.
+    ops_budget = page.locator(".budget[data-team='ops'][data-limit='tokens_per_day']")
+    assert ops_budget.locator(".left").inner_text().replace(",", "") == str(limiter["remaining"])
+    assert "renews in" in ops_budget.inner_text()
+    expect(page.locator(".limit-now[data-team='ops'][data-limit='rpm'] .used")).to_have_text("6")
     admin.shot("usage-admin")
     admin.go("ab")
-    page.locator(".card.route[data-route='ab']").wait_for()
+    route = page.locator(".card.route[data-route='ab']")
+    route.wait_for()
+    assert route.locator("[data-variant='base'] .configured").inner_text() == "75%"
+    assert route.locator("[data-variant='quant'] .configured").inner_text() == "25%"
+    admin.shot("ab-admin")
 
     # Revoked: the key stops working at once, and the page says so.
     admin.go("keys")
     page.locator(".team[data-team='eval'] .revoke").click()
+    page.locator("dialog#confirm[open]").wait_for()
+    admin.shot("keys-confirm")
+    assert "Revoke key" in admin.confirm(yes=False)  # cancelled: nothing happens
+    assert page.locator(".team[data-team='eval'] tbody tr").count() == 1
+    assert httpx.get(gw.url + "/whoami", headers={"Authorization": f"Bearer {key}"}).json()["team"] == "eval"
+    page.locator(".team[data-team='eval'] .revoke").click()
+    admin.confirm()
     expect(page.locator(".team[data-team='eval'] tbody tr")).to_have_count(0)
     page.locator(".team[data-team='eval'] .delete-team").click()
+    assert "Delete team eval" in admin.confirm()
     expect(page.locator(".team[data-team='eval']")).to_have_count(0)
     assert page.locator(".team[data-team='ops'] .delete-team").count() == 0  # the fleet file's: edit the file
     assert admin.errors == []
@@ -368,6 +420,13 @@ routes:
     )
 
     card.locator("#stop-engine").click()
+    assert "Stop deployment engine?" in tab.confirm(yes=False)
+    page.wait_for_timeout(1000)  # a cancelled stop asks nothing of the gateway
+    assert card.get_attribute("data-observed") == "running" and card.locator(".progress").count() == 0
+    card.locator("#stop-engine").click()
+    tab.page.locator("dialog#confirm[open]").wait_for()
+    tab.shot("fleet-confirm-stop")
+    tab.confirm()
     expect(card).to_have_attribute("data-observed", "stopped", timeout=60_000)
     expect(card.locator(".progress")).to_have_count(0)
     expect(card.locator("[data-replica] .badge")).to_have_text("stopped")

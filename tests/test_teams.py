@@ -187,8 +187,8 @@ def test_usage_and_spent_budgets_survive_a_sigterm_restart(tmp_path, start):
         budget.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=40)
     assert gw.stop() == 0  # SIGTERM: drain, then flush the ledger
     rows = json.loads(cli("usage", "--team", "budget", "-f", str(path), "--json", "--by", "team").stdout)
-    assert rows == [{"team": "budget", "requests": 10, "errors": 0, "prompt_tokens": 120, "completion_tokens": 400,
-                     "total_tokens": 520}]  # fmt: skip
+    assert rows == [{"team": "budget", "requests": 10, "errors": 0, "rate_limited": 0, "prompt_tokens": 120,
+                     "completion_tokens": 400, "total_tokens": 520}]  # fmt: skip
     table = cli("usage", "--team", "budget", "-f", str(path)).stdout
     assert "budget" in table and "520" in table
     gw2 = start(Gateway, path)

@@ -80,10 +80,13 @@ class Gate:
         return _ratelimit_headers(caller, verdict)
 
     def finish(self, caller: Caller | None, verdict: Verdict | None, route: str, deployment: str, variant: str,
-               ok: bool, prompt: int, completion: int) -> None:  # fmt: skip
+               status: int, prompt: int, completion: int) -> None:  # fmt: skip
         if verdict is not None and caller is not None:
             self.counters.settle(caller.team, caller.limits, verdict, prompt + completion)
-        self.ledger.record(caller.team if caller else OPEN_TEAM, route, deployment, variant, ok, prompt, completion)
+        # A limited team's 429 without a verdict is admit's refusal (an admitted request has one): not an upstream's.
+        refused = status == 429 and verdict is None and caller is not None and caller.limited
+        self.ledger.record(caller.team if caller else OPEN_TEAM, route, deployment, variant, status == 200, prompt,
+                           completion, refused)  # fmt: skip
 
 
 def _fits(caller: Caller, tokens: int) -> None:

@@ -9,6 +9,8 @@ DELETE /admin/keys/{id}
 GET    /admin/usage?team=&since=7d&by=day,route
 GET    /admin/cost?since=30d             chargeback: each deployment's cost split by the tokens each team used
 GET    /v1/usage?since=7d&by=day,route   with a team's key: that team's usage, and no other's
+GET    /admin/limits                     every team's standing against its limits, as the limiter counts it now
+GET    /v1/limits                        with a team's key: that team's standing, and no other's
 GET    /v1/whoami                        what the key is: admin, a team (its routes and limits), none yet, or open mode
 """
 
@@ -25,6 +27,7 @@ from modelfleet.access import keys
 from modelfleet.access.admin import NotFound, TeamAdmin
 from modelfleet.access.directory import caller_from
 from modelfleet.access.gate import Gate
+from modelfleet.access.standing import standing
 from modelfleet.control.deployments import Deployments
 from modelfleet.control.platforms.base import NotManaged
 from modelfleet.errors import APIError, Forbidden, InvalidRequest, Unauthorized, UpstreamError
@@ -80,7 +83,9 @@ class AdminAPI:
             ("GET", "/admin/cost", g(self.chargeback)),
             ("GET", "/admin/deployments", g(self.deployment_status)),
             ("POST", "/admin/deployments/{name}/{verb:start|stop}", g(self.deployment_verb)),
+            ("GET", "/admin/limits", g(self.all_limits)),
             ("GET", "/v1/usage", self.team_usage),
+            ("GET", "/v1/limits", self.team_limits),
             ("GET", "/v1/whoami", self.whoami),
         ]
 
@@ -170,6 +175,24 @@ class AdminAPI:
         rows = await self.admin.usage(since=q.get("since", "7d"), team=team, by=q.get("by"))
         return _json({"object": "list", "data": rows})
 
+    async def all_limits(self, _: web.Request) -> web.Response:
+        teams = [c for _, c in sorted(self.directory.teams.items()) if c.limited]
+        return _json({"object": "list", "data": [await standing(self.gate.counters, c) for c in teams]})
+
+    async def team_limits(self, request: web.Request) -> web.Response:
+        caller = await self.gate.authenticate(request.headers.get("Authorization"))
+        mine = [await standing(self.gate.counters, caller)] if caller is not None else []  # open mode: no limits
+        return _json({"object": "list", "data": mine})
+
+    def _splits(self, may_use: Callable[[str], bool] | None) -> dict[str, dict[str, int]]:
+        """The configured weights of each route that splits its traffic, for the A/B page."""
+        routes = self.deployments.fleet.routes
+        return {
+            name: {d: w for d, w in r.deployments.items() if w > 0}
+            for name, r in routes.items()
+            if sum(1 for w in r.deployments.values() if w > 0) > 1 and (may_use is None or may_use(name))
+        }
+
     async def whoami(self, request: web.Request) -> web.Response:
         """For the console: which views a key opens, without probing endpoints that would refuse it."""
         header = request.headers.get("Authorization")
@@ -178,10 +201,16 @@ class AdminAPI:
         if key is not None and admin_on and keys.same(key, self.admin_key.get_secret_value()):  # type: ignore[union-attr]
             # The admin key is no team key: with teams it cannot chat, so the page is told the routes here.
             return _json({"role": "admin", "team": None, "admin_api": True, "teams": self.directory.enforcing,
-                          "routes": self.admin.routes})  # fmt: skip
+                          "routes": self.admin.routes, "splits": self._splits(None)})  # fmt: skip
         if key is None and self.directory.enforcing:  # not an error: the page asks for a key
             return _json({"role": "none", "team": None, "admin_api": admin_on})
         caller = await self.gate.authenticate(header)
         if caller is None:
-            return _json({"role": "open", "team": None, "admin_api": admin_on})
-        return _json({"role": "team", "admin_api": admin_on, **caller.describe(), "team": caller.team})
+            if key is not None:
+                # Open mode lets any key through to the OpenAI routes (clients send placeholders), but the console
+                # asks what a key is: one that is not the admin key is no key here, and saying "open" would hide it.
+                raise Unauthorized("invalid API key: this gateway has no teams (open mode), so it needs no key, "
+                                   "and this is not the admin key (auth.admin_key)")  # fmt: skip
+            return _json({"role": "open", "team": None, "admin_api": admin_on, "splits": self._splits(None)})
+        return _json({"role": "team", "admin_api": admin_on, **caller.describe(), "team": caller.team,
+                      "splits": self._splits(caller.may_use)})  # fmt: skip

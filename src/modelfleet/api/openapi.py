@@ -98,6 +98,7 @@ def document() -> dict[str, Any]:
             "/v1/embeddings": {"post": op("Embeddings", body="EmbeddingRequest")},
             "/v1/models": {"get": op("The routes the caller may use")},
             "/v1/usage": {"get": op("The caller's team's usage", params=[*usage, query("team", "own team only")])},
+            "/v1/limits": {"get": op("The caller's team's standing against its limits, as the limiter counts it")},
             "/v1/whoami": {"get": op("What the key is: admin, a team, or open mode")},
             "/healthz": {"get": op("The process is up", auth="none")},
             "/health": {"get": op("The process is up (vLLM's and TGI's name)", auth="none")},
@@ -125,6 +126,7 @@ def document() -> dict[str, Any]:
             "/admin/usage": {
                 "get": op("Usage of every team", auth="admin", params=[*usage, query("team", "one team")])
             },
+            "/admin/limits": {"get": op("Every limited team's standing against its limits", auth="admin")},
             "/admin/cost": {"get": op("Chargeback", auth="admin", params=[query("since", "30d, 2w or a date")])},
             "/admin/deployments": {"get": op("Deployments: desired, observed, schedule, wakes", auth="admin")},
             "/admin/deployments/{name}/{verb}": {

@@ -228,7 +228,7 @@ class Proxy:
             self.metrics.observe((route_name, deployment, team, variant), status, elapsed, ttft, usage)
             if route_name:
                 prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
-                self.gate.finish(caller, verdict, route_name, deployment, variant, status == 200, prompt, completion)
+                self.gate.finish(caller, verdict, route_name, deployment, variant, status, prompt, completion)
             if self.access_log is not None:
                 self.access_log.record(
                     rid, request.method, request.path, status, elapsed * 1000, route_name, deployment,

@@ -22,7 +22,8 @@ def usage(team: str | None, since: str, by: str, fleet_path: Path | None, as_jso
     """Usage from the ledger (written by the gateway every state.flush_interval).
 
     The variant is the deployment a weighted route assigned; the deployment is the one that
-    answered (they differ when a request failed over).
+    answered (they differ when a request failed over). rate_limited (shown when there are
+    any) counts the requests the team's limits refused (429); errors, the other failures.
 
     \b
       modelfleet usage --team quant --since 7d
@@ -35,6 +36,7 @@ def usage(team: str | None, since: str, by: str, fleet_path: Path | None, as_jso
     if not rows:
         click.echo(f"no usage since {since}" + (f" for team {team!r}" if team else ""), err=True)
         return
-    cols = [c for c in by.split(",") if c] + ["requests", "errors", "prompt_tokens", "completion_tokens",
+    refused = ["rate_limited"] if any(r["rate_limited"] for r in rows) else []  # a column only when there were any
+    cols = [c for c in by.split(",") if c] + ["requests", "errors", *refused, "prompt_tokens", "completion_tokens",
                                               "total_tokens"]  # fmt: skip
     table(rows, cols)

@@ -22,6 +22,7 @@ from typing import Protocol
 from modelfleet.config.schema import Limits
 
 WINDOW = 60
+LIMITS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month")
 
 
 @dataclass(slots=True)
@@ -46,6 +47,10 @@ class Counters(Protocol):
 
     async def seed(self, team: str, day_tokens: int, month_tokens: int) -> None:
         """Budgets already spent (from the usage ledger) when counters start empty."""
+
+    async def peek(self, team: str) -> dict[str, int]:
+        """What `admit` would count against each limit now, reservations of requests in flight included:
+        {rpm, tpm, concurrency, tokens_per_day, tokens_per_month}. Read-only; for the console, not per request."""
 
     async def aclose(self) -> None: ...
 
@@ -176,6 +181,20 @@ class LocalCounters:
         c = self._counts(team)
         c.day, c.month, *_ = periods(time.time())
         c.day_used, c.month_used = day_tokens, month_tokens
+
+    async def peek(self, team: str) -> dict[str, int]:
+        c = self._teams.get(team)
+        if c is None:
+            return dict.fromkeys(LIMITS, 0)
+        now = time.time()
+        day, month, _, _ = periods(now)
+        c.requests.trim(int(now))  # what admit would trim first
+        c.tokens.trim(int(now))
+        return {
+            "rpm": c.requests.total, "tpm": c.tokens.total, "concurrency": c.inflight,
+            "tokens_per_day": c.day_used if c.day == day else 0,
+            "tokens_per_month": c.month_used if c.month == month else 0,
+        }  # fmt: skip
 
     async def aclose(self) -> None:
         return None

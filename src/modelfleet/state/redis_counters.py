@@ -163,6 +163,26 @@ class RedisCounters:
         await self._conn.call("SET", keys[3], day_tokens, "NX", "EX", 2 * 86400)
         await self._conn.call("SET", keys[4], month_tokens, "NX", "EX", 32 * 86400)
 
+    async def peek(self, team: str) -> dict[str, int]:
+        # The same reads admit.lua makes, without its writes; not atomic, which a reading need not be.
+        now = time.time()
+        day, month, _, _ = periods(now)
+        rpm, tpm, inflight, per_day, per_month = _keys(team, day, month)
+
+        def window(flat: list[bytes]) -> int:
+            pairs = zip(flat[::2], flat[1::2], strict=True)
+            return sum(int(n) for s, n in pairs if int(s) > int(now) - WINDOW)
+
+        try:
+            requests = window(await self._conn.call("HGETALL", rpm))
+            tokens = window(await self._conn.call("HGETALL", tpm))
+            leases = int(await self._conn.call("ZCOUNT", inflight, f"({now!r}", "+inf"))
+            spent = [int(await self._conn.call("GET", k) or 0) for k in (per_day, per_month)]
+        except (RedisError, OSError) as exc:
+            raise self._unreachable(exc) from None
+        return {"rpm": requests, "tpm": tokens, "concurrency": leases, "tokens_per_day": spent[0],
+                "tokens_per_month": spent[1]}  # fmt: skip
+
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

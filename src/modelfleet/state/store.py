@@ -26,10 +26,18 @@ SCHEMA = (
         day TEXT NOT NULL, team TEXT NOT NULL, route TEXT NOT NULL, deployment TEXT NOT NULL,
         variant TEXT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL,
         prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
+        rate_limited BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (day, team, route, deployment, variant))""",
     """CREATE TABLE IF NOT EXISTS deployments (
         name TEXT PRIMARY KEY, desired TEXT NOT NULL, reason TEXT NOT NULL, since DOUBLE PRECISION NOT NULL,
         observed TEXT NOT NULL, checked_at DOUBLE PRECISION NOT NULL)""",
+)
+
+# Columns added after their table was first released: (table, column, definition). CREATE TABLE has them
+# for a new store; an older one gets them with ALTER TABLE ... ADD COLUMN, which both databases speak
+# (SQLite has no ADD COLUMN IF NOT EXISTS, so the column is looked for first).
+ADDED_COLUMNS = (
+    ("usage", "rate_limited", "BIGINT NOT NULL DEFAULT 0"),  # requests refused by a team's limits (429)
 )
 
 USAGE_COLUMNS = ("day", "team", "route", "deployment", "variant")
@@ -56,6 +64,7 @@ class UsageRow:
     errors: int
     prompt_tokens: int
     completion_tokens: int
+    rate_limited: int = 0  # refused by the team's limits (429); not among `errors`
 
 
 class Store:
@@ -71,7 +80,21 @@ class Store:
         await self.driver.open()
         for statement in SCHEMA:
             await self.driver.execute(statement)
+        for table, column, definition in ADDED_COLUMNS:
+            if not await self._has_column(table, column):
+                try:
+                    await self.driver.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                except Exception:
+                    if not await self._has_column(table, column):  # else: another gateway added it just now
+                        raise
         self._ready = True
+
+    async def _has_column(self, table: str, column: str) -> bool:
+        try:
+            await self.driver.fetch(f"SELECT {column} FROM {table} WHERE 1 = 0")
+        except Exception:  # each driver has its own "no such column" error
+            return False
+        return True
 
     async def close(self) -> None:
         await self.driver.close()
@@ -131,14 +154,15 @@ class Store:
         """Add (not overwrite) one batch; a single statement, so a batch lands whole or not at all."""
         await self.driver.executemany(
             "INSERT INTO usage (day, team, route, deployment, variant, requests, errors, prompt_tokens, "
-            "completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "completion_tokens, rate_limited) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (day, team, route, deployment, variant) DO UPDATE SET "
             "requests = usage.requests + excluded.requests, errors = usage.errors + excluded.errors, "
             "prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens, "
-            "completion_tokens = usage.completion_tokens + excluded.completion_tokens",
+            "completion_tokens = usage.completion_tokens + excluded.completion_tokens, "
+            "rate_limited = usage.rate_limited + excluded.rate_limited",
             [
                 (r.day, r.team, r.route, r.deployment, r.variant, r.requests, r.errors, r.prompt_tokens,
-                 r.completion_tokens)
+                 r.completion_tokens, r.rate_limited)
                 for r in rows
             ],
         )  # fmt: skip
@@ -154,17 +178,18 @@ class Store:
             args.append(team)
         rows = await self.driver.fetch(
             f"SELECT {keys + ', ' if keys else ''}SUM(requests), SUM(errors), SUM(prompt_tokens), "
-            f"SUM(completion_tokens) FROM usage WHERE {where}" + (f" GROUP BY {keys} ORDER BY {keys}" if keys else ""),
+            f"SUM(completion_tokens), SUM(rate_limited) FROM usage WHERE {where}"
+            + (f" GROUP BY {keys} ORDER BY {keys}" if keys else ""),
             tuple(args),
         )
         out = []
         for row in rows:
             doc = dict(zip(cols, row, strict=False))
-            req, err, prompt, completion = (int(v or 0) for v in row[len(cols) :])
+            req, err, prompt, completion, limited = (int(v or 0) for v in row[len(cols) :])
             if not req:
                 continue
-            doc.update(requests=req, errors=err, prompt_tokens=prompt, completion_tokens=completion,
-                       total_tokens=prompt + completion)  # fmt: skip
+            doc.update(requests=req, errors=err, rate_limited=limited, prompt_tokens=prompt,
+                       completion_tokens=completion, total_tokens=prompt + completion)  # fmt: skip
             out.append(doc)
         return out
 

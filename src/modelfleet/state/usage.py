@@ -22,15 +22,15 @@ class UsageLedger:
     def __init__(self, store: Store, interval: float) -> None:
         self.store = store
         self.interval = interval
-        self._rows: dict[Key, list[int]] = {}  # key -> [requests, errors, prompt, completion]
+        self._rows: dict[Key, list[int]] = {}  # key -> [requests, errors, prompt, completion, rate_limited]
         self._day_sec = -1
         self._day = ""
         self._failing = False
         self._loop = Periodic("usage ledger flush", interval, self.flush, logger=log)
 
-    def record(
-        self, team: str, route: str, deployment: str, variant: str, ok: bool, prompt: int, completion: int
-    ) -> None:
+    def record(self, team: str, route: str, deployment: str, variant: str, ok: bool, prompt: int, completion: int,
+               refused: bool = False) -> None:  # fmt: skip
+        """`refused`: turned away by the team's limits (a 429), counted apart from the errors."""
         now = int(time.time()) // 86400
         if now != self._day_sec:
             self._day_sec = now
@@ -38,9 +38,11 @@ class UsageLedger:
         key = (self._day, team, route, deployment, variant)
         row = self._rows.get(key)
         if row is None:
-            row = self._rows[key] = [0, 0, 0, 0]
+            row = self._rows[key] = [0, 0, 0, 0, 0]
         row[0] += 1
-        if not ok:
+        if refused:
+            row[4] += 1
+        elif not ok:
             row[1] += 1
         row[2] += prompt
         row[3] += completion
@@ -53,12 +55,10 @@ class UsageLedger:
             await self.store.init()
             await self.store.add_usage([UsageRow(*k, *v) for k, v in rows.items()])
         except Exception as exc:
-            for key, (req, err, p, c) in rows.items():  # put them back: they go with the next flush
-                row = self._rows.setdefault(key, [0, 0, 0, 0])
-                row[0] += req
-                row[1] += err
-                row[2] += p
-                row[3] += c
+            for key, counts in rows.items():  # put them back: they go with the next flush
+                row = self._rows.setdefault(key, [0, 0, 0, 0, 0])
+                for i, n in enumerate(counts):
+                    row[i] += n
             if not self._failing:
                 log.error("usage ledger: cannot write to the store (%s); keeping %d rows in memory", exc, len(rows))
             self._failing = True

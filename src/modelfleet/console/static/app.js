@@ -1,7 +1,7 @@
 // The console's shell: who the key is, the navigation, and the page in view (hash routes: #/fleet).
 import { render } from "./vendor/preact-htm.mjs";
 import { get, key } from "./api.js";
-import { html, useState, useEffect, ErrorBox } from "./ui.js";
+import { html, useState, useEffect, ErrorBox, ConfirmDialog } from "./ui.js";
 import { Playground } from "./pages/playground.js";
 import { Fleet } from "./pages/fleet.js";
 import { Usage } from "./pages/usage.js";
@@ -73,7 +73,8 @@ function App() {
       ${who && who.role === "none" ? html`<p class="hint" id="needs-key">This gateway has teams: type a team key
         (for the playground and its usage) or the admin key (for everything) above.</p>` : null}
       ${current ? html`<${current.view} who=${who} key=${`${current.id}-${generation}`} />` : null}
-    </main>`;
+    </main>
+    <${ConfirmDialog} />`;
 }
 
 render(html`<${App} />`, document.getElementById("app"));

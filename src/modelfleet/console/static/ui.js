@@ -66,3 +66,32 @@ export function Stat({ label, value, id }) {
 }
 
 export const PALETTE = ["#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#14b8a6", "#ec4899", "#84cc16"];
+
+// Destructive actions ask first, in a modal <dialog> (window.confirm would freeze the page's polling).
+// The shell renders one ConfirmDialog; confirmAction resolves true only when its button is pressed.
+let openConfirm = null;
+export function confirmAction(message, verb) {
+  return openConfirm ? openConfirm(message, verb) : Promise.resolve(false);
+}
+
+export function ConfirmDialog() {
+  const [ask, setAsk] = useState(null);
+  const ref = useRef(null);
+  useEffect(() => {
+    openConfirm = (message, verb) => new Promise((resolve) => setAsk({ message, verb, resolve }));
+    return () => { openConfirm = null; };
+  }, []);
+  useEffect(() => {
+    const d = ref.current;
+    if (d && ask && !d.open) d.showModal(); // Cancel comes first, so it has the focus: Enter does no harm
+    if (d && !ask && d.open) d.close();
+  }, [ask]);
+  const answer = (yes) => { if (ask) ask.resolve(yes); setAsk(null); };
+  return html`<dialog id="confirm" ref=${ref} onCancel=${(e) => { e.preventDefault(); answer(false); }}>
+    <p class="confirm-message">${ask ? ask.message : ""}</p>
+    <div class="confirm-actions">
+      <button id="confirm-no" class="quiet" onClick=${() => answer(false)}>Cancel</button>
+      <button id="confirm-yes" class="danger" onClick=${() => answer(true)}>${ask ? ask.verb : "OK"}</button>
+    </div>
+  </dialog>`;
+}

@@ -1,5 +1,6 @@
-// A/B: for every route that split its traffic, the split actually served (from the usage ledger,
-// which records the variant the split chose) and latency, TTFT and error rates by variant (/metrics).
+// A/B: for every weighted route, the configured weights (from /v1/whoami) next to the split actually
+// served (from the usage ledger, which records the variant the split chose), and latency, TTFT and
+// error rates by variant (/metrics).
 import { get, parseMetrics } from "../api.js";
 import { html, useState, usePoll, ErrorBox, Bar, fmt, PALETTE } from "../ui.js";
 
@@ -33,7 +34,9 @@ function latencyOf(metrics, name, route, deployment) {
 function Variant({ v, i, share, maxP95 }) {
   return html`<div class="variant" data-variant=${v.name}>
     <div class="variant-head"><span class=${`swatch c${i % PALETTE.length}`}></span><b>${v.name}</b>
-      <span>${fmt.pct(share)} of ${fmt.int(v.requests)} requests</span>
+      <span class="configured-share">weight <b class="weight">${v.weight == null ? "–" : v.weight}</b>${" "}
+        (configured <b class="configured">${fmt.pct(v.configured)}</b>)</span>
+      <span>served <b class="served">${fmt.pct(share)}</b> of ${fmt.int(v.requests)} requests</span>
       <span>errors <b class="error-rate">${fmt.pct(v.requests ? v.errors / v.requests : null)}</b></span>
       <span>latency p50 <b>${fmt.ms(v.p50 == null ? null : v.p50 * 1000)}</b> p95 <b>${fmt.ms(v.p95 == null ? null : v.p95 * 1000)}</b></span>
       <span>TTFT p50 <b>${fmt.ms(v.ttft == null ? null : v.ttft * 1000)}</b></span>
@@ -45,16 +48,17 @@ function Variant({ v, i, share, maxP95 }) {
   </div>`;
 }
 
-function SplitBar({ variants, total }) {
-  return html`<div class="split" role="img" aria-label="served split">
-    ${variants.map((v, i) => html`<${Segment} frac=${total ? v.requests / total : 0} i=${i} name=${v.name} />`)}
+function SplitBar({ variants, total, configured = false }) {
+  return html`<div class=${`split${configured ? " configured" : ""}`} role="img" aria-label=${configured ? "configured weights" : "served split"}>
+    ${variants.map((v, i) => html`<${Segment} frac=${configured ? v.configured || 0 : total ? v.requests / total : 0} i=${i} name=${v.name}
+      label=${!configured} />`)}
   </div>`;
 }
 
-function Segment({ frac, i, name }) {
+function Segment({ frac, i, name, label }) {
   // flex-grow through the CSSOM: the CSP forbids style attributes
   const ref = (el) => { if (el) el.style.flexGrow = String(frac); };
-  return html`<div class=${`segment c${i % PALETTE.length}`} ref=${ref} title=${`${name}: ${fmt.pct(frac)}`}>${frac > 0.08 ? `${name} ${fmt.pct(frac)}` : ""}</div>`;
+  return html`<div class=${`segment c${i % PALETTE.length}`} ref=${ref} title=${`${name}: ${fmt.pct(frac)}`}>${label && frac > 0.08 ? `${name} ${fmt.pct(frac)}` : ""}</div>`;
 }
 
 export function AB({ who }) {
@@ -65,34 +69,44 @@ export function AB({ who }) {
     return { rows, metrics: parseMetrics(text) };
   }, 3000, [span]);
   const routes = {};
+  const splits = who.splits || {};
+  const variant = (route, name) => ((routes[route] ||= {})[name] ||= { name, requests: 0, errors: 0, weight: null, configured: null });
+  for (const [route, weights] of Object.entries(splits)) {
+    const sum = Object.values(weights).reduce((a, w) => a + w, 0);
+    for (const [name, w] of Object.entries(weights)) Object.assign(variant(route, name), { weight: w, configured: w / sum });
+  }
   for (const r of (data.data ? data.data.rows : [])) {
-    const route = (routes[r.route] ||= {});
-    const v = (route[r.variant] ||= { name: r.variant, requests: 0, errors: 0 });
+    const v = variant(r.route, r.variant);
     v.requests += r.requests;
     v.errors += r.errors;
   }
-  const split = Object.entries(routes).filter(([, vs]) => Object.keys(vs).length > 1).sort();
+  // Every weighted route, traffic or not; and a route that served more than one variant (its weights changed).
+  const split = Object.entries(routes).filter(([route, vs]) => splits[route] || Object.keys(vs).length > 1).sort();
   return html`<div class="page ab">
     <h1>A/B</h1>
     <${ErrorBox} error=${data.error} />
     <div class="controls"><label>Since <select id="ab-since" value=${span} onChange=${(e) => setSpan(e.target.value)}>
       ${["1d", "7d", "30d"].map((s) => html`<option value=${s}>${s}</option>`)}</select></label></div>
-    ${data.data && !split.length ? html`<p class="empty">No route has served more than one variant in this span yet.</p>` : null}
+    ${data.data && !split.length ? html`<p class="empty">No route splits its traffic (a route with two or more weighted deployments).</p>` : null}
     ${split.map(([route, vs]) => {
       const variants = Object.values(vs).sort((a, b) => a.name.localeCompare(b.name)).map((v) => {
-        const lat = latencyOf(data.data.metrics, "modelfleet_request_duration_seconds", route, v.name);
-        const ttft = latencyOf(data.data.metrics, "modelfleet_time_to_first_token_seconds", route, v.name);
+        const metrics = data.data ? data.data.metrics : []; // the weights are known before the first poll
+        const lat = latencyOf(metrics, "modelfleet_request_duration_seconds", route, v.name);
+        const ttft = latencyOf(metrics, "modelfleet_time_to_first_token_seconds", route, v.name);
         return { ...v, ...lat, ttft: ttft.p50 };
       });
       const total = variants.reduce((a, v) => a + v.requests, 0);
       const maxP95 = Math.max(0, ...variants.map((v) => v.p95 || 0));
       return html`<section class="card route" data-route=${route}>
         <h2>${route}</h2>
+        ${total ? null : html`<p class="empty">No traffic in this span yet.</p>`}
         <${SplitBar} variants=${variants} total=${total} />
+        <${SplitBar} variants=${variants} total=${total} configured=${true} />
         ${variants.map((v, i) => html`<${Variant} v=${v} i=${i} share=${total ? v.requests / total : 0} maxP95=${maxP95} />`)}
       </section>`;
     })}
-    <p class="hint">The split counts the variant each request was assigned; latency is measured on the deployment
+    <p class="hint">The upper bar is the split served, the lower one the weights configured (routes.*.deployments).
+      The split counts the variant each request was assigned; latency is measured on the deployment
       that answered (the same unless a fallback served it), since this gateway started.</p>
   </div>`;
 }

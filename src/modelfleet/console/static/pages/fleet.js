@@ -1,7 +1,8 @@
 // Fleet: every deployment and replica, live. Admin status (/admin/deployments) when the key opens it;
-// otherwise what /readyz says; the numbers come from /metrics either way.
+// otherwise what /readyz says; the numbers come from /metrics either way (the engine's own readings,
+// load, queue and KV cache, where a deployment has load_metrics).
 import { get, post, parseMetrics, ApiError } from "../api.js";
-import { html, useState, useEffect, useRef, usePoll, ErrorBox, Badge, Stat, fmt } from "../ui.js";
+import { html, useState, useEffect, useRef, usePoll, ErrorBox, Badge, Stat, fmt, confirmAction } from "../ui.js";
 
 const FOLLOW_SECONDS = 1800; // as the CLI's --timeout: 30 minutes
 const GOAL = { start: "running", stop: "stopped" };
@@ -21,7 +22,10 @@ function assemble(status, ready, metrics) {
   const replicaNumbers = (dep, rep) => {
     const pick = (n) => by(n).find((m) => m.labels.deployment === dep && m.labels.replica === rep);
     const load = pick("modelfleet_replica_engine_load");
+    const waiting = pick("modelfleet_replica_engine_queue_depth");
+    const kv = pick("modelfleet_replica_engine_kv_cache_usage");
     return {
+      waiting: waiting ? waiting.value : null, kv: kv ? kv.value : null,
       ready: (pick("modelfleet_replica_ready") || {}).value === 1,
       inflight: (pick("modelfleet_replica_in_flight") || {}).value || 0,
       load: load ? load.value : null,
@@ -79,10 +83,11 @@ function Deployment({ d, admin, pending, act }) {
       <${Stat} label="replicas ready" id="ready" value=${`${d.replicas.filter((r) => r.state === "ready").length}/${d.replicas.length}`} />
     </div>
     <table class="replicas">
-      <thead><tr><th>replica</th><th>state</th><th>why</th><th>in flight</th><th>engine load</th><th>served</th><th>failed</th></tr></thead>
+      <thead><tr><th>replica</th><th>state</th><th>why</th><th>in flight</th><th>engine load</th><th>engine queue</th><th>KV cache</th><th>served</th><th>failed</th></tr></thead>
       <tbody>${d.replicas.map((r) => html`<tr data-replica=${r.name}>
         <td>${r.name}</td><td><${Badge} state=${r.state} /></td><td class="reason">${r.reason || ""}</td>
         <td>${fmt.int(r.inflight)}</td><td>${r.load == null ? "–" : r.load.toFixed(2)}</td>
+        <td class="engine-waiting">${fmt.int(r.waiting)}</td><td class="kv-cache">${fmt.pct(r.kv)}</td>
         <td>${fmt.int(r.served)}</td><td>${fmt.int(r.failed)}</td></tr>`)}</tbody>
     </table>
   </section>`;
@@ -106,6 +111,8 @@ export function Fleet({ who }) {
 
   // Like `modelfleet deployments start|stop`: ask, then follow the deployment until it gets there.
   const act = async (name, verb) => {
+    if (verb === "stop" && !(await confirmAction(`Stop deployment ${name}? Its replicas stop, and its routes fail over `
+      + "or refuse until it is started again.", `Stop ${name}`))) return;
     setError(null);
     const since = Date.now();
     setPending((p) => ({ ...p, [name]: { verb, message: `${verb} requested…` } }));

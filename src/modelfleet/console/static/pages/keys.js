@@ -1,7 +1,7 @@
 // Keys & teams (admin): teams from the fleet file and the store, their keys (ids only), a new key
 // shown once with a copy button, and revoking.
 import { get, post, del } from "../api.js";
-import { html, useState, usePoll, ErrorBox } from "../ui.js";
+import { html, useState, usePoll, ErrorBox, confirmAction } from "../ui.js";
 
 function NewKey({ made, onDone }) {
   const [copied, setCopied] = useState("");
@@ -23,13 +23,16 @@ function NewKey({ made, onDone }) {
 
 function TeamKeys({ team, onMade, setError, version, onDeleted }) {
   const keys = usePoll(() => get(`admin/teams/${encodeURIComponent(team.name)}/keys`).then((d) => d.data), 0, [team.name, version]);
-  const revoke = async (id) => {
+  const revoke = async (id, shown) => {
+    if (!(await confirmAction(`Revoke key ${shown} of team ${team.name}? Every request with it is refused at once.`,
+      "Revoke key"))) return;
     try { await del(`admin/keys/${encodeURIComponent(id)}`); keys.refresh(); } catch (e) { setError(e); }
   };
   const create = async () => {
     try { onMade(await post(`admin/teams/${encodeURIComponent(team.name)}/keys`)); keys.refresh(); } catch (e) { setError(e); }
   };
   const remove = async () => {
+    if (!(await confirmAction(`Delete team ${team.name}? Its keys are revoked with it.`, `Delete ${team.name}`))) return;
     try { await del(`admin/teams/${encodeURIComponent(team.name)}`); onDeleted(); } catch (e) { setError(e); }
   };
   const live = (keys.data || []).filter((k) => !k.revoked_at);
@@ -44,7 +47,7 @@ function TeamKeys({ team, onMade, setError, version, onDeleted }) {
     <table class="keys"><thead><tr><th>key</th><th>created</th><th></th></tr></thead>
       <tbody>${live.map((k) => html`<tr data-key=${k.id}><td><code>${k.key}</code></td>
         <td>${k.created_at ? new Date(k.created_at * 1000).toLocaleString("en-GB") : ""}</td>
-        <td><button class="danger revoke" onClick=${() => revoke(k.id)}>Revoke</button></td></tr>`)}</tbody></table>
+        <td><button class="danger revoke" onClick=${() => revoke(k.id, k.key)}>Revoke</button></td></tr>`)}</tbody></table>
     ${keys.data && !live.length ? html`<p class="empty">No live key made here${team.source === "fleet"
       ? " (keys written in the fleet file are not listed)" : ""}.</p>` : null}
   </section>`;

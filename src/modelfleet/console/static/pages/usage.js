@@ -1,14 +1,15 @@
-// Usage: the ledger over days (per team, route, deployment or variant), live rates from /metrics,
-// and token budgets as burn-down bars. The admin sees every team; a team key only its own.
+// Usage: the ledger over days (per team, route, deployment or variant; requests refused by a team's
+// limits, the 429s, counted apart), live rates from /metrics, and each team's limits as the limiter
+// counts them now (/v1/limits): budgets as burn-down bars. The admin sees every team; a team key its own.
 import { get, parseMetrics } from "../api.js";
 import { html, useState, useRef, usePoll, ErrorBox, Bar, fmt } from "../ui.js";
 import { Chart } from "../chart.js";
 
 const GROUPS = ["team", "route", "deployment", "variant"];
-const METRICS = { requests: (r) => r.requests, tokens: (r) => r.prompt_tokens + r.completion_tokens, errors: (r) => r.errors };
-
-const today = () => new Date().toISOString().slice(0, 10);
-const monthStart = () => today().slice(0, 8) + "01";
+const METRICS = {
+  requests: (r) => r.requests, tokens: (r) => r.prompt_tokens + r.completion_tokens, errors: (r) => r.errors,
+  "429s": (r) => r.rate_limited || 0,
+};
 
 function usagePath(who, since, by) {
   const base = who.role === "admin" ? "admin/usage" : "v1/usage";
@@ -67,20 +68,33 @@ function Live() {
     <${Chart} id="chart-live" title="requests per second by route (answered, errors, 429s)" x=${x.length > 1 ? x : []} series=${series} live=${true} /></section>`;
 }
 
-function Budgets({ teams, month }) {
-  const day = today();
-  const spent = (team, from) => month.filter((r) => r.team === team && r.day >= from)
-    .reduce((a, r) => a + r.prompt_tokens + r.completion_tokens, 0);
-  const rows = teams.flatMap((t) => [["tokens_per_day", day, "today"], ["tokens_per_month", monthStart(), "this month"]]
-    .filter(([limit]) => t.limits && t.limits[limit])
-    .map(([limit, from, label]) => ({ team: t.name, label, limit: t.limits[limit], used: spent(t.name, from) })));
-  if (!rows.length) return html`<p class="empty">No team has a token budget (limits.tokens_per_day or tokens_per_month).</p>`;
-  return html`<div class="budgets">${rows.map((b) => {
-    const left = Math.max(0, b.limit - b.used);
-    const frac = left / b.limit;
-    return html`<div class="budget" data-team=${b.team}>
-      <div class="budget-head"><b>${b.team}</b> ${b.label}: ${fmt.int(left)} of ${fmt.int(b.limit)} tokens left</div>
+const BUDGETS = { tokens_per_day: "today", tokens_per_month: "this month" };
+const NOW = { rpm: "requests in the last minute", tpm: "tokens in the last minute", concurrency: "requests in flight" };
+
+function renews(seconds) {
+  const h = Math.floor(seconds / 3600);
+  return h >= 48 ? `${Math.floor(h / 24)} days` : h ? `${h} h ${Math.floor((seconds % 3600) / 60)} min` : `${Math.ceil(seconds / 60)} min`;
+}
+
+// Each limit as the limiter counts it now: what the next request meets, reservations in flight included.
+function Limits({ standings }) {
+  const rows = standings.flatMap((s) => Object.entries(s.limits).map(([name, l]) => ({ team: s.team, name, ...l })));
+  if (!rows.length) return html`<p class="empty">No team has limits (limits.rpm, tpm, concurrency, tokens_per_day, tokens_per_month).</p>`;
+  const budgets = rows.filter((r) => BUDGETS[r.name]);
+  const now = rows.filter((r) => NOW[r.name]);
+  return html`<div class="budgets">${budgets.map((b) => {
+    const frac = b.remaining / b.limit;
+    return html`<div class="budget" data-team=${b.team} data-limit=${b.name}>
+      <div class="budget-head"><b>${b.team}</b> ${BUDGETS[b.name]}: <span class="left">${fmt.int(b.remaining)}</span>${" "}
+        of ${fmt.int(b.limit)} tokens left <span class="renews">(renews in ${renews(b.resets_in)})</span></div>
       <${Bar} fraction=${frac} kind=${frac < 0.1 ? "bad" : frac < 0.3 ? "warn" : "ok"} label=${`${fmt.pct(frac)} left`} />
+    </div>`;
+  })}
+  ${now.map((b) => {
+    const frac = b.used / b.limit;
+    return html`<div class="limit-now" data-team=${b.team} data-limit=${b.name}>
+      <div class="budget-head"><b>${b.team}</b> ${b.name}: <span class="used">${fmt.int(b.used)}</span> of ${fmt.int(b.limit)} ${NOW[b.name]}</div>
+      <${Bar} fraction=${frac} kind=${frac > 0.9 ? "bad" : frac > 0.7 ? "warn" : "ok"} label=${`${fmt.pct(frac)} used`} />
     </div>`;
   })}</div>`;
 }
@@ -91,16 +105,17 @@ export function Usage({ who }) {
   const [metric, setMetric] = useState("requests");
   const since = sinceDate(span);
   const data = usePoll(async () => {
-    const [rows, month, teams] = await Promise.all([
+    const [rows, standings] = await Promise.all([
       get(usagePath(who, since, "day,team,route,deployment,variant")).then((d) => d.data),
-      get(usagePath(who, monthStart(), "day,team")).then((d) => d.data),
-      who.role === "admin" ? get("admin/teams").then((d) => d.data)
-        : who.role === "team" ? [{ name: who.team, limits: who.limits }] : [],
+      // The limiter (Redis, perhaps) may be away while the ledger is not: its error stays in its own card.
+      (who.role === "admin" ? get("admin/limits") : who.role === "team" ? get("v1/limits") : Promise.resolve({ data: [] }))
+        .then((d) => d.data, (error) => ({ error })),
     ]);
-    return { rows, month, teams };
+    return { rows, standings };
   }, 5000, [span]);
   const d = data.data;
   const chart = d ? byDay(d.rows, group, metric, since) : { x: [], series: [] };
+  const refused = d ? byDay(d.rows, "team", "429s", since) : { x: [], series: [] };
   const total = (f) => (d ? d.rows.reduce((a, r) => a + f(r), 0) : null);
   return html`<div class="page usage">
     <h1>Usage${who.role === "team" ? html` <small>team ${who.team}</small>` : ""}</h1>
@@ -116,11 +131,16 @@ export function Usage({ who }) {
     <div class="stats-row totals">
       <div class="stat" data-stat="requests"><div class="label">requests</div><div class="value">${fmt.int(total(METRICS.requests))}</div></div>
       <div class="stat" data-stat="tokens"><div class="label">tokens</div><div class="value">${fmt.int(total(METRICS.tokens))}</div></div>
-      <div class="stat" data-stat="errors"><div class="label">errors (incl. 429s)</div><div class="value">${fmt.int(total(METRICS.errors))}</div></div>
+      <div class="stat" data-stat="errors"><div class="label">errors</div><div class="value">${fmt.int(total(METRICS.errors))}</div></div>
+      <div class="stat" data-stat="429s"><div class="label">429s (limits)</div><div class="value">${fmt.int(total(METRICS["429s"]))}</div></div>
     </div>
     <section class="card"><${Chart} id="chart-usage" title=${`${metric} per day by ${group}`} x=${chart.x} series=${chart.series} bars=${chart.series.length === 1} /></section>
-    <section class="card"><h2>Budgets</h2>${d ? html`<${Budgets} teams=${d.teams} month=${d.month} />` : null}</section>
+    <section class="card"><${Chart} id="chart-429" title="429s per day by team: requests refused by the team's limits" x=${refused.x} series=${refused.series} bars=${refused.series.length === 1} /></section>
+    <section class="card"><h2>Limits and budgets, as enforced now</h2>${d && d.standings.error ? html`<${ErrorBox} error=${d.standings.error} />`
+      : d ? html`<${Limits} standings=${d.standings} />` : null}</section>
     ${who.role !== "team" ? html`<${Live} />` : null}
-    <p class="hint">Days are UTC. The ledger is written every state.flush_interval; errors count every refused or failed request, 429s among them.</p>
+    <p class="hint">Days are UTC. The ledger is written every state.flush_interval; errors are failed requests,
+      429s the requests a team's limits refused. Limits and budgets come from the limiter itself (GET /v1/limits):
+      what the next request meets, tokens reserved by requests still in flight included.</p>
   </div>`;
 }
