@@ -147,31 +147,37 @@ def test_with_tracing_on_odd_headers_start_a_new_trace_and_spans_stay_small_and_
     collector = receiver.url.replace("http://", f"http://tracer:{password}@")
     fleet = write_fleet(
         tmp_path,
+        f"teams:\n  alpha: {{keys: ['{ALPHA}']}}\n"
         f"deployments:\n  d: {{kind: openai, urls: ['{replica_url}'], model: fake-model}}\n"
         f"routes:\n  chat: {{deployments: [d]}}\nobservability: {{otlp_endpoint: '{collector}'}}\n",
     )
     gw = start(Gateway, fleet, env=FAST_EXPORT)
     assert "tracing: OTLP/HTTP to http://tracer:***@127.0.0.1" in gw.output
+    auth = {"Authorization": f"Bearer {ALPHA}"}
     odd = {"traceparent": "00-" + "a" * 4000, "tracestate": "k=" + "v" * 4000, "baggage": "b=" * 3000}
-    r = httpx.post(gw.url + "/chat/completions", json=chat_body(stream=True), headers=odd)
+    r = httpx.post(gw.url + "/chat/completions", json=chat_body(stream=True), headers={**auth, **odd})
     assert r.status_code == 200
-    r = httpx.post(gw.url + "/chat/completions", json=chat_body(), headers={"traceparent": "garbage"})
+    r = httpx.post(gw.url + "/chat/completions", json=chat_body(), headers={**auth, "traceparent": "garbage"})
     assert r.status_code == 200
-    assert httpx.post(gw.url + "/chat/completions", json=chat_body("m" * 200_000)).status_code == 404
+    assert httpx.post(gw.url + "/chat/completions", json=chat_body("m" * 200_000), headers=auth).status_code == 404
+    wrong = "sk-wrong-key-0123456789abcdef"
+    r = httpx.post(gw.url + "/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {wrong}"})
+    assert r.status_code == 401
     servers = eventually(lambda: (s := [x for x in receiver.spans if x.kind == Span.SPAN_KIND_SERVER]) and
-                         len(s) == 3 and s, 15, "three request spans")  # fmt: skip
+                         len(s) == 4 and s, 15, "four request spans")  # fmt: skip
     # Neither client's garbage became the parent: each is a trace of its own, with no parent.
-    assert len({s.trace_id for s in servers}) == 3 and all(not s.parent_span_id for s in servers)
+    assert len({s.trace_id for s in servers}) == 4 and all(not s.parent_span_id for s in servers)
     assert max(len(s.SerializeToString()) for s in receiver.spans) < 4096
-    assert {len(attrs(s)["gen_ai.request.model"]) for s in servers} == {4, 256}
-    for s in receiver.spans:
-        assert password not in s.SerializeToString().decode("utf-8", "replace")
+    assert {len(attrs(s).get("gen_ai.request.model", "")) for s in servers} == {0, 4, 256}
+    for s in receiver.spans:  # no password, and neither the team's key nor a wrong one
+        wire = s.SerializeToString().decode("utf-8", "replace")
+        assert password not in wire and ALPHA not in wire and wrong not in wire
     (attempt, *_) = [s for s in receiver.spans if s.name == "attempt d"]
     assert attrs(attempt)["server.address"] == "127.0.0.1" and attrs(attempt)["server.port"] == up.port
     # The upstream got the attempt's own context, never the client's garbage.
     for h in headers_seen(tmp_path / "up.jsonl"):
         assert len(h["traceparent"]) == 55 and "tracestate" not in h
-    assert password not in gw.output
+    assert password not in gw.output and ALPHA not in gw.output and wrong not in gw.output
     assert not any(w in gw.output for w in OTEL_WARNINGS), gw.output[-2000:]
 
 
