@@ -125,6 +125,10 @@ def _burst(c: httpx.Client, base: str) -> None:
             key = ALPHA if i % 2 else BETA
             c.post(base + "/v1/chat/completions", json=chat_body(stream=i % 3 == 0),
                    headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        # A model no route serves: a 404 with no route and no variant, which the A/B panels leave out.
+        c.post(
+            base + "/v1/chat/completions", json=chat_body("no-such-route"), headers={"Authorization": f"Bearer {ALPHA}"}
+        )
         for _ in range(2):  # failover broken -> chat, 502s from `down`, ejections of broken
             c.post(base + "/v1/chat/completions", json=chat_body("flaky"), headers={"Authorization": f"Bearer {ALPHA}"})
             c.post(base + "/v1/chat/completions", json=chat_body("down"), headers={"Authorization": f"Bearer {ALPHA}"})
@@ -216,6 +220,9 @@ def _judge(prom: Prometheus, gw: Gateway, board: Path) -> None:
         ("broken", "a"),
         ("broken", "b"),
     } and failovers
+    ab = dict((title, expr) for title, expr, _ in targets)["Requests per second by variant"]
+    assert {s["metric"].get("variant", "") for s in prom.query(substitute(ab))} == {"a", "b", "broken"}
+    assert prom.query('modelfleet_requests_total{route="", status="404"}')  # which it left out
     variants = prom.query('sum by (variant) (modelfleet_requests_total{route="chat"})')
     assert {s["metric"]["variant"] for s in variants} == {"a", "b"}
     kv = prom.query('modelfleet_replica_engine_kv_cache_usage{replica="a-0"}')
