@@ -245,11 +245,14 @@ class RequestTrace:
 def _server(url: str) -> dict[str, Any]:
     """OpenTelemetry's server.address and server.port: the host, never the whole URL (a password in it stays out)."""
     parts = urlsplit(url)
+    server: dict[str, Any] = {"server.address": parts.hostname or ""}
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return {"server.address": parts.hostname or ""}
-    return {"server.address": parts.hostname or "", "server.port": port}
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # not a number: the attempt fails on its own, the span need not
+        port = None
+    if port is not None:
+        server["server.port"] = port
+    return server
 
 
 def start(name: str, **attributes: Any) -> Any:
