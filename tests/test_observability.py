@@ -180,3 +180,28 @@ def test_every_example_fleet_renders_without_its_secrets_set(tmp_path):
     for fleet in examples:  # ${VARS} in the fleet file and in its included teams.d/ files are not needed
         done = cli("deploy", "observability", "-f", str(fleet), "-o", str(tmp_path / fleet.parent.name))
         assert "wrote 4 files" in done.stdout
+
+
+def _sample(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_time_per_output_token_is_measured_on_streams_only_without_the_prefill(tmp_path, start):
+    # Half a second before the first byte (a prefill): a JSON answer cannot tell it from decoding.
+    good = start(Upstream, "--delay", "0.5", "--chunks", "4")
+    fleet = write_fleet(
+        tmp_path,
+        f"deployments:\n  d: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\n"
+        "routes:\n  chat: {deployments: [d]}\n",
+    )
+    gw = start(Gateway, fleet)
+    assert httpx.post(gw.url + "/chat/completions", json=chat_body()).status_code == 200
+    text = httpx.get(gw.base + "/metrics").text
+    assert _sample(text, "modelfleet_requests_total") == 1
+    assert _sample(text, "modelfleet_output_tokens_total") > 1
+    assert _sample(text, "modelfleet_time_per_output_token_seconds_count") == 0
+    assert _sample(text, "modelfleet_output_tokens_per_second_count") == 0
+    assert httpx.post(gw.url + "/chat/completions", json=chat_body(stream=True)).status_code == 200
+    text = httpx.get(gw.base + "/metrics").text
+    assert _sample(text, "modelfleet_time_per_output_token_seconds_count") == 1
+    assert _sample(text, "modelfleet_time_per_output_token_seconds_sum") < 0.1  # the 0.5 s before it is TTFT

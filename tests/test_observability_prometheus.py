@@ -8,6 +8,7 @@ requests from random users and sessions add no series.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import threading
@@ -18,8 +19,9 @@ import aiohttp
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from modelfleet.deploy.observability import Thresholds, alerts, queries
+from modelfleet.deploy.observability import Thresholds, alerts
 from tests.conftest import PY, Gateway, Proc, Upstream, _binary, _missing, chat_body, eventually, free_port, write_fleet
 
 ALPHA = "alpha-key-0123456789abcdef"
@@ -50,9 +52,43 @@ def exported(base: str) -> set[str]:
     return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
+def exported_labels(base: str) -> dict[str, set[str]]:
+    """Each sample name on the gateway's /metrics, with the label names it carries (and Prometheus' own)."""
+    labels: dict[str, set[str]] = {"up": {"job", "instance"}}
+    for family in text_string_to_metric_families(httpx.get(base + "/metrics").text):
+        for sample in family.samples:
+            labels.setdefault(sample.name, {"job", "instance"}).update(sample.labels)
+    return labels
+
+
 def unknown_metrics(expr: str, names: set[str]) -> list[str]:
     """modelfleet_* metrics an expression names that the gateway does not export."""
     return [m for m in re.findall(r"\bmodelfleet_[a-z0-9_]+", expr) if m not in names]
+
+
+def unknown_labels(expr: str, labels: dict[str, set[str]], legend: str = "") -> list[str]:
+    """Labels an expression (or its legend, or alert summary) uses that its metrics do not carry: a matcher
+    on a label its metric lacks, a `by`/`on` over a label none of its metrics has, a {{label}} in a legend.
+    (Such a query still returns data, grouped by nothing, so only this catches the typo.)"""
+    bad, union = [], set()
+    for metric, matchers in re.findall(r"\b(modelfleet_[a-z0-9_]+|up)\b(?:\{([^}]*)\})?", expr):
+        union |= labels.get(metric, set())
+        for name in re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", matchers):
+            if name not in labels.get(metric, set()):
+                bad.append(f"{metric} has no label {name!r}")
+    for group in re.findall(r"\b(?:by|on|without|ignoring|group_left|group_right)\s*\(([^)]*)\)", expr):
+        bad += [
+            f"no metric here has {name!r}" for name in map(str.strip, group.split(",")) if name and name not in union
+        ]
+    bad += [f"legend names {name!r}" for name in re.findall(r"\{\{\s*(?:\$labels\.)?(\w+)\s*\}\}", legend)
+            if name not in union]  # fmt: skip
+    return bad
+
+
+def panel_targets(board: Path) -> list[tuple[str, str, str]]:
+    """(panel title, expr, legend) of every query in the shipped dashboard JSON."""
+    panels = json.loads(board.read_text())["panels"]
+    return [(p["title"], t["expr"], t.get("legendFormat", "")) for p in panels for t in p.get("targets", ())]
 
 
 def substitute(expr: str) -> str:
@@ -89,6 +125,10 @@ def _burst(c: httpx.Client, base: str) -> None:
             key = ALPHA if i % 2 else BETA
             c.post(base + "/v1/chat/completions", json=chat_body(stream=i % 3 == 0),
                    headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        # A model no route serves: a 404 with no route and no variant, which the A/B panels leave out.
+        c.post(
+            base + "/v1/chat/completions", json=chat_body("no-such-route"), headers={"Authorization": f"Bearer {ALPHA}"}
+        )
         for _ in range(2):  # failover broken -> chat, 502s from `down`, ejections of broken
             c.post(base + "/v1/chat/completions", json=chat_body("flaky"), headers={"Authorization": f"Bearer {ALPHA}"})
             c.post(base + "/v1/chat/completions", json=chat_body("down"), headers={"Authorization": f"Bearer {ALPHA}"})
@@ -134,31 +174,37 @@ def test_every_panel_and_alert_returns_data_from_a_real_prometheus(tmp_path, sta
     sender = threading.Thread(target=traffic, args=(gw.base, stop), daemon=True)
     sender.start()
     try:
-        _judge(prom, gw)
+        _judge(prom, gw, obs / "grafana" / "modelfleet.json")
     finally:
         stop.set()
         sender.join(30)
 
 
-def _judge(prom: Prometheus, gw: Gateway) -> None:
+def _judge(prom: Prometheus, gw: Gateway, board: Path) -> None:
     names = exported(gw.base)
     eventually(lambda: prom.query('sum(rate(modelfleet_requests_total{status=~"5.."}[1m])) > 0'), 30, "5xx rates")
     eventually(lambda: prom.query("sum(rate(modelfleet_failovers_total[1m])) > 0"), 30, "failover rates")
     names = exported(gw.base)
+    labels = exported_labels(gw.base)
     up = prom.query('up{job="modelfleet"}')
     assert up and up[0]["value"][1] == "1"
 
     empty, unknown = [], []
-    for title, expr in queries():
+    targets = panel_targets(board)
+    assert len(targets) >= 30, targets
+    for title, expr, legend in targets:
         unknown += [f"panel {title!r}: {m}" for m in unknown_metrics(expr, names)]
+        unknown += [f"panel {title!r}: {m}" for m in unknown_labels(expr, labels, legend)]
         if not prom.query(substitute(expr)):
             empty.append(f"panel {title!r}: {expr}")
     for alert in alerts(Thresholds()):
         unknown += [f"alert {alert.name}: {m}" for m in unknown_metrics(alert.expr, names)]
+        unknown += [f"alert {alert.name}: {m}" for m in unknown_labels(alert.expr, labels, alert.summary)]
+        unknown += [f"alert {alert.name} probe: {m}" for m in unknown_labels(alert.probe, labels)]
         prom.query(alert.expr)  # valid PromQL on live data (quiet or firing)
         if not prom.query(alert.probe):
             empty.append(f"alert {alert.name}: {alert.probe}")
-    assert not unknown, "names no metric the gateway exports:\n" + "\n".join(unknown)
+    assert not unknown, "names a metric or label the gateway does not export:\n" + "\n".join(unknown)
     assert not empty, "returned no data:\n" + "\n".join(empty)
 
     # Prometheus loaded the very same rules file, and judges every rule healthy.
@@ -174,6 +220,9 @@ def _judge(prom: Prometheus, gw: Gateway) -> None:
         ("broken", "a"),
         ("broken", "b"),
     } and failovers
+    ab = dict((title, expr) for title, expr, _ in targets)["Requests per second by variant"]
+    assert {s["metric"].get("variant", "") for s in prom.query(substitute(ab))} == {"a", "b", "broken"}
+    assert prom.query('modelfleet_requests_total{route="", status="404"}')  # which it left out
     variants = prom.query('sum by (variant) (modelfleet_requests_total{route="chat"})')
     assert {s["metric"]["variant"] for s in variants} == {"a", "b"}
     kv = prom.query('modelfleet_replica_engine_kv_cache_usage{replica="a-0"}')
@@ -187,6 +236,14 @@ def test_a_query_naming_a_metric_the_gateway_does_not_export_fails(tmp_path, sta
     names = exported(gw.base)
     assert unknown_metrics("sum(rate(modelfleet_requests_total[1m]))", names) == []
     assert unknown_metrics("sum(rate(modelfleet_request_total[1m]))", names) == ["modelfleet_request_total"]
+    labels = exported_labels(gw.base)
+    good = 'sum by (route, team) (rate(modelfleet_requests_total{status=~"5.."}[1m]))'
+    assert unknown_labels(good, labels, "{{route}} {{team}}") == []
+    assert unknown_labels("sum by (model) (rate(modelfleet_requests_total[1m]))", labels) == [
+        "no metric here has 'model'"
+    ]
+    assert unknown_labels('modelfleet_team_limit{kind="rpm"}', labels) == ["modelfleet_team_limit has no label 'kind'"]
+    assert unknown_labels("modelfleet_queue_depth", labels, "{{ $labels.replica }}") == ["legend names 'replica'"]
 
 
 async def _flood(url: str, n: int, concurrency: int = 32) -> None:

@@ -54,3 +54,13 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @staticmethod
+    def reported(u: dict) -> Usage:
+        """The `usage` object a deployment sent: a count that is not a whole number in [0, 2^31) (a null,
+        a string, a negative) counts as 0, so that it cannot break the accounting, metrics or limits after it."""
+        p, c = u.get("prompt_tokens", 0), u.get("completion_tokens", 0)
+        return Usage(
+            p if type(p) is int and 0 <= p < 2**31 else 0,
+            c if type(c) is int and 0 <= c < 2**31 else 0,
+        )

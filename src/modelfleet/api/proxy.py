@@ -375,8 +375,8 @@ class Proxy:
                         ex.generated += 1
                         finished = finished or choices[0].get("finish_reason") is not None
                     u = obj.get("usage")
-                    if u:
-                        usage = ex.usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0))
+                    if isinstance(u, dict) and u:
+                        usage = ex.usage = Usage.reported(u)
                     if ex.output is not None:
                         ex.output.append(data)
                     if not client_wants_usage:
@@ -484,7 +484,7 @@ def _rewrite_reply(
         doc["model"] = route
         u = doc.get("usage")
         if isinstance(u, dict):
-            usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0))
+            usage = Usage.reported(u)
     return web.Response(body=orjson.dumps(doc), content_type="application/json", headers=headers), usage
 
 

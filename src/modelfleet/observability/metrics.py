@@ -161,9 +161,10 @@ class GatewayMetrics:
             s.prompt_tokens += usage.prompt_tokens
             out = usage.completion_tokens
             s.output_tokens += out
-            if out > 1 and status == 200:
-                # vLLM's TPOT: the decode time after the first token, per further token.
-                decode = seconds - ttft if ttft is not None else seconds
+            if out > 1 and status == 200 and ttft is not None:
+                # vLLM's TPOT: the decode time after the first token, per further token. Only a stream
+                # shows when the first token came; a JSON answer's time includes the prefill, unknown.
+                decode = seconds - ttft
                 s.tpot.observe(decode / (out - 1))
                 if decode > 0:
                     s.tps.observe(out / decode)
@@ -262,12 +263,12 @@ class _Exposition(Collector):
         )
         tpot = HistogramMetricFamily(
             "modelfleet_time_per_output_token_seconds",
-            "Decode time per output token after the first (vLLM's TPOT); answers of 2+ tokens.",
+            "Decode time per output token after the first (vLLM's TPOT); streamed answers of 2+ tokens.",
             labels=labels,
         )
         tps = HistogramMetricFamily(
             "modelfleet_output_tokens_per_second",
-            "Output tokens per second of decode, per request (answers of 2+ tokens).",
+            "Output tokens per second of decode, per request (streamed answers of 2+ tokens).",
             labels=labels,
         )
         prompt = CounterMetricFamily(

@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 log = logging.getLogger("modelfleet")
 
@@ -31,6 +33,15 @@ UPSTREAM: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
 RID = "modelfleet.request_id"
 _OPERATIONS = {"/chat/completions": "chat", "/completions": "text_completion", "/embeddings": "embeddings"}
 T = TypeVar("T")
+# W3C trace context (https://www.w3.org/TR/trace-context/): version, trace id, parent id, flags; ff and all-zero
+# ids are invalid. A later version may append "-..." fields, which are dropped (we speak version 00).
+_TRACEPARENT = re.compile(r"(?!ff)([0-9a-f]{2})-(?!0{32})([0-9a-f]{32})-(?!0{16})([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACESTATE_MEMBER = re.compile(
+    r"(?:[a-z][_0-9a-z*/-]{0,255}|[a-z0-9][_0-9a-z*/-]{0,240}@[a-z][_0-9a-z*/-]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+_MAX_TRACESTATE = 512  # W3C: a vendor may drop a tracestate longer than this
+_MAX_ATTRIBUTE = 256  # a client's string in a span (the model it asked for) is cut here
 
 
 def endpoint(configured: str | None) -> str | None:
@@ -48,7 +59,8 @@ def endpoint(configured: str | None) -> str | None:
 
 
 def setup(configured: str | None, sample_ratio: float, service_name: str, version: str) -> str | None:
-    """Start exporting if configured; returns the traces URL, or None when tracing stays off."""
+    """Start exporting if configured; returns the traces URL to show (a password in it masked), or None
+    when tracing stays off."""
     global TRACER, _provider, _propagator
     url = endpoint(configured)
     if url is None:
@@ -78,7 +90,7 @@ def setup(configured: str | None, sample_ratio: float, service_name: str, versio
     _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
     _propagator = TraceContextTextMapPropagator()
     TRACER = _provider.get_tracer("modelfleet")
-    return url
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 def shutdown() -> None:
@@ -99,13 +111,29 @@ def current_trace_id() -> str:
     return f"{ctx.trace_id:032x}" if ctx.is_valid and ctx.trace_flags.sampled else ""
 
 
+def client_context(headers: Any) -> dict[str, str] | None:
+    """The client's W3C trace context, or None when it sent none or a malformed one (which W3C says to
+    ignore): a client's garbage never reaches an upstream, and never makes a log line (OpenTelemetry's
+    parser warns with the whole header). A malformed or oversized tracestate alone is dropped."""
+    tp = headers.get("traceparent")
+    if tp is None:
+        return None
+    tp = tp.strip(" \t")
+    m = _TRACEPARENT.match(tp)
+    if m is None or (len(tp) > 55 and (m.group(1) == "00" or tp[55] != "-" or len(tp) > 512)):
+        return None
+    carrier = {"traceparent": "00" + tp[2:55]}
+    ts = headers.get("tracestate")
+    if ts is not None and len(ts) <= _MAX_TRACESTATE:
+        members = [x.strip(" \t") for x in ts.split(",")]
+        if len(members) <= 32 and all(not x or _TRACESTATE_MEMBER.fullmatch(x) for x in members):
+            carrier["tracestate"] = ts
+    return carrier
+
+
 def pass_through(headers: Any) -> None:
     """Tracing off: a client's own trace context still reaches the upstream (a vLLM joins its trace)."""
-    tp = headers.get("traceparent")
-    if tp is not None:
-        carrier = {"traceparent": tp}
-        if (ts := headers.get("tracestate")) is not None:
-            carrier["tracestate"] = ts
+    if headers.get("traceparent") is not None and (carrier := client_context(headers)) is not None:
         UPSTREAM.set(carrier)
 
 
@@ -117,7 +145,7 @@ class RequestTrace:
     def __init__(self, headers: Any, path: str, rid: str) -> None:
         from opentelemetry import context, trace
 
-        parent = _propagator.extract(headers)
+        parent = _propagator.extract(client_context(headers) or {})
         op = _OPERATIONS.get(path, path.strip("/"))
         self.rid = rid
         self.span = TRACER.start_span(
@@ -138,7 +166,8 @@ class RequestTrace:
     def body(self, body: dict) -> None:
         if not self.recording:
             return
-        a = {"gen_ai.request.model": body.get("model")}
+        model = body.get("model")
+        a = {"gen_ai.request.model": model[:_MAX_ATTRIBUTE] if isinstance(model, str) else None}
         for field in ("max_tokens", "temperature", "top_p"):
             if isinstance(body.get(field), int | float):
                 a[f"gen_ai.request.{field}"] = body[field]
@@ -172,7 +201,7 @@ class RequestTrace:
             attrs = {
                 RID: self.rid, "modelfleet.attempt": n, "modelfleet.deployment": target.name,
                 "modelfleet.replica": replica.name, "gen_ai.request.model": target.upstream_model,
-                "server.address": replica.url,
+                **_server(replica.url),
             }  # fmt: skip
             with TRACER.start_as_current_span(
                 f"attempt {target.name}", kind=trace.SpanKind.CLIENT, attributes=attrs,
@@ -211,6 +240,19 @@ class RequestTrace:
             span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
         span.end()
         context.detach(self._token)
+
+
+def _server(url: str) -> dict[str, Any]:
+    """OpenTelemetry's server.address and server.port: the host, never the whole URL (a password in it stays out)."""
+    parts = urlsplit(url)
+    server: dict[str, Any] = {"server.address": parts.hostname or ""}
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # not a number: the attempt fails on its own, the span need not
+        port = None
+    if port is not None:
+        server["server.port"] = port
+    return server
 
 
 def start(name: str, **attributes: Any) -> Any:

@@ -44,6 +44,11 @@ def alerts(t: Thresholds = Thresholds()) -> list[Alert]:
         "(sum by (team) (rate(modelfleet_prompt_tokens_total[1h])) + "
         "sum by (team) (rate(modelfleet_output_tokens_total[1h]))) * 86400"
     )
+    # A month at the last 6 hours' pace: a budget per month is burnt by a steady rate, not by one busy hour.
+    month = (
+        "(sum by (team) (rate(modelfleet_prompt_tokens_total[6h])) + "
+        "sum by (team) (rate(modelfleet_output_tokens_total[6h]))) * 86400 * 30"
+    )
     p95 = "histogram_quantile(0.95, sum by (le, route) (rate(modelfleet_request_duration_seconds_bucket[5m])))"
     ttft = "histogram_quantile(0.95, sum by (le, route) (rate(modelfleet_time_to_first_token_seconds_bucket[5m])))"
     wake = "histogram_quantile(0.9, sum by (le, deployment) (rate(modelfleet_wake_seconds_bucket[1h])))"
@@ -82,6 +87,10 @@ def alerts(t: Thresholds = Thresholds()) -> list[Alert]:
               f'{tokens} > on (team) max by (team) (modelfleet_team_limit{{limit="tokens_per_day"}})',
               tokens, "15m", "warning",
               "Team {{ $labels.team }} uses tokens fast enough to spend its daily budget within a day."),
+        Alert("ModelfleetMonthlyBudgetBurn",
+              f'{month} > on (team) max by (team) (modelfleet_team_limit{{limit="tokens_per_month"}})',
+              month, "15m", "warning",
+              "Team {{ $labels.team }} uses tokens fast enough to spend its monthly budget within 30 days."),
         Alert("ModelfleetBudgetExhausted",
               'sum by (team) (increase(modelfleet_rate_limited_total{limit=~"tokens_per_.*"}[10m])) > 0',
               "sum by (team) (increase(modelfleet_rate_limited_total[10m]))", "0m", "warning",

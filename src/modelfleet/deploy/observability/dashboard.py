@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 F = 'route=~"$route", team=~"$team"'  # the dashboard's filters, on every request series
+V = F + ', variant!=""'  # A/B panels: without requests refused before a variant was picked (401, 404, ...)
 R = "$__rate_interval"
 
 
-def _q(hist: str, q: float, by: str) -> str:
-    return f"histogram_quantile({q}, sum by (le, {by}) (rate({hist}_bucket{{{F}}}[{R}])))"
+def _q(hist: str, q: float, by: str, where: str = F) -> str:
+    return f"histogram_quantile({q}, sum by (le, {by}) (rate({hist}_bucket{{{where}}}[{R}])))"
 
 
 # (row title, [(panel title, unit, kind, [(expr, legend)])])
@@ -49,16 +50,16 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
     ]),
     ("A/B variants side by side", [
         ("Requests per second by variant", "reqps", "timeseries",
-         [(f"sum by (route, variant) (rate(modelfleet_requests_total{{{F}}}[{R}]))", "{{route}} / {{variant}}")]),
+         [(f"sum by (route, variant) (rate(modelfleet_requests_total{{{V}}}[{R}]))", "{{route}} / {{variant}}")]),
         ("p95 latency by variant", "s", "timeseries",
-         [(_q("modelfleet_request_duration_seconds", 0.95, "route, variant"), "{{route}} / {{variant}}")]),
+         [(_q("modelfleet_request_duration_seconds", 0.95, "route, variant", V), "{{route}} / {{variant}}")]),
         ("p95 TTFT by variant", "s", "timeseries",
-         [(_q("modelfleet_time_to_first_token_seconds", 0.95, "route, variant"), "{{route}} / {{variant}}")]),
+         [(_q("modelfleet_time_to_first_token_seconds", 0.95, "route, variant", V), "{{route}} / {{variant}}")]),
         ("p95 TPOT by variant", "s", "timeseries",
-         [(_q("modelfleet_time_per_output_token_seconds", 0.95, "route, variant"), "{{route}} / {{variant}}")]),
+         [(_q("modelfleet_time_per_output_token_seconds", 0.95, "route, variant", V), "{{route}} / {{variant}}")]),
         ("Error ratio by variant", "percentunit", "timeseries",
-         [(f'sum by (route, variant) (rate(modelfleet_requests_total{{{F}, status!="200"}}[{R}])) / '
-           f"sum by (route, variant) (rate(modelfleet_requests_total{{{F}}}[{R}]))", "{{route}} / {{variant}}")]),
+         [(f'sum by (route, variant) (rate(modelfleet_requests_total{{{V}, status!="200"}}[{R}])) / '
+           f"sum by (route, variant) (rate(modelfleet_requests_total{{{V}}}[{R}]))", "{{route}} / {{variant}}")]),
     ]),
     ("Deployments and replicas", [
         ("Deployment state (observed)", "short", "table",
