@@ -258,3 +258,32 @@ def test_an_upstream_reporting_odd_token_counts_still_answers_and_settles_the_te
         assert "unhandled error" not in gw.output
     finally:
         up.stop()
+
+
+class OddChoicesUpstream(OddUsageUpstream):
+    """Streams events whose `choices` are not a list of objects."""
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        r = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await r.prepare(request)
+        for event in ({"choices": "oops"}, {"choices": [1, None]}, {"choices": [{"delta": {"content": "hi"}}]},
+                      {"choices": [], "usage": self.usage}):  # fmt: skip
+            await r.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        await r.write(b"data: [DONE]\n\n")
+        return r
+
+
+def test_an_upstream_streaming_odd_choices_is_relayed_not_crashed_on(tmp_path, start):
+    up = OddChoicesUpstream({"prompt_tokens": 3, "completion_tokens": 2})
+    try:
+        fleet = write_fleet(
+            tmp_path,
+            f"deployments:\n  d: {{kind: openai, urls: ['{up.url}'], model: m}}\n"
+            "routes:\n  chat: {deployments: [d]}\n",
+        )
+        gw = start(Gateway, fleet)
+        r = httpx.post(gw.url + "/chat/completions", json=chat_body(stream=True))
+        assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n"), r.text
+        assert '"choices":"oops"' in r.text and "unhandled error" not in gw.output
+    finally:
+        up.stop()

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -143,10 +144,10 @@ def test_a_stream_has_a_relay_span_and_sampling_follows_the_fleet_file(tmp_path,
         tmp_path,
         f"deployments:\n  d: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\n"
         "routes:\n  chat: {deployments: [d]}\n"
-        f"observability: {{otlp_endpoint: '{receiver.url}', sample_ratio: 0.0}}\n",
+        f"observability: {{otlp_endpoint: '{receiver.url}', sample_ratio: 0.0, trust_client_sampling: true}}\n",
     )
     gw = start(Gateway, fleet, env=FAST_EXPORT)
-    # Sampling 0: a new trace is not recorded, but a client's sampled trace is (parent-based).
+    # Sampling 0: a new trace is not recorded, but a trusted client's sampled trace is (parent-based).
     httpx.post(gw.url + "/chat/completions", json=chat_body(stream=True))
     r = httpx.post(gw.url + "/chat/completions", json=chat_body(stream=True), headers={"traceparent": TRACEPARENT})
     assert r.status_code == 200 and "[DONE]" in r.text
@@ -158,6 +159,25 @@ def test_a_stream_has_a_relay_span_and_sampling_follows_the_fleet_file(tmp_path,
     unsampled, sampled = (h["traceparent"] for h in headers_seen(tmp_path / "up.jsonl"))
     assert int(unsampled.rsplit("-", 1)[1], 16) & 1 == 0 and CLIENT_TRACE not in unsampled
     assert sampled.startswith(f"00-{CLIENT_TRACE}-") and int(sampled.rsplit("-", 1)[1], 16) & 1 == 1
+
+
+def test_an_untrusted_client_cannot_force_its_requests_to_be_traced(tmp_path, start, receiver):
+    good = start(Upstream, "--headers-log", str(tmp_path / "up.jsonl"))
+    fleet = write_fleet(
+        tmp_path,
+        f"deployments:\n  d: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\n"
+        "routes:\n  chat: {deployments: [d]}\n"
+        f"observability: {{otlp_endpoint: '{receiver.url}', sample_ratio: 0.0}}\n",
+    )
+    gw = start(Gateway, fleet, env=FAST_EXPORT)
+    for _ in range(5):
+        r = httpx.post(gw.url + "/chat/completions", json=chat_body(), headers={"traceparent": TRACEPARENT})
+        assert r.status_code == 200
+    time.sleep(1.5)  # longer than FAST_EXPORT's batch delay
+    assert receiver.posts == 0
+    # The trace is still joined, and the upstream is told it is not sampled.
+    assert all(h["traceparent"].startswith(f"00-{CLIENT_TRACE}-") and h["traceparent"].endswith("-00")
+               for h in headers_seen(tmp_path / "up.jsonl"))  # fmt: skip
 
 
 def test_tracing_off_exports_nothing_and_passes_the_clients_traceparent_through(tmp_path, start, receiver):

@@ -172,7 +172,9 @@ class Gateway:
 
     async def _lifecycle(self, _: web.Application) -> AsyncIterator[None]:
         obs = self.fleet.observability
-        traces = tracing.setup(obs.otlp_endpoint, obs.sample_ratio, obs.service_name, _version())
+        traces = tracing.setup(
+            obs.otlp_endpoint, obs.sample_ratio, obs.service_name, _version(), obs.trust_client_sampling
+        )
         if traces:
             log.info("tracing: OTLP/HTTP to %s, sampling %g", traces, obs.sample_ratio)
         if self.access_log:

@@ -63,7 +63,7 @@ def with_context(handler: Handler, observe: Observe | None = None) -> Handler:
         except ConnectionResetError:  # the client left mid-reply: the proxy has billed and logged it already
             response = web.Response(status=499)  # aiohttp's attempt to send it fails quietly
         except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
+            log.exception("unhandled error on %s %r", request.method, request.path)
             response = error_response(APIError(f"internal error; quote request id {rid} when reporting it"), rid)
         if not response.prepared:
             response.headers.setdefault("X-Request-ID", rid)

@@ -225,10 +225,10 @@ class Proxy:
             elapsed = time.perf_counter() - started
             deployment = ex.deployment if ex is not None else ""
             team = caller.team if caller is not None else OPEN_TEAM
-            self.metrics.observe((route_name, deployment, team, variant), status, elapsed, ttft, usage)
-            if route_name:
+            if route_name:  # first: it settles the team's limits, which nothing may skip
                 prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
                 self.gate.finish(caller, verdict, route_name, deployment, variant, status, prompt, completion)
+            self.metrics.observe((route_name, deployment, team, variant), status, elapsed, ttft, usage)
             if self.access_log is not None:
                 self.access_log.record(
                     rid, request.method, request.path, status, elapsed * 1000, route_name, deployment,
@@ -369,11 +369,12 @@ class Proxy:
                         model = (b'"model":' + orjson.dumps(obj["model"]), b'"model":' + orjson.dumps(route.name))
                     obj["model"] = route.name
                     choices = obj.get("choices")
-                    if choices:
+                    if choices and isinstance(choices, list):
                         if ttft is None:
                             ttft = time.perf_counter() - started
                         ex.generated += 1
-                        finished = finished or choices[0].get("finish_reason") is not None
+                        first = choices[0]
+                        finished = finished or (isinstance(first, dict) and first.get("finish_reason") is not None)
                     u = obj.get("usage")
                     if isinstance(u, dict) and u:
                         usage = ex.usage = Usage.reported(u)

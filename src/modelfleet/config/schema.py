@@ -404,8 +404,11 @@ class Observability(_Section):
     otlp_endpoint: str | None = Field(
         None, pattern=r"^https?://", description="OTLP/HTTP collector, e.g. http://otel-collector:4318"
     )
-    sample_ratio: float = Field(
-        1.0, ge=0.0, le=1.0, description="share of new traces recorded (a client's choice wins)"
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="share of traces recorded, the clients' included")
+    trust_client_sampling: bool = Field(
+        False,
+        description="record every request whose traceparent says sampled (only for trusted clients: a client "
+        "could otherwise force the cost of tracing every request)",
     )
     service_name: str = "modelfleet"
     log_content: list[Name] = Field([], description="routes whose prompts and outputs go into the access log")

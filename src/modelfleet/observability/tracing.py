@@ -58,7 +58,9 @@ def endpoint(configured: str | None) -> str | None:
     return None
 
 
-def setup(configured: str | None, sample_ratio: float, service_name: str, version: str) -> str | None:
+def setup(
+    configured: str | None, sample_ratio: float, service_name: str, version: str, trust_client: bool = False
+) -> str | None:
     """Start exporting if configured; returns the traces URL to show (a password in it masked), or None
     when tracing stays off."""
     global TRACER, _provider, _propagator
@@ -85,7 +87,16 @@ def setup(configured: str | None, sample_ratio: float, service_name: str, versio
         {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name, "service.version": version}
     )
     # OTEL_TRACES_SAMPLER wins over the fleet file, as everywhere else in OpenTelemetry.
-    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(TraceIdRatioBased(sample_ratio))
+    # A client's trace is joined either way; whether it is recorded is the fleet's ratio unless clients are
+    # trusted (the ratio decides by trace id, so all gateways agree on one trace).
+    ratio = TraceIdRatioBased(sample_ratio)
+    sampler = (
+        None
+        if os.environ.get("OTEL_TRACES_SAMPLER")
+        else ParentBased(ratio)
+        if trust_client
+        else ParentBased(ratio, remote_parent_sampled=ratio)
+    )
     _provider = TracerProvider(resource=resource, sampler=sampler)
     _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
     _propagator = TraceContextTextMapPropagator()
