@@ -139,7 +139,7 @@ class Gateway:
         admin = AdminAPI(team_admin, self.gate, fleet.auth.admin_key, self.control.deployments)
         self.app = create_app(
             self.proxy, metrics=self.metrics, readiness=self.readiness, models=models, cors=fleet.server.cors,
-            admin=admin, access_log=self.access_log,
+            admin=admin, access_log=self.access_log, metrics_key=fleet.auth.metrics_key,
         )  # fmt: skip
         self.app.cleanup_ctx.append(self._lifecycle)
 

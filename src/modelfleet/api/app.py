@@ -7,13 +7,16 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import SecretStr
 
+from modelfleet.access import keys
 from modelfleet.api import openapi
 from modelfleet.api.admin import AdminAPI
 from modelfleet.api.context import CORS, with_context
 from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, REQUEST_ID, Proxy
 from modelfleet.config import Cors
 from modelfleet.console import console_routes
+from modelfleet.errors import Unauthorized
 from modelfleet.observability.access_log import AccessLog
 from modelfleet.observability.metrics import CONTENT_TYPE, GatewayMetrics
 
@@ -27,6 +30,7 @@ def create_app(
     cors: Cors,
     admin: AdminAPI,
     access_log: AccessLog | None = None,
+    metrics_key: SecretStr | None = None,
 ) -> web.Application:
     models_body = orjson.dumps({"object": "list", "data": models})
     gate = proxy.gate
@@ -63,7 +67,14 @@ def create_app(
     async def openapi_json(_: web.Request) -> web.Response:
         return web.Response(body=openapi_body, content_type="application/json")
 
-    async def prometheus(_: web.Request) -> web.Response:
+    scrape_keys = [k.get_secret_value() for k in (admin.admin_key, metrics_key) if k is not None]
+
+    async def prometheus(request: web.Request) -> web.Response:
+        if gate.directory.enforcing:  # team names and usage are in there: not for every team's key
+            key = keys.bearer(request.headers.get("Authorization"))
+            if key is None or not any([keys.same(key, k) for k in scrape_keys]):  # a list: no short cut in timing
+                raise Unauthorized("/metrics names every team: it needs auth.metrics_key or auth.admin_key "
+                                   "as 'Authorization: Bearer <key>'")  # fmt: skip
         return web.Response(body=await metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def unknown_path(request: web.Request) -> web.Response:

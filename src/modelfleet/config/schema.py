@@ -139,6 +139,11 @@ class Auth(_Section):
     admin_key: Key | None = Field(
         None, description="bearer key for /admin; use ${ENV_VAR}; unset = the admin API is off"
     )
+    metrics_key: Key | None = Field(
+        None,
+        description="bearer key that reads /metrics and nothing else (for Prometheus). With teams configured, "
+        "/metrics names every team and its usage, so it needs this key or the admin key",
+    )
 
 
 class Limits(_Section):

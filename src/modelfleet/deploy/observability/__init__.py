@@ -37,6 +37,9 @@ class Options:
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 
+METRICS_KEY_FILE = "/etc/prometheus/modelfleet-metrics-key"  # holds auth.metrics_key's value
+
+
 def read(path: Path) -> Fleet:
     """The fleet file, validated; ${VAR}s need not be set (no value is rendered, only names)."""
     try:
@@ -57,12 +60,14 @@ def thresholds(fleet: Fleet, opts: Options) -> Thresholds:
 
 def render(fleet: Fleet, opts: Options = Options()) -> dict[str, str]:
     target = opts.scrape_target or f"{fleet.server.host}:{fleet.server.port}"
+    scrape: dict = {"job_name": opts.job, "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
+    if fleet.teams or fleet.auth.admin_key is not None or fleet.auth.metrics_key is not None:
+        # With teams, /metrics needs auth.metrics_key: Prometheus reads it from a file, never from this one.
+        scrape["authorization"] = {"type": "Bearer", "credentials_file": METRICS_KEY_FILE}
     prometheus = {
         "global": {"scrape_interval": opts.scrape_interval, "evaluation_interval": opts.scrape_interval},
         "rule_files": ["alerts.yaml"],
-        "scrape_configs": [
-            {"job_name": opts.job, "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
-        ],
+        "scrape_configs": [scrape],
     }
     return {
         "grafana/modelfleet.json": json.dumps(dashboard("modelfleet"), indent=2) + "\n",
