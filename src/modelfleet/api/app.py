@@ -10,7 +10,8 @@ from aiohttp import web
 
 from modelfleet.api import openapi
 from modelfleet.api.admin import AdminAPI
-from modelfleet.api.context import CORS, with_context
+from modelfleet.api.context import CORS, DRAIN, WRITE_TIMEOUT, with_context
+from modelfleet.api.drain import Drain
 from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, REQUEST_ID, Proxy
 from modelfleet.config import Cors
 from modelfleet.console import console_routes
@@ -26,6 +27,7 @@ def create_app(
     models: list[dict[str, Any]],
     cors: Cors,
     admin: AdminAPI,
+    drain: Drain,
     access_log: AccessLog | None = None,
 ) -> web.Application:
     models_body = orjson.dumps({"object": "list", "data": models})
@@ -67,9 +69,12 @@ def create_app(
         return web.Response(body=await metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def unknown_path(request: web.Request) -> web.Response:
-        known = {r.canonical for r in app.router.resources() if r.canonical != "/{tail}"}
-        if request.path in known:
-            raise web.HTTPMethodNotAllowed(request.method, [])
+        allowed: set[str] = set()  # the methods of the routes whose path this is (405 and Allow), if any (404)
+        for resource in app.router.resources():
+            if resource.canonical != "/{tail}":
+                allowed |= (await resource.resolve(request))[1]
+        if allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
         raise web.HTTPNotFound()
 
     def observe(request: web.Request, status: int, seconds: float) -> None:
@@ -80,6 +85,8 @@ def create_app(
 
     # The proxy enforces server.max_body_bytes with a clear message; aiohttp's own cap is a backstop.
     app = web.Application(client_max_size=proxy.max_body_bytes)
+    app[DRAIN] = drain
+    app[WRITE_TIMEOUT] = proxy.write_timeout
     add = app.router.add_route
     add("POST", "/v1/chat/completions", with_context(chat_completions))  # the proxy records these itself
     add("POST", "/v1/completions", with_context(completions))

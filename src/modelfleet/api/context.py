@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -12,7 +13,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from modelfleet.api.proxy import REQUEST_ID
+from modelfleet.api.drain import Drain, shutting_down
+from modelfleet.api.proxy import CLIENT_CLOSED, REQUEST_ID, _StallWatch
 from modelfleet.config import Cors
 from modelfleet.errors import APIError, BodyTooLarge, InvalidRequest
 from modelfleet.observability.logging import request_id
@@ -20,6 +22,10 @@ from modelfleet.observability.logging import request_id
 log = logging.getLogger("modelfleet.api")
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+DRAIN = web.AppKey("drain", Drain)
+WRITE_TIMEOUT = web.AppKey("write_timeout", float)
+# A body below the transport's high-water mark (64 KiB) goes to the kernel without waiting on the client.
+_WATCHED_BODY = 32 * 1024
 
 
 def error_response(exc: APIError, rid: str) -> web.Response:
@@ -37,9 +43,13 @@ Observe = Callable[[web.Request, int, float], None]
 def with_context(handler: Handler, observe: Observe | None = None) -> Handler:
     """Give the request an id (the client's X-Request-ID if sane), put it on the response, and answer
     every error as OpenAI JSON; `observe` (access log and metrics) for the routes the proxy does not
-    record itself, so that every request is counted, a 401 on /v1/models as much as a chat.
+    record itself, so that every request is counted, a 401 on /v1/models as much as a chat. Every
+    route is wrapped (api/app.py), so every answer, a redirect or a 405 too, gets all of this.
 
-    A plain wrapper rather than an aiohttp middleware: the middleware chain is rebuilt per request.
+    It also keeps the drain's promise (api/drain.py), and writes a large JSON reply under the same
+    write deadline as a stream (server.write_timeout), so a client that never reads cannot hold it.
+
+    A plain wrapper rather than an aiohttp middleware: one call less per request.
     """
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -49,22 +59,38 @@ def with_context(handler: Handler, observe: Observe | None = None) -> Handler:
             rid = os.urandom(12).hex()
         request[REQUEST_ID] = rid
         request_id.set(rid)
+        drain = request.app[DRAIN]
+        task = drain.enter(request)
         response: web.StreamResponse
         try:
+            if drain.draining:
+                raise shutting_down("takes no new requests")
             if len(request.headers.getall("Authorization", ())) > 1:
                 raise InvalidRequest("send one Authorization header, not several", param="Authorization")
             response = await handler(request)
         except APIError as exc:
             response = error_response(exc, rid)
         except web.HTTPException as exc:
-            if exc.status < 400:
+            if exc.status < 400:  # a redirect: answered here, so it is logged and carries the id like any other
+                response = web.Response(status=exc.status, reason=exc.reason, headers=exc.headers, body=exc.body)
+            else:
+                response = error_response(_from_http(exc, request), rid)
+        except asyncio.CancelledError:
+            if not drain.was_cut(task):
                 raise
-            response = error_response(_from_http(exc, request), rid)
+            response = error_response(shutting_down("its drain_timeout ran out"), rid)
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = error_response(APIError(f"internal error; quote request id {rid} when reporting it"), rid)
+        finally:
+            drain.leave(task)
         if not response.prepared:
             response.headers.setdefault("X-Request-ID", rid)
+            if drain.draining:
+                response.force_close()  # a client keeping this connection would find a closed gateway
+            body = response.body if isinstance(response, web.Response) else None
+            if isinstance(body, bytes) and len(body) > _WATCHED_BODY:
+                await _write(request, response, request.app[WRITE_TIMEOUT], observe, started)
         if observe is not None:
             observe(request, response.status, time.perf_counter() - started)
         return response
@@ -72,11 +98,32 @@ def with_context(handler: Handler, observe: Observe | None = None) -> Handler:
     return wrapped
 
 
+async def _write(
+    request: web.Request, response: web.StreamResponse, timeout: float, observe: Observe | None, started: float
+) -> None:
+    """Write the reply here, under the write deadline, rather than leave it to aiohttp, which would wait
+    for a client that never reads for as long as its connection stays open."""
+    await response.prepare(request)
+    stall = _StallWatch(request, response, timeout)
+    try:
+        await response.write_eof()
+    except asyncio.CancelledError:
+        if stall.stalled:
+            log.warning("cut off a reply whose client took no bytes for %gs (server.write_timeout)", timeout)
+            if observe is not None:
+                observe(request, CLIENT_CLOSED, time.perf_counter() - started)
+        raise
+    finally:
+        stall.cancel()
+
+
 def _from_http(exc: web.HTTPException, request: web.Request) -> APIError:
     if exc.status == 404:
         err = InvalidRequest(f"unknown path {request.path}; the API lives under /v1", code="not_found")
     elif exc.status == 405:
-        err = InvalidRequest(f"method {request.method} is not allowed on {request.path}", code="method_not_allowed")
+        allow = exc.headers.get("Allow", "")
+        err = InvalidRequest(f"method {request.method} is not allowed on {request.path}; allowed: {allow}",
+                             code="method_not_allowed", headers={"Allow": allow})  # fmt: skip
     elif exc.status == 413:
         return BodyTooLarge(exc.text or "request body too large")
     else:
