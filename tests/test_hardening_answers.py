@@ -12,7 +12,7 @@ import threading
 import time
 
 import httpx
-from conftest import Gateway, Upstream, chat_body, write_fleet
+from conftest import Gateway, Upstream, chat_body, eventually, write_fleet
 
 
 def _fleet(tmp_path, server: str, deployments: str, routes: str):
@@ -123,3 +123,62 @@ def test_redirects_and_405s_carry_an_id_an_allow_header_and_a_log_line(tmp_path,
     assert httpx.get(gw.base + "/v1/nowhere").status_code == 404
     gw.wait_for(r"\[ui-redirect-1\] GET /ui 308", 5)
     gw.wait_for(r"PUT /admin/teams/some-team 405", 5)
+
+
+def test_admin_bodies_are_strict_and_documented_as_served(tmp_path, start):
+    up = start(Upstream)
+    admin_key = "answers-admin-key-0123456789"
+    gw = start(Gateway, _fleet(tmp_path, "", f'  up: {{kind: openai, urls: ["{up.url}"]}}',
+                               f"  up: {{deployments: [up]}}\nauth: {{admin_key: {admin_key}}}"))  # fmt: skip
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    for body, param in (
+        ({"name": "t", "limits": {"rpm": "1000"}}, "limits.rpm"),  # lax mode would have made it 1000
+        ({"name": "t", "limits": {"tpm": True}}, "limits.tpm"),
+        ({"name": "t", "limits": {"rpm": 1.5}}, "limits.rpm"),
+        ({"name": "t", "timeout": "soon"}, "timeout"),
+        ({"name": "t", "tags": {"cost_center": 42}}, "tags.cost_center"),
+        ({"name": "t", "routes": "up"}, "routes"),
+        ({"name": 7}, "name"),
+        ({"routes": ["up"]}, "name"),
+        ({"name": "t", "limit": {}}, "limit"),
+        ({"name": "t", "keys": ["k"]}, "keys"),
+    ):
+        r = httpx.post(gw.base + "/admin/teams", json=body, headers=admin)
+        assert r.status_code == 400, (body, r.text)
+        err = r.json()["error"]
+        assert err["param"] == param and param in err["message"] and err["type"] == "invalid_request_error", body
+    made = httpx.post(gw.base + "/admin/teams", headers=admin,
+                      json={"name": "t", "routes": ["up"], "limits": {"rpm": 1000}, "timeout": "30s",
+                            "tags": {"cost_center": "cc-42"}})  # fmt: skip
+    key = httpx.post(gw.base + "/admin/teams/t/keys", headers=admin)
+    doc = httpx.get(gw.base + "/openapi.json").json()
+    create, new_key = doc["paths"]["/admin/teams"]["post"], doc["paths"]["/admin/teams/{team}/keys"]["post"]
+    assert made.status_code == 201 and str(made.status_code) in create["responses"]
+    assert key.status_code == 201 and str(key.status_code) in new_key["responses"]
+    ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    team = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert team["required"] == ["name"] and team["additionalProperties"] is False
+    limits = doc["components"]["schemas"][team["properties"]["limits"]["$ref"].rsplit("/", 1)[1]]
+    rpm = limits["properties"]["rpm"]["anyOf"][0]
+    assert rpm["type"] == "integer" and rpm["minimum"] == 1  # what the gateway takes: an integer, not "1000"
+
+
+def test_a_json_request_its_client_cancels_mid_generation_is_billed_its_max_tokens(tmp_path, start):
+    up = start(Upstream, "--delay", "5")  # still generating when the client gives up
+    key = "answers-team-key-0123456789"
+    gw = start(Gateway, _fleet(tmp_path, "", f'  up: {{kind: openai, urls: ["{up.url}"]}}',
+                               f"  up: {{deployments: [up]}}\nteams: {{q: {{keys: [{key}]}}}}"))  # fmt: skip
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        httpx.post(gw.url + "/chat/completions", json={**chat_body("up"), "max_tokens": 77}, headers=auth, timeout=1)
+        raise AssertionError("the reply came before the client gave up")
+    except httpx.ReadTimeout:
+        pass  # ... and the connection is closed: the gateway sees the client leave
+    gw.wait_for(r"POST /v1/chat/completions 499", 10)
+
+    def billed() -> dict | None:
+        rows = httpx.get(gw.url + "/usage", headers=auth, params={"by": "team"}).json()["data"]
+        return rows[0] if rows and rows[0]["completion_tokens"] else None
+
+    row = eventually(billed, 5, "the cancelled request is in the ledger")
+    assert row["completion_tokens"] == 77 and row["prompt_tokens"] > 0  # leaving is never cheaper than staying
