@@ -7,10 +7,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from modelfleet.api import openapi
 from modelfleet.api.admin import AdminAPI
-from modelfleet.api.context import CORS, DRAIN, WRITE_TIMEOUT, with_context
+from modelfleet.api.context import CORS, context, expect
 from modelfleet.api.drain import Drain
 from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, REQUEST_ID, Proxy
 from modelfleet.config import Cors
@@ -84,25 +85,33 @@ def create_app(
             access_log.record(request[REQUEST_ID], request.method, request.path, status, seconds * 1000, "", "", "")
 
     # The proxy enforces server.max_body_bytes with a clear message; aiohttp's own cap is a backstop.
-    app = web.Application(client_max_size=proxy.max_body_bytes)
-    app[DRAIN] = drain
-    app[WRITE_TIMEOUT] = proxy.write_timeout
-    add = app.router.add_route
-    add("POST", "/v1/chat/completions", with_context(chat_completions))  # the proxy records these itself
-    add("POST", "/v1/completions", with_context(completions))
-    add("POST", "/v1/embeddings", with_context(embeddings))
-    app.router.add_get("/v1/models", with_context(list_models, observe))  # add_get: HEAD as well
-    app.router.add_get("/healthz", with_context(healthz, observe))
-    app.router.add_get("/health", with_context(healthz, observe))  # vLLM's, TGI's and llama.cpp's name
-    app.router.add_get("/readyz", with_context(readyz, observe))
-    add("GET", "/metrics", with_context(prometheus, observe))
-    add("GET", "/openapi.json", with_context(openapi_json, observe))
+    app = web.Application(
+        client_max_size=proxy.max_body_bytes,
+        # The proxy's routes record themselves (access log, metrics); the middleware records the rest.
+        middlewares=[context(drain, proxy.write_timeout, observe, {chat_completions, completions, embeddings})],
+    )
+
+    def add(method: str, path: str, handler: Handler, *, head: bool = False) -> None:
+        if head:  # add_get: HEAD as well
+            app.router.add_get(path, handler, expect_handler=expect)
+        else:
+            app.router.add_route(method, path, handler, expect_handler=expect)
+
+    add("POST", "/v1/chat/completions", chat_completions)
+    add("POST", "/v1/completions", completions)
+    add("POST", "/v1/embeddings", embeddings)
+    add("GET", "/v1/models", list_models, head=True)
+    add("GET", "/healthz", healthz, head=True)
+    add("GET", "/health", healthz, head=True)  # vLLM's, TGI's and llama.cpp's name
+    add("GET", "/readyz", readyz, head=True)
+    add("GET", "/metrics", prometheus)
+    add("GET", "/openapi.json", openapi_json)
     for method, path, handler in [*admin.routes(), *console_routes()]:
-        add(method, path, with_context(handler, observe))
+        add(method, path, handler)
     if cors.allow_origins:
         policy = CORS(cors)
-        add("OPTIONS", r"/{tail:[\s\S]*}", with_context(policy.preflight, observe))
+        add("OPTIONS", r"/{tail:[\s\S]*}", policy.preflight)
         app.on_response_prepare.append(policy.on_prepare)
     # OpenAI-shaped 404/405, not aiohttp's text, for any path at all (a %0A in it too).
-    add("*", r"/{tail:[\s\S]*}", with_context(unknown_path, observe))
+    add("*", r"/{tail:[\s\S]*}", unknown_path)
     return app
