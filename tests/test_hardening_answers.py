@@ -94,12 +94,14 @@ def test_at_the_drain_deadline_every_request_is_answered_and_the_process_is_gone
         t.join(10)
     assert took < 2 + 1.5, took  # drain_timeout and a small margin, not twice it
     assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down"
+    assert "takes no new requests" in late.json()["error"]["message"]  # at once, not at the deadline
     assert late.headers["Retry-After"] == "1" and late.headers["Connection"] == "close"
     assert any('"shutting_down"' in line for line in rest)  # the stream ended with an error event
     for name in ("in-flight", "queued-1", "queued-2"):
         r = answers[name]
         assert isinstance(r, httpx.Response), (name, r)  # an answer, not a closed connection
         assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down", (name, r.text)
+        assert "drain_timeout ran out" in r.json()["error"]["message"]
         assert r.headers["Retry-After"] == "1" and r.headers.get("X-Request-ID")
     assert "Traceback" not in gw.output
 

@@ -95,6 +95,7 @@ async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str],
     ready.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await ready
+    gateway.drain.begin()
     log.info("shutting down: draining in-flight requests (up to %gs)", server.drain_timeout)
     if workers:
         log.info("stopping %d worker(s)", len(workers))

@@ -57,9 +57,13 @@ class Drain:
         task.uncancel()
         return True
 
+    def begin(self) -> None:
+        """From now on, a request that arrives is answered 503 shutting_down, and every answer closes its connection."""
+        self.draining = True
+
     async def settle(self, timeout: float, at_deadline: Callable[[], None]) -> None:
         """Wait for the requests under way, for up to `timeout` seconds in all; at the deadline, end them."""
-        self.draining = True
+        self.begin()
         self._idle = asyncio.Event()
         if not self._running:
             return
