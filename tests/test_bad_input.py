@@ -153,3 +153,24 @@ routes: {{smollm2: {{deployments: [smollm2]}}}}
     assert (
         'modelfleet_replica_ready{deployment="smollm2",replica="smollm2-0"} 1.0' in httpx.get(gw.base + "/metrics").text
     )
+
+
+@pytest.mark.slow
+def test_the_whole_corpus_against_the_engine_leaves_its_replica_in_rotation(tmp_path, start):
+    gw = start(Gateway, write_fleet(tmp_path, f"""\
+state: {{store: "sqlite:///{tmp_path}/mf.db"}}
+deployments: {{smollm2: {{kind: llama-cpp, threads: 1, health: {{eject_after: 2}}}}}}
+routes: {{chat: {{deployments: [smollm2]}}}}
+"""), timeout=180)  # fmt: skip
+    for name, body, status, param in CASES:
+        r = _post(gw, body)
+        assert r.status_code == status, (name, r.text[:300])
+        err = r.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"} and err["message"], name
+        if param is not None:
+            assert err["param"] == param, (name, err)
+    ok = httpx.post(gw.url + "/chat/completions", timeout=120, json={**chat_body(), "max_tokens": 4})
+    assert ok.status_code == 200
+    assert (
+        'modelfleet_replica_ready{deployment="smollm2",replica="smollm2-0"} 1.0' in httpx.get(gw.base + "/metrics").text
+    )

@@ -21,6 +21,7 @@ from modelfleet.access.directory import Directory
 from modelfleet.access.gate import Gate
 from modelfleet.api.admin import AdminAPI
 from modelfleet.api.app import create_app
+from modelfleet.api.drain import Drain
 from modelfleet.api.proxy import Proxy
 from modelfleet.backends.base import Backend
 from modelfleet.backends.openai_http import OpenAIHTTPBackend
@@ -137,9 +138,10 @@ class Gateway:
         models = [{"id": n, "object": "model", "created": created, "owned_by": "modelfleet"} for n in routes]
         team_admin = TeamAdmin(self.store, list(routes), fleet.teams, fleet.limits_unsupported)
         admin = AdminAPI(team_admin, self.gate, fleet.auth.admin_key, self.control.deployments)
+        self.drain = Drain()
         self.app = create_app(
             self.proxy, metrics=self.metrics, readiness=self.readiness, models=models, cors=fleet.server.cors,
-            admin=admin, access_log=self.access_log, metrics_key=fleet.auth.metrics_key,
+            admin=admin, drain=self.drain, access_log=self.access_log, metrics_key=fleet.auth.metrics_key,
         )  # fmt: skip
         self.app.cleanup_ctx.append(self._lifecycle)
 

@@ -30,6 +30,7 @@ from modelfleet.config.schema import REVEAL
 log = logging.getLogger("modelfleet")
 
 METRICS_DIR_ENV = "MODELFLEET_METRICS_DIR"
+_BACKSTOP = 0.5
 
 
 async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str], None] | None = None) -> None:
@@ -43,7 +44,9 @@ async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str],
         gateway.app,
         handler_cancellation=True,
         access_log=None,
-        shutdown_timeout=server.drain_timeout,
+        # The drain (api/drain.py) has answered every request by the deadline; aiohttp's own graceful
+        # wait (and then as long again for a cancelled handler) is only a short backstop after it.
+        shutdown_timeout=_BACKSTOP,
         keepalive_timeout=server.header_timeout,  # aiohttp's one timer for slow headers and idle connections
     )
     await runner.setup()
@@ -92,12 +95,13 @@ async def serve(fleet: Fleet, *, worker: bool = False, on_ready: Callable[[str],
     ready.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await ready
+    gateway.drain.begin()
+    log.info("shutting down: draining in-flight requests (up to %gs)", server.drain_timeout)
     if workers:
         log.info("stopping %d worker(s)", len(workers))
-        await asyncio.gather(*workers)
-    log.info("shutting down: draining in-flight requests (up to %gs)", server.drain_timeout)
-    # Streams still open a little before the deadline end with an error event, not a cut connection.
-    loop.call_later(max(0.0, server.drain_timeout - 0.25), gateway.proxy.end_streams)
+    await site.stop()  # no new connections; the ones open are answered 503 shutting_down from now on
+    # The workers drain alongside (they still reach the primary's channel: it closes in runner.cleanup).
+    await asyncio.gather(gateway.drain.settle(server.drain_timeout, gateway.proxy.end_streams), *workers)
     await runner.cleanup()
     if metrics_dir is not None and not worker:
         shutil.rmtree(metrics_dir, ignore_errors=True)

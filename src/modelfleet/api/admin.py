@@ -28,6 +28,7 @@ from modelfleet.access.admin import NotFound, TeamAdmin
 from modelfleet.access.directory import caller_from
 from modelfleet.access.gate import Gate
 from modelfleet.access.standing import standing
+from modelfleet.api.admin_schema import validate_team
 from modelfleet.control.deployments import Deployments
 from modelfleet.control.platforms.base import NotManaged
 from modelfleet.errors import APIError, Forbidden, InvalidRequest, Unauthorized, UpstreamError
@@ -98,7 +99,8 @@ class AdminAPI:
 
     async def put_team(self, request: web.Request) -> web.Response:
         doc = await _body(request)
-        name = doc.pop("name", None)
+        validate_team(doc)
+        name = doc.pop("name")
         team = await self.admin.put_team(name, doc)
         caller = caller_from(name, team, "api", self.directory.everything)
         self.directory.add(name, caller)

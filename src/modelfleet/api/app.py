@@ -7,12 +7,14 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import SecretStr
 
 from modelfleet.access import keys
 from modelfleet.api import openapi
 from modelfleet.api.admin import AdminAPI
-from modelfleet.api.context import CORS, with_context
+from modelfleet.api.context import CORS, context, expect
+from modelfleet.api.drain import Drain
 from modelfleet.api.proxy import CHAT, COMPLETIONS, EMBEDDINGS, REQUEST_ID, Proxy
 from modelfleet.config import Cors
 from modelfleet.console import console_routes
@@ -29,6 +31,7 @@ def create_app(
     models: list[dict[str, Any]],
     cors: Cors,
     admin: AdminAPI,
+    drain: Drain,
     access_log: AccessLog | None = None,
     metrics_key: SecretStr | None = None,
 ) -> web.Application:
@@ -78,9 +81,12 @@ def create_app(
         return web.Response(body=await metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def unknown_path(request: web.Request) -> web.Response:
-        known = {r.canonical for r in app.router.resources() if r.canonical != "/{tail}"}
-        if request.path in known:
-            raise web.HTTPMethodNotAllowed(request.method, [])
+        allowed: set[str] = set()  # the methods of the routes whose path this is (405 and Allow), if any (404)
+        for resource in app.router.resources():
+            if resource.canonical != "/{tail}":
+                allowed |= (await resource.resolve(request))[1]
+        if allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
         raise web.HTTPNotFound()
 
     def observe(request: web.Request, status: int, seconds: float) -> None:
@@ -90,23 +96,33 @@ def create_app(
             access_log.record(request[REQUEST_ID], request.method, request.path, status, seconds * 1000, "", "", "")
 
     # The proxy enforces server.max_body_bytes with a clear message; aiohttp's own cap is a backstop.
-    app = web.Application(client_max_size=proxy.max_body_bytes)
-    add = app.router.add_route
-    add("POST", "/v1/chat/completions", with_context(chat_completions))  # the proxy records these itself
-    add("POST", "/v1/completions", with_context(completions))
-    add("POST", "/v1/embeddings", with_context(embeddings))
-    app.router.add_get("/v1/models", with_context(list_models, observe))  # add_get: HEAD as well
-    app.router.add_get("/healthz", with_context(healthz, observe))
-    app.router.add_get("/health", with_context(healthz, observe))  # vLLM's, TGI's and llama.cpp's name
-    app.router.add_get("/readyz", with_context(readyz, observe))
-    add("GET", "/metrics", with_context(prometheus, observe))
-    add("GET", "/openapi.json", with_context(openapi_json, observe))
+    app = web.Application(
+        client_max_size=proxy.max_body_bytes,
+        # The proxy's routes record themselves (access log, metrics); the middleware records the rest.
+        middlewares=[context(drain, proxy.write_timeout, observe, {chat_completions, completions, embeddings})],
+    )
+
+    def add(method: str, path: str, handler: Handler, *, head: bool = False) -> None:
+        if head:  # add_get: HEAD as well
+            app.router.add_get(path, handler, expect_handler=expect)
+        else:
+            app.router.add_route(method, path, handler, expect_handler=expect)
+
+    add("POST", "/v1/chat/completions", chat_completions)
+    add("POST", "/v1/completions", completions)
+    add("POST", "/v1/embeddings", embeddings)
+    add("GET", "/v1/models", list_models, head=True)
+    add("GET", "/healthz", healthz, head=True)
+    add("GET", "/health", healthz, head=True)  # vLLM's, TGI's and llama.cpp's name
+    add("GET", "/readyz", readyz, head=True)
+    add("GET", "/metrics", prometheus)
+    add("GET", "/openapi.json", openapi_json)
     for method, path, handler in [*admin.routes(), *console_routes()]:
-        add(method, path, with_context(handler, observe))
+        add(method, path, handler)
     if cors.allow_origins:
         policy = CORS(cors)
-        add("OPTIONS", r"/{tail:[\s\S]*}", with_context(policy.preflight, observe))
+        add("OPTIONS", r"/{tail:[\s\S]*}", policy.preflight)
         app.on_response_prepare.append(policy.on_prepare)
     # OpenAI-shaped 404/405, not aiohttp's text, for any path at all (a %0A in it too).
-    add("*", r"/{tail:[\s\S]*}", with_context(unknown_path, observe))
+    add("*", r"/{tail:[\s\S]*}", unknown_path)
     return app

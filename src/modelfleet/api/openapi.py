@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from modelfleet import __version__
-from modelfleet.api import schema
+from modelfleet.api import admin_schema, schema
 
 _ERROR = {
     "type": "object",
@@ -39,19 +39,20 @@ def document() -> dict[str, Any]:
         "ChatRequest": schema.CHAT,
         "CompletionRequest": schema.COMPLETION,
         "EmbeddingRequest": schema.EMBEDDING,
+        "TeamRequest": admin_schema.TEAM,
     }
     for name, adapter in bodies.items():
         components.update(_schema(name, adapter))
 
     def op(summary: str, *, body: str | None = None, params: list[dict] | None = None, auth: str = "key",
-           ok: dict[str, Any] | None = None, stream: bool = False) -> dict[str, Any]:  # fmt: skip
+           ok: dict[str, Any] | None = None, stream: bool = False, status: str = "200") -> dict[str, Any]:  # fmt: skip
         content = {"application/json": {"schema": ok or _ANY_OBJECT}}
         if stream:
             content["text/event-stream"] = {"schema": {"type": "string"}}
         out: dict[str, Any] = {
             "summary": summary,
             "responses": {
-                "200": {"description": "OK", "content": content},
+                status: {"description": "Created" if status == "201" else "OK", "content": content},
                 "4XX": {"description": "The request's fault, in the OpenAI error shape", "content": _error_content()},
                 "5XX": {"description": "A deployment's or the gateway's fault", "content": _error_content()},
             },
@@ -114,13 +115,16 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            "/admin/teams": {"get": op("Every team", auth="admin"), "post": op("Create a team", auth="admin")},
+            "/admin/teams": {
+                "get": op("Every team", auth="admin"),
+                "post": op("Create or replace a team", auth="admin", body="TeamRequest", status="201"),
+            },
             "/admin/teams/{team}": {
                 "delete": {**op("Delete a team made here", auth="admin"), "parameters": [path("team")]}
             },
             "/admin/teams/{team}/keys": {
                 "get": {**op("A team's keys (ids only)", auth="admin"), "parameters": [path("team")]},
-                "post": {**op("A new key, shown once", auth="admin"), "parameters": [path("team")]},
+                "post": {**op("A new key, shown once", auth="admin", status="201"), "parameters": [path("team")]},
             },
             "/admin/keys/{key_id}": {"delete": {**op("Revoke a key", auth="admin"), "parameters": [path("key_id")]}},
             "/admin/usage": {

@@ -32,6 +32,7 @@ from pydantic import TypeAdapter
 from modelfleet.access.directory import Caller
 from modelfleet.access.gate import DEFAULT_RESERVATION, OPEN_TEAM, Gate
 from modelfleet.api import schema
+from modelfleet.api.drain import ANSWERING
 from modelfleet.api.sse import DONE, DONE_EVENT, SSEDecoder, event
 from modelfleet.errors import (
     APIError,
@@ -217,7 +218,7 @@ class Proxy:
             status = exc.status
             raise
         except (asyncio.CancelledError, ConnectionResetError):
-            status = CLIENT_CLOSED
+            status = 503 if self._closing else CLIENT_CLOSED  # 503: cut at the drain deadline (api/drain.py)
             if ex is not None and ex.replica is not None:  # it reached a replica: bill what it cost there
                 usage = ex.billed()
             raise
@@ -333,6 +334,7 @@ class Proxy:
         stall = _StallWatch(request, response, self.write_timeout)
         try:
             self._streams.add(upstream)
+            request[ANSWERING] = True  # the drain deadline ends it with an event, never a second answer
             await response.prepare(request)
             decoder = SSEDecoder()
             out: list[bytes] = []

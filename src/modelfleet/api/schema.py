@@ -168,7 +168,7 @@ def param_name(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
-_TYPE_NAME = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple)\[.*\]|function-.*)$")
+_TYPE_NAME = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|literal)\[.*\]|function-.*|constrained-.*)$")
 _MESSAGE_TAGS = {"assistant", "other"}
 
 
