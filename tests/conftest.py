@@ -163,6 +163,14 @@ def chat_body(model: str = "chat", **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": "Hello"}], **extra}
 
 
+METRICS_KEY = "metrics-key-0123456789abcdef"  # auth.metrics_key in the fleets that have teams
+
+
+def scrape(base: str) -> str:
+    """A gateway's /metrics, read as Prometheus would (with teams, it needs auth.metrics_key)."""
+    return httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}).text
+
+
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30) as client:

@@ -200,7 +200,8 @@ def test_the_small_things_users_notice(tmp_path, start):
     assert r.status_code == 400 and "can never be admitted" in r.json()["error"]["message"]
     # Every request is in the access log and in /metrics, a 401 on /v1/models too.
     assert httpx.get(gw.url + "/models").status_code == 401
-    metrics = httpx.get(gw.base + "/metrics").text
+    assert httpx.get(gw.base + "/metrics", headers=auth).status_code == 401  # a team key cannot read every team's
+    metrics = httpx.get(gw.base + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
     assert 'modelfleet_api_requests_total{path="/v1/models",status="401"}' in metrics
     gw.wait_for(r"GET /v1/models 401", 5)
 

@@ -73,6 +73,7 @@ def test_the_alerts_pass_promtool_and_each_fires_in_trouble_and_stays_quiet_when
     out = render(tmp_path, "--slow-wake", "120", env={"ALPHA_KEY": "k" * 20})
     rules_dir = out / "prometheus"
     shutil.copy(DATA / "observability_alerts_test.yaml", rules_dir / "alerts_test.yaml")
+    (rules_dir / "modelfleet-metrics-key").write_text("the value of auth.metrics_key")  # the fleet has teams
     for args in (["check", "rules", "alerts.yaml"], ["check", "config", "prometheus.yml"],
                  ["test", "rules", "alerts_test.yaml"]):  # fmt: skip
         done = subprocess.run([promtool, *args], capture_output=True, text=True, cwd=rules_dir)

@@ -19,7 +19,18 @@ import pytest
 from aiohttp import web
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.conftest import Gateway, Upstream, _binary, _missing, chat_body, eventually, free_port, write_fleet
+from tests.conftest import (
+    METRICS_KEY,
+    Gateway,
+    Upstream,
+    _binary,
+    _missing,
+    chat_body,
+    eventually,
+    free_port,
+    scrape,
+    write_fleet,
+)
 from tests.test_tracing import FAST_EXPORT, TRACEPARENT, Receiver, attrs, headers_seen
 
 ALPHA = "alpha-key-0123456789abcdef"
@@ -36,7 +47,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _series(base: str) -> tuple[str, set[str]]:
-    text = httpx.get(base + "/metrics").text
+    text = scrape(base)
     return text, {line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
@@ -63,6 +74,7 @@ def test_a_hostile_client_adds_no_series_and_the_exposition_stays_valid(tmp_path
     fleet = write_fleet(
         tmp_path,
         "server: {access_log: false, cors: {allow_origins: ['https://app.example']}}\n"
+        f"auth: {{metrics_key: {METRICS_KEY}}}\n"
         f"teams:\n  alpha: {{keys: ['{ALPHA}']}}\n  beta: {{keys: ['{BETA}'], limits: {{rpm: 2}}}}\n"
         f"deployments:\n  a: {{kind: openai, urls: ['{good.url}'], model: fake-model}}\n"
         f"  broken: {{kind: openai, urls: ['{bad.url}'], model: fake-model}}\n"
@@ -237,6 +249,7 @@ def test_an_upstream_reporting_odd_token_counts_still_answers_and_settles_the_te
         fleet = write_fleet(
             tmp_path,
             f"server: {{log_format: json}}\nstate: {{store: 'sqlite:///{tmp_path}/state.db'}}\n"  # its own ledger
+            f"auth: {{metrics_key: {METRICS_KEY}}}\n"
             f"teams:\n  alpha: {{keys: ['{ALPHA}'], limits: {{concurrency: 1, tokens_per_day: 1000000}}}}\n"
             f"deployments:\n  d: {{kind: openai, urls: ['{up.url}'], model: m}}\n"
             "routes:\n  chat: {deployments: [d]}\n",
@@ -252,7 +265,7 @@ def test_an_upstream_reporting_odd_token_counts_still_answers_and_settles_the_te
             and len(ls) == 4 and ls, 10, "four access lines",
         )  # fmt: skip
         assert all(line["status"] == 200 and line["prompt_tokens"] == 0 for line in lines)
-        text = httpx.get(gw.base + "/metrics").text
+        text = scrape(gw.base)
         served = 'modelfleet_requests_total{deployment="d",route="chat",status="200",team="alpha",variant="d"} 4.0'
         assert served in text
         assert "unhandled error" not in gw.output

@@ -22,7 +22,20 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelfleet.deploy.observability import Thresholds, alerts
-from tests.conftest import PY, Gateway, Proc, Upstream, _binary, _missing, chat_body, eventually, free_port, write_fleet
+from tests.conftest import (
+    METRICS_KEY,
+    PY,
+    Gateway,
+    Proc,
+    Upstream,
+    _binary,
+    _missing,
+    chat_body,
+    eventually,
+    free_port,
+    scrape,
+    write_fleet,
+)
 
 ALPHA = "alpha-key-0123456789abcdef"
 BETA = "beta-key-0123456789abcdef"
@@ -32,6 +45,7 @@ VARIABLES = {"$route": ".*", "$team": ".*", "$__rate_interval": "1m"}
 
 def fleet_text(good: Upstream, bad: Upstream) -> str:
     return (
+        f"auth: {{metrics_key: {METRICS_KEY}}}\n"
         "teams:\n"
         f"  alpha: {{keys: ['{ALPHA}'], limits: {{rpm: 100000, tokens_per_day: 100000000}}}}\n"
         f"  beta: {{keys: ['{BETA}'], limits: {{rpm: 3}}}}\n"
@@ -48,14 +62,14 @@ def fleet_text(good: Upstream, bad: Upstream) -> str:
 
 def exported(base: str) -> set[str]:
     """The sample names on the gateway's /metrics."""
-    text = httpx.get(base + "/metrics").text
+    text = scrape(base)
     return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def exported_labels(base: str) -> dict[str, set[str]]:
     """Each sample name on the gateway's /metrics, with the label names it carries (and Prometheus' own)."""
     labels: dict[str, set[str]] = {"up": {"job", "instance"}}
-    for family in text_string_to_metric_families(httpx.get(base + "/metrics").text):
+    for family in text_string_to_metric_families(scrape(base)):
         for sample in family.samples:
             labels.setdefault(sample.name, {"job", "instance"}).update(sample.labels)
     return labels
@@ -168,6 +182,7 @@ def test_every_panel_and_alert_returns_data_from_a_real_prometheus(tmp_path, sta
     config = yaml.safe_load((obs / "prometheus" / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     (obs / "prometheus" / "prometheus.yml").write_text(yaml.safe_dump(config))
+    (obs / "prometheus" / "modelfleet-metrics-key").write_text(METRICS_KEY)  # as the CLI's next steps say
     prom = start(Prometheus, obs / "prometheus" / "prometheus.yml", tmp_path / "tsdb", free_port(), prometheus_binary)
 
     stop = threading.Event()
@@ -284,10 +299,10 @@ def test_ten_thousand_requests_from_random_users_and_sessions_add_no_series(tmp_
     after = {s for s in _series(gw.base)}
     assert after == before, sorted(after ^ before)[:10]
     assert len(before) < 400
-    text = httpx.get(gw.base + "/metrics").text
+    text = scrape(gw.base)
     assert "user-" not in text
 
 
 def _series(base: str) -> list[str]:
-    text = httpx.get(base + "/metrics").text
+    text = scrape(base)
     return [line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")]

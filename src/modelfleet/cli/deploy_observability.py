@@ -69,13 +69,18 @@ def observability(fleet_path: Path, out: Path, p95_latency: float, errors_per_mi
         p95_latency_seconds=p95_latency, errors_per_minute=errors_per_minute, slow_wake_seconds=slow_wake,
         traces_backend=backend, traces_endpoint=traces_endpoint, scrape_target=scrape_target, job=job,
     )  # fmt: skip
-    files = render.write(render.render(fleet, opts), out)
+    rendered = render.render(fleet, opts)
+    files = render.write(rendered, out)
     n_alerts = len(render.alerts(render.thresholds(fleet, opts)))
     click.echo(
         f"wrote {len(files)} files to {out}/ (a dashboard of {len(render.queries())} queries, {n_alerts} alerts)"
     )
+    key_step = ""
+    if "authorization" in rendered["prometheus/prometheus.yml"]:
+        key_step = (f"  put auth.metrics_key's value in {out}/prometheus/{render.METRICS_KEY_FILE} "
+                    "(with teams, /metrics needs it)\n")  # fmt: skip
     click.echo(
-        f"\nNext:\n  promtool check rules {out}/prometheus/alerts.yaml\n"
+        f"\nNext:\n{key_step}  promtool check rules {out}/prometheus/alerts.yaml\n"
         f"  prometheus --config.file={out}/prometheus/prometheus.yml\n"
         f"  import {out}/grafana/modelfleet.json in Grafana (Dashboards > New > Import)"
     )

@@ -37,7 +37,7 @@ class Options:
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 
-METRICS_KEY_FILE = "/etc/prometheus/modelfleet-metrics-key"  # holds auth.metrics_key's value
+METRICS_KEY_FILE = "modelfleet-metrics-key"  # beside prometheus.yml; holds auth.metrics_key's value, never rendered
 
 
 def read(path: Path) -> Fleet:
