@@ -357,7 +357,9 @@ def test_two_teams_cannot_deploy_the_same_endpoint_or_server(tmp_path, research,
         load_fleet(path)
     message = str(exc.value)
     search_file, research_file = tmp_path / "teams.d" / "search.yaml", tmp_path / "teams.d" / "research.yaml"
-    assert exc.value.file in (str(search_file), str(research_file)), message  # the later file: research.yaml is read first
+    assert exc.value.file in (str(search_file), str(research_file)), (
+        message
+    )  # the later file: research.yaml is read first
     assert f"the {identity} is already deployment" in message
     assert f"deployments.research-llm.{field} (line 3)" in message
     assert str(search_file) in message and str(research_file) in message  # both files named

@@ -36,7 +36,15 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from modelfleet.config.loader import _describe, interpolate, read_yaml
-from modelfleet.config.schema import NAME_PATTERN, Deployment, Fleet, Include, OpenAIDeployment, SageMakerDeployment, _include
+from modelfleet.config.schema import (
+    NAME_PATTERN,
+    Deployment,
+    Fleet,
+    Include,
+    OpenAIDeployment,
+    SageMakerDeployment,
+    _include,
+)
 from modelfleet.errors import ConfigError
 from modelfleet.secret_refs import PREFIX
 
@@ -192,9 +200,7 @@ def _read(path: str, problems: _Problems) -> tuple[dict | None, dict]:
     return None, {}
 
 
-def _references(
-    doc: dict, team: str, path: str, lines: dict, env: Any, include: Include, problems: _Problems
-) -> dict:
+def _references(doc: dict, team: str, path: str, lines: dict, env: Any, include: Include, problems: _Problems) -> dict:
     """Expand the ${ENV} and check the aws-secret:// references the platform lets this team's file use.
 
     The gateway's environment and AWS credentials are the platform's: a team file that could read
