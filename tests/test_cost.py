@@ -61,6 +61,32 @@ def test_an_idle_stop_makes_a_range():
     assert (h.least, h.most) == (0.5, 167)
 
 
+def test_a_schedule_with_only_a_stop_counts_as_running_up_to_each_stop():
+    # Nothing in it starts the deployment (people and requests do), so it may run up to every stop:
+    # the whole week at most. With an idle stop, at least 1 h of each of the 8 windows the 7 stops cut.
+    h = hours_between(sched(None, "0 20 * * *", idle="1h"), *SPRING)
+    assert (h.least, h.most, h.always_on) == (8, 167, 167)
+    assert hours_between(sched(None, "0 20 * * *"), *SPRING).most == 167  # never 0
+
+
+@pytest.mark.parametrize(
+    ("start", "stop"), [("0 7 * * MON-FRI", "0 18 * * MON-FRI"), ("0 22 * * *", "0 6 * * *"), ("0 8 * * *", None)]
+)
+def test_cost_windows_are_the_control_planes_windows(start, stop):
+    from datetime import timedelta
+
+    from modelfleet.control.schedules import window
+    from modelfleet.cost import running_intervals
+
+    schedule = sched(start, stop)
+    intervals = running_intervals(schedule, *SPRING)
+    at = SPRING[0].astimezone(UTC) + timedelta(minutes=15)
+    while at < SPRING[1]:
+        running = any(a <= at < b for a, b in intervals)
+        assert running == (window(schedule, at.timestamp()).state == "running"), at
+        at += timedelta(minutes=30)
+
+
 def test_months_in_utc():
     assert month_period("2026-12") == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
     assert hours_between(None, *month_period("2026-02")).always_on == 28 * 24
