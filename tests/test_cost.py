@@ -265,3 +265,45 @@ def test_refresh_asks_the_price_list_api_for_every_entry_and_keeps_what_it_canno
                             "service": "AmazonSageMaker"}  # fmt: skip
     refused = cli("cost", "prices", "--refresh", check=False)
     assert refused.returncode == 2 and "-o FILE" in refused.stderr
+
+
+@pytest.mark.slow
+def test_admin_cost_is_priced_off_the_event_loop(tmp_path, start):
+    # 40 deployments, each with its own schedule, priced over 400 days: seconds of CPU work. Meanwhile the
+    # gateway keeps answering: the pricing runs in a worker thread, not on the event loop.
+    import threading
+    import time
+
+    deps = "\n".join(
+        f'  d{i}: {{kind: openai, urls: ["http://127.0.0.1:{2000 + i}/v1"], runs_on: {{instance_type: g5.xlarge}},'
+        f' schedule: {{start: "{i} 7 * * MON-FRI", stop: "{i} 19 * * MON-FRI", timezone: Europe/Berlin}}}}'
+        for i in range(40)
+    )
+    path = write_fleet(tmp_path, f"""\
+state: {{store: "sqlite:///{tmp_path}/modelfleet.db"}}
+auth: {{admin_key: {ADMIN}}}
+deployments:
+{deps}
+routes:
+  chat: {{deployments: [d0]}}
+""")  # fmt: skip
+    gw = start(Gateway, path, wait_ready=False)  # listening is enough: no upstream behind these URLs
+    answer: dict[str, httpx.Response] = {}
+
+    def ask() -> None:
+        answer["cost"] = httpx.get(gw.base + "/admin/cost", params={"since": "400d"},
+                                   headers={"Authorization": f"Bearer {ADMIN}"}, timeout=300)  # fmt: skip
+
+    asking = threading.Thread(target=ask)
+    began = time.monotonic()
+    asking.start()
+    slowest = 0.0
+    while asking.is_alive():
+        t = time.monotonic()
+        assert httpx.get(gw.base + "/healthz", timeout=60).status_code == 200
+        slowest = max(slowest, time.monotonic() - t)
+        time.sleep(0.02)
+    took = time.monotonic() - began
+    assert answer["cost"].status_code == 200 and len(answer["cost"].json()["deployments"]) == 40
+    assert took > 0.5, "the pricing was too quick to show anything"
+    assert slowest < took / 2, (slowest, took)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 
 from modelfleet.config.schema import Schedule
 from modelfleet.control import schedules
@@ -34,7 +35,7 @@ def running_intervals(schedule: Schedule | None, start: datetime, end: datetime)
         # It counts as running up to each stop (the most it can run, which a cost cap must assume); with an
         # idle stop, `least` is idle_stop_after of each stop-to-stop window.
         cuts = [start, *(at for at, _ in marks[1:] if at > start), end]
-        return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+        return [(a, b) for a, b in pairwise(cuts) if b > a]
     windows: list[tuple[datetime, datetime]] = []
     opened: datetime | None = None
     for at, state in marks:

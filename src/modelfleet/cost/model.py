@@ -186,9 +186,12 @@ def month_period(month: str | None = None, now: datetime | None = None) -> tuple
     return start, end
 
 
-def deployment_cost(fleet: Fleet, name: str, start: datetime, end: datetime, prices: PriceTable) -> DeploymentCost:
+def deployment_cost(
+    fleet: Fleet, name: str, start: datetime, end: datetime, prices: PriceTable, hours: Hours | None = None
+) -> DeploymentCost:
+    """`hours`: when the caller has them already (chargeback reads each schedule once)."""
     dep = fleet.deployments[name]
-    hours = hours_between(dep.schedule, start, end)
+    hours = hours or hours_between(dep.schedule, start, end)
     bill = billing(dep)
     hourly, note = None, ""
     if bill is None:
