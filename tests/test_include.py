@@ -371,3 +371,18 @@ def test_a_team_cannot_deploy_the_platforms_server_under_its_own_name(tmp_path):
         load_fleet(write(tmp_path, search=search))
     assert "the server http://127.0.0.1:9/v1 is already deployment 'shared' in" in str(exc.value)
     assert str(tmp_path / "fleet.yaml") in str(exc.value)
+
+
+@pytest.mark.parametrize("text", ["team: search\ndeployments: [unclosed\n", "- a list\n", "# nothing\n"])
+def test_a_team_file_is_read_by_the_loaders_own_reader(tmp_path, text):
+    from modelfleet.config import parse_fleet
+
+    with pytest.raises(ConfigError) as as_fleet:
+        parse_fleet(text, file="fleet.yaml", env={})
+    with pytest.raises(ConfigError) as as_team:
+        load_fleet(write(tmp_path, search=text))
+    assert as_team.value.file == str(tmp_path / "teams.d" / "search.yaml")
+    expected = [
+        p.replace("`deployments` and `routes`", "`team`, `deployments` and `routes`") for p in as_fleet.value.problems
+    ]
+    assert as_team.value.problems == expected

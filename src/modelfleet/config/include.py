@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from modelfleet.config.loader import _describe, interpolate, read_yaml
+from modelfleet.config.loader import _describe, _where, interpolate, read_yaml
 from modelfleet.config.schema import (
     NAME_PATTERN,
     Deployment,
@@ -461,7 +461,6 @@ def _owner_file(err: Any, owners: dict[str, Owner], platform: str) -> str:
 
 
 def _at(path: str | tuple, lines: dict) -> str:
+    """`a.b.c (line N)`, as the loader says it; a path the file does not have (yet) is named whole."""
     parts = tuple(path.split(".")) if isinstance(path, str) else path
-    line = lines.get(parts)
-    dotted = ".".join(str(p) for p in parts)
-    return f"{dotted} (line {line})" if line else dotted
+    return _where(parts, lines) if parts in lines else ".".join(str(p) for p in parts)
