@@ -164,3 +164,20 @@ def test_a_malformed_plan_exits_2_naming_the_file(tmp_path, text, expected):
         return
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"error: {plan}: " in done.stderr and expected in done.stderr, done.stderr
+
+
+def test_an_instance_count_known_only_after_apply_cannot_pass_an_instance_cap():
+    tags = {"team": "search", "cost-center": "cc-7", "environment": "production"}
+    plan = {
+        "planned_values": {"root_module": {"resources": [
+            {"address": "aws_launch_template.t", "type": "aws_launch_template",
+             "values": {"name": "t", "instance_type": "m7i.large", "tags_all": tags}},
+            {"address": "aws_autoscaling_group.g", "type": "aws_autoscaling_group",
+             "values": {"min_size": 0, "launch_template": [{"name": "t"}],
+                        "tag": [{"key": k, "value": v} for k, v in tags.items()]}},
+        ]}},
+        "resource_changes": [{"address": "aws_autoscaling_group.g",
+                              "change": {"after_unknown": {"desired_capacity": True, "max_size": True}}}],
+    }  # fmt: skip
+    got = {(v.rule, v.where, v.actual) for v in check(load_fleet(POLICY / "plan-policy.yaml"), plan, period=DECEMBER)}
+    assert got == {("max-instances-per-deployment", "aws_autoscaling_group.g", "instance count unknown until apply")}

@@ -8,6 +8,7 @@ Terraform knows only after apply is reported as unknown (`type` None): policy ca
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ class Machine:
     count: int  # instances it runs (0: a template; its group counts them)
     service: Service
     checked: bool = True  # False: the type is checked where it is declared (a template a group uses)
+    count_known: bool = True  # False: how many is known only after apply
 
 
 def unknown(after_unknown: Any, *path: str | int) -> bool:
@@ -132,7 +134,26 @@ def machines(r: dict[str, Any], au: Any, template_of: Any) -> list[Machine]:
                 path = ("launch_template_config", i, "overrides", j)
                 where = f"{address}.launch_template_config[{i}].overrides[{j}]"
                 out.append(_typed(where, values, au, path, n, "ec2"))
-    return [m for m in out if m is not None]
+    later = {
+        "aws_autoscaling_group": [("desired_capacity",), ("max_size",)],
+        "aws_eks_node_group": [("scaling_config", 0, "max_size")],
+        "aws_ec2_fleet": [("target_capacity_specification", 0, "total_target_capacity")],
+        "aws_spot_fleet_request": [("target_capacity",)],
+    }.get(kind, [])
+    if any(unknown(au, *path) for path in later):
+        return [dataclasses.replace(m, count_known=False) for m in out if m is not None]
+    return [
+        dataclasses.replace(m, count_known=False)
+        if kind == "aws_sagemaker_endpoint_configuration" and _variant_count_unknown(m, au)
+        else m
+        for m in out
+        if m is not None
+    ]
+
+
+def _variant_count_unknown(m: Machine, au: Any) -> bool:
+    found = re.search(r"\.(\w+)\[(\d+)\]$", m.where)
+    return bool(found) and unknown(au, found.group(1), int(found.group(2)), "initial_instance_count")
 
 
 def group(address: str) -> str:

@@ -198,6 +198,15 @@ def check_plan(plan: dict[str, Any], fleet: Fleet, prices: PriceTable, file: str
                 )
             elif m.checked and not type_allowed(m.type, g):
                 add("instance-type-allowed", f"{m.where}.instance_type", m.type, f"use one of: {allowed_types(g)}")
+        later = sorted({m.where for m in found if not m.count_known})
+        if later and (g.max_instances_per_deployment is not None or g.max_instances_per_team is not None):
+            for where in later:
+                add(
+                    "max-instances-per-deployment",
+                    where,
+                    "instance count unknown until apply",
+                    "set the count (desired and maximum size) from a literal or a variable, so policy can check it",
+                )
         _count(address, kind, found, team, counted, team_instances)
         if team is not None:
             _price(found, team, region, hourly, team_usd, unpriced)

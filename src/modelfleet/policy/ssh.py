@@ -1,9 +1,9 @@
 """Is SSH open to the world? Not only 0.0.0.0/0: 0.0.0.0/1 + 128.0.0.0/1 is the world too.
 
-A set of CIDRs opening port 22 is public when the public addresses it covers (private, loopback,
-link-local and shared ranges left out) add up to more than a /16 (IPv4) or a /32 (IPv6): an office
-or a VPN is smaller than that, and no security group holds enough rules to split the world into
-smaller pieces (AWS allows 60 inbound rules per group).
+A set of CIDRs opening port 22 (one rule's, or a security group's inline rules together) is public
+when the public addresses it covers (private, loopback, link-local and shared ranges left out) add
+up to at least a /16 (IPv4) or a /32 (IPv6): an office or a VPN is smaller than that, and splitting
+the world into pieces that small takes 65,536 rules (AWS allows 60 inbound rules per group).
 """
 
 from __future__ import annotations
