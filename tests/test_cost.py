@@ -61,6 +61,32 @@ def test_an_idle_stop_makes_a_range():
     assert (h.least, h.most) == (0.5, 167)
 
 
+def test_a_schedule_with_only_a_stop_counts_as_running_up_to_each_stop():
+    # Nothing in it starts the deployment (people and requests do), so it may run up to every stop:
+    # the whole week at most. With an idle stop, at least 1 h of each of the 8 windows the 7 stops cut.
+    h = hours_between(sched(None, "0 20 * * *", idle="1h"), *SPRING)
+    assert (h.least, h.most, h.always_on) == (8, 167, 167)
+    assert hours_between(sched(None, "0 20 * * *"), *SPRING).most == 167  # never 0
+
+
+@pytest.mark.parametrize(
+    ("start", "stop"), [("0 7 * * MON-FRI", "0 18 * * MON-FRI"), ("0 22 * * *", "0 6 * * *"), ("0 8 * * *", None)]
+)
+def test_cost_windows_are_the_control_planes_windows(start, stop):
+    from datetime import timedelta
+
+    from modelfleet.control.schedules import window
+    from modelfleet.cost import running_intervals
+
+    schedule = sched(start, stop)
+    intervals = running_intervals(schedule, *SPRING)
+    at = SPRING[0].astimezone(UTC) + timedelta(minutes=15)
+    while at < SPRING[1]:
+        running = any(a <= at < b for a, b in intervals)
+        assert running == (window(schedule, at.timestamp()).state == "running"), at
+        at += timedelta(minutes=30)
+
+
 def test_months_in_utc():
     assert month_period("2026-12") == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
     assert hours_between(None, *month_period("2026-02")).always_on == 28 * 24
@@ -239,3 +265,45 @@ def test_refresh_asks_the_price_list_api_for_every_entry_and_keeps_what_it_canno
                             "service": "AmazonSageMaker"}  # fmt: skip
     refused = cli("cost", "prices", "--refresh", check=False)
     assert refused.returncode == 2 and "-o FILE" in refused.stderr
+
+
+@pytest.mark.slow
+def test_admin_cost_is_priced_off_the_event_loop(tmp_path, start):
+    # 40 deployments, each with its own schedule, priced over 400 days: seconds of CPU work. Meanwhile the
+    # gateway keeps answering: the pricing runs in a worker thread, not on the event loop.
+    import threading
+    import time
+
+    deps = "\n".join(
+        f'  d{i}: {{kind: openai, urls: ["http://127.0.0.1:{2000 + i}/v1"], runs_on: {{instance_type: g5.xlarge}},'
+        f' schedule: {{start: "{i} 7 * * MON-FRI", stop: "{i} 19 * * MON-FRI", timezone: Europe/Berlin}}}}'
+        for i in range(40)
+    )
+    path = write_fleet(tmp_path, f"""\
+state: {{store: "sqlite:///{tmp_path}/modelfleet.db"}}
+auth: {{admin_key: {ADMIN}}}
+deployments:
+{deps}
+routes:
+  chat: {{deployments: [d0]}}
+""")  # fmt: skip
+    gw = start(Gateway, path, wait_ready=False)  # listening is enough: no upstream behind these URLs
+    answer: dict[str, httpx.Response] = {}
+
+    def ask() -> None:
+        answer["cost"] = httpx.get(gw.base + "/admin/cost", params={"since": "400d"},
+                                   headers={"Authorization": f"Bearer {ADMIN}"}, timeout=300)  # fmt: skip
+
+    asking = threading.Thread(target=ask)
+    began = time.monotonic()
+    asking.start()
+    slowest = 0.0
+    while asking.is_alive():
+        t = time.monotonic()
+        assert httpx.get(gw.base + "/healthz", timeout=60).status_code == 200
+        slowest = max(slowest, time.monotonic() - t)
+        time.sleep(0.02)
+    took = time.monotonic() - began
+    assert answer["cost"].status_code == 200 and len(answer["cost"].json()["deployments"]) == 40
+    assert took > 0.5, "the pricing was too quick to show anything"
+    assert slowest < took / 2, (slowest, took)

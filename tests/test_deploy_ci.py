@@ -88,3 +88,44 @@ def test_the_makefile_runs_fmt_validate_plan_policy_for_real(tmp_path):
     dry = make(tmp_path, "-n", "apply")
     steps = [line for line in dry.stdout.splitlines() if "terraform" in line or "modelfleet" in line]
     assert "apply" in steps[-1] and "policy check" in steps[-2]
+
+
+def creds(job: dict) -> dict:
+    return next(s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/configure-aws-credentials"))
+
+
+def test_plan_and_apply_assume_separate_roles(tmp_path):
+    write_ci(tmp_path)  # no fleet file here: the repository secrets
+    wf = yaml.safe_load((tmp_path / ".github/workflows/modelfleet.yml").read_text())
+    plan, apply = wf["jobs"]["plan"], wf["jobs"]["apply"]
+    assert creds(plan)["with"]["role-to-assume"] == "${{ secrets.AWS_PLAN_ROLE_ARN }}"
+    assert creds(apply)["with"]["role-to-assume"] == "${{ secrets.AWS_APPLY_ROLE_ARN }}"
+    assert apply["environment"] == "production" and "environment" not in plan
+
+    # deploy.ci in the fleet file names the roles (a ${VAR} the pipeline does not need may be unset)
+    (tmp_path / "fleet.yaml").write_text(
+        "auth: {admin_key: '${UNSET_ADMIN_KEY_FOR_CI}'}\n"
+        "deploy:\n  region: eu-central-1\n  ci:\n"
+        "    plan_role_arn: arn:aws:iam::123456789012:role/fleet-plan\n"
+        "    apply_role_arn: arn:aws:iam::123456789012:role/fleet-apply\n"
+        "deployments: {a: {kind: openai, urls: ['http://127.0.0.1:9/v1']}}\nroutes: {chat: {deployments: [a]}}\n"
+    )
+    result = CliRunner().invoke(ci, ["-o", str(tmp_path), "--force"])
+    assert result.exit_code == 0, result.output
+    assert "plan arn:aws:iam::123456789012:role/fleet-plan" in result.output
+    wf = yaml.safe_load((tmp_path / ".github/workflows/modelfleet.yml").read_text())
+    assert creds(wf["jobs"]["plan"])["with"]["role-to-assume"] == "arn:aws:iam::123456789012:role/fleet-plan"
+    assert creds(wf["jobs"]["apply"])["with"]["role-to-assume"] == "arn:aws:iam::123456789012:role/fleet-apply"
+
+
+def test_one_role_for_plan_and_apply_is_refused(tmp_path):
+    (tmp_path / "fleet.yaml").write_text(
+        "deploy:\n  region: eu-central-1\n  ci:\n"
+        "    plan_role_arn: arn:aws:iam::123456789012:role/admin\n"
+        "    apply_role_arn: arn:aws:iam::123456789012:role/admin\n"
+        "deployments: {a: {kind: openai, urls: ['http://127.0.0.1:9/v1']}}\nroutes: {chat: {deployments: [a]}}\n"
+    )
+    result = CliRunner().invoke(ci, ["-o", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "plan_role_arn and apply_role_arn are the same role" in result.output
+    assert not (tmp_path / ".github").exists()

@@ -37,7 +37,7 @@ def test_the_walkthrough_runs_as_written(tmp_path):
         env.pop(var, None)  # the walkthrough exports them itself
 
     script = "\n".join(blocks((EXAMPLE / "README.md").read_text()))
-    assert script.count("modelfleet ") == 9
+    assert script.count("modelfleet ") == 10
     done = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=work, env=env, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
     out = done.stdout + done.stderr
@@ -49,7 +49,11 @@ def test_the_walkthrough_runs_as_written(tmp_path):
     assert "team research may use: embed, research-chat, search-chat" in out
     assert "team search may use: embed, search-chat" in out
     assert "teams.d/rogue.yaml: server (line 2): a team file cannot change `server`" in out
-    assert "refused (exit 2)" in out
+    assert out.count("refused (exit 2)") == 2
+    # a team file cannot read the platform's environment (the admin key) into a URL of its own
+    assert "teams.d/thief.yaml: deployments.x.urls.0 (line 3): a team file reads only the environment" in out
+    assert "(include.env: none); ${MODELFLEET_ADMIN_KEY} is not one of them" in out
+    assert "admin-key-0123456789abcdef" not in out
     # 2. policy: the fleet passes, the plan fails with each planted violation named
     assert "policy: ok: fleet.yaml" in out
     assert "policy: 8 violation(s) in fleet.yaml and plan.json" in out

@@ -16,6 +16,7 @@ GET    /v1/whoami                        what the key is: admin, a team (its rou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
@@ -162,7 +163,10 @@ class AdminAPI:
         since = request.query.get("since", "30d")
         start, end = window(since)
         rows = await self.admin.usage(since=since, team=None, by="day,team,deployment")
-        return _json(chargeback(self.deployments.fleet, rows, start, end, load_prices()))
+        # Pricing up to 400 days of schedules is CPU work: off the event loop, so requests keep flowing.
+        fleet = self.deployments.fleet
+        result = await asyncio.to_thread(lambda: chargeback(fleet, rows, start, end, load_prices()))
+        return _json(result)
 
     async def team_usage(self, request: web.Request) -> web.Response:
         caller = await self.gate.authenticate(request.headers.get("Authorization"))

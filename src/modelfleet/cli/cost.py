@@ -75,6 +75,8 @@ def cost(
         bar_chart(result, chart)
         click.echo(f"chart: {chart}", err=True)
     if as_json:
+        for warning in result.warnings:  # in the JSON too ("warnings"); here so a script's log shows it
+            click.echo(f"warning: unpriced: {warning}", err=True)
         click.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return
     _table(result)
@@ -102,7 +104,7 @@ def _table(result) -> None:
         b = d.billing
         what = f"{b.count} x {b.instance_type} {b.region}" if b else d.kind
         if d.hourly is None:
-            t.add_row(d.name, d.team or "", what, "", "", "", "", d.note)
+            t.add_row(d.name, d.team or "", what, "", "", "unpriced" if d.unpriced else "", "", d.note)
             continue
         t.add_row(
             d.name,
@@ -120,6 +122,8 @@ def _table(result) -> None:
         teams.add_row(team, f"{usd['always_on']:,.2f}", f"{usd['scheduled']:,.2f}", f"{usd['least']:,.2f}")
     console.print(teams)
     console.print(f"prices: {result.prices.source}, as of {result.prices.as_of} ({result.prices.path})")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] unpriced: {warning}")
 
 
 def _chargeback(fleet_path: Path | None, since: str, prices, as_json: bool) -> None:

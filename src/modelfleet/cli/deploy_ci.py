@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -42,13 +43,19 @@ def ci(fleet: str, terraform_dir: str, branch: str, region: str, render: str, ou
     report as a comment and the violations as SARIF (code scanning); a merge applies the plan that
     passed. Locally, `make policy` runs the same steps.
 
+    Two IAM roles: a read-only one for pull requests, and one that applies, trusted only for the
+    `production` environment. Set them as `deploy.ci.plan_role_arn` / `apply_role_arn` in the fleet
+    file (read from the output folder), or as the repository secrets AWS_PLAN_ROLE_ARN / AWS_APPLY_ROLE_ARN.
+
     \b
       modelfleet deploy ci -f fleet.yaml --terraform-dir deploy/aws
     """
     from modelfleet.deploy.ci import CIOptions, render_ci
 
+    roles = _roles(out / fleet)
     try:
-        opts = CIOptions(fleet=fleet, terraform_dir=terraform_dir, branch=branch, region=region, render=render)
+        opts = CIOptions(fleet=fleet, terraform_dir=terraform_dir, branch=branch, region=region, render=render,
+                         plan_role_arn=roles.plan_role_arn, apply_role_arn=roles.apply_role_arn)  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     files = render_ci(opts)
@@ -60,4 +67,32 @@ def ci(fleet: str, terraform_dir: str, branch: str, region: str, render: str, ou
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         click.echo(f"wrote {path}")
-    click.echo("next: add the repository secret AWS_ROLE_ARN (an IAM role for GitHub OIDC), then commit both files")
+    missing = [f"{secret} ({what})" for secret, what, arn in (
+        ("AWS_PLAN_ROLE_ARN", "a read-only role for pull requests", roles.plan_role_arn),
+        ("AWS_APPLY_ROLE_ARN", "the role that applies merges, trusted for the production environment only",
+         roles.apply_role_arn),
+    ) if arn is None]  # fmt: skip
+    if missing:
+        click.echo(f"next: add the repository secret(s) {'; '.join(missing)}, or set deploy.ci in {fleet}; "
+                   "then commit the files")  # fmt: skip
+    else:
+        click.echo(f"roles from {fleet} (deploy.ci): plan {roles.plan_role_arn}, apply {roles.apply_role_arn}")
+
+
+def _roles(path: Path):
+    """deploy.ci of the fleet file, if there is one: the plan and apply roles (unset: repository secrets)."""
+    from modelfleet.config.deploy import CIRoles
+
+    if not path.is_file():
+        return CIRoles()
+    from modelfleet.config.loader import parse_fleet
+    from modelfleet.deploy.source import _env_or_placeholders
+    from modelfleet.errors import ConfigError
+
+    text = path.read_text(encoding="utf-8")
+    try:  # the pipeline needs no secret: unset ${VARS} are checked with placeholders, as `deploy aws` does
+        fleet = parse_fleet(text, file=str(path), env=_env_or_placeholders(text))
+    except ConfigError as exc:
+        click.echo(click.style("config error: ", fg="red", bold=True) + str(exc), err=True)
+        sys.exit(2)
+    return fleet.deploy.ci if fleet.deploy is not None else CIRoles()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -62,27 +61,30 @@ def check(
     from modelfleet.policy import check as run_check
     from modelfleet.policy import report
     from modelfleet.policy.locate import locate
+    from modelfleet.policy.plan_file import PlanError, read_plan
 
     fleet = load_or_exit(fleet_path)
     plan = None
     if plan_path is not None:
         try:
-            plan = json.loads(plan_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            click.echo(f"error: {plan_path}: not a `terraform show -json` plan: {exc}", err=True)
-            sys.exit(2)
-        if not isinstance(plan, dict) or "planned_values" not in plan:
-            click.echo(
-                f"error: {plan_path}: no planned_values; expected `terraform show -json PLANFILE` output", err=True
-            )
+            plan = read_plan(plan_path)
+        except PlanError as exc:
+            click.echo(f"error: {exc}", err=True)
             sys.exit(2)
     try:
         period = month_period(month)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from None
-    found = run_check(
-        fleet, plan, plan_file=str(plan_path) if plan_path else None, prices=load_prices(prices_path), period=period
-    )
+    prices = load_prices(prices_path)
+    try:
+        found = run_check(fleet, plan, plan_file=str(plan_path) if plan_path else None, prices=prices, period=period)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        if plan is None:
+            raise
+        # the shape was checked; a value of a type Terraform never writes still gets an answer, not a traceback
+        click.echo(f"error: {plan_path}: cannot read this plan ({type(exc).__name__}: {exc}); expected "
+                   "`terraform show -json PLANFILE` output", err=True)  # fmt: skip
+        sys.exit(2)
     found = locate(found, str(fleet_path) if fleet_path else None, str(plan_path) if plan_path else None)
     checked = str(fleet_path or "the built-in fleet") + (f" and {plan_path}" if plan_path else "")
     if fmt == "json":

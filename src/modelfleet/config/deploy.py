@@ -10,6 +10,7 @@ deploy:
   alarms: {emails: [oncall@example.com]}
   state_backend: {s3_bucket: tf-state, key: modelfleet/office-hours.tfstate}
   tags: {cost_center: cc-42}
+  ci: {plan_role_arn: arn:aws:iam::...:role/fleet-plan, apply_role_arn: arn:aws:iam::...:role/fleet-apply}
 """
 
 from __future__ import annotations
@@ -123,6 +124,34 @@ class Alarms(_Section):
         return emails
 
 
+ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$"
+
+
+class CIRoles(_Section):
+    """The IAM roles `modelfleet deploy ci`'s pipeline assumes through GitHub's OIDC: one per job, so a pull
+    request (anyone's branch) never holds credentials that can change the account."""
+
+    plan_role_arn: str | None = Field(
+        None,
+        pattern=ROLE_ARN,
+        description="read-only: plan + policy on pull requests; default: secret AWS_PLANROLE_ARN",
+    )
+    apply_role_arn: str | None = Field(
+        None,
+        pattern=ROLE_ARN,
+        description="applies merges (environment production); default: secret AWS_APPLYROLE_ARN",
+    )
+
+    @model_validator(mode="after")
+    def _two_roles(self) -> CIRoles:
+        if self.plan_role_arn is not None and self.plan_role_arn == self.apply_role_arn:
+            raise ValueError(
+                "deploy.ci: plan_role_arn and apply_role_arn are the same role; pull requests run with the plan "
+                "role, so it must be a read-only one: give apply its own role"
+            )
+        return self
+
+
 class Deploy(_Section):
     name: str = Field(
         "modelfleet", pattern=r"^[a-z][a-z0-9-]{2,19}$", description="prefix of every resource name (3-20 chars)"
@@ -141,6 +170,7 @@ class Deploy(_Section):
     state_backend: StateBackend | None = None
     alarms: Alarms = Alarms()
     tags: dict[str, str] = Field({}, description="on every resource, beside managed-by: modelfleet")
+    ci: CIRoles = Field(CIRoles(), description="the IAM roles of `modelfleet deploy ci`'s pipeline")
 
     @model_validator(mode="after")
     def _gateway_needs_tls(self) -> Deploy:

@@ -5,11 +5,17 @@
       files: [teams.d/]                        teams:
       team_settings: [keys, limits, tags]        search: {keys: ["${SEARCH_KEY}"], tags: {cost-center: cc-7}}
       share: {search-chat: [research]}         deployments: {search-llm: {...}}
-                                               routes: {search-chat: {deployments: [search-llm]}}
+      share_deployments: {embed: "*"}          routes: {search-chat: {deployments: [search-llm, embed]}}
+      env: {search: [SEARCH_KEY]}
+      secrets: {search: ["teams/search/*"]}
 
 A team file declares only its own deployments and routes, and its own team's settings that the
 platform allows (`team_settings`). It cannot set `server`, `state`, `auth`, `policy` or `include`,
-declare another team, or redefine or route to another team's deployment. Every error names the file.
+declare another team, redefine another file's deployment, or reach one: its routes send traffic
+to its own deployments and to the platform deployments `share_deployments` gives it, and fall back
+only to routes it may use. Two files' deployments cannot be the same SageMaker endpoint or server
+URL. A team file reads no environment variable and no AWS secret unless the platform names it
+(`env`, `secrets`): the gateway's environment is the platform's. Every error names the file.
 
 Isolation: a team may use its own routes, the platform's routes (when the platform gives it `*`) and
 routes the platform `share`s with it; this is written into each team's `routes`, so the gateway's
@@ -22,14 +28,25 @@ import copy
 import glob
 import re
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import yaml
 from pydantic import ValidationError
 
-from modelfleet.config.schema import NAME_PATTERN, Fleet, Include, _include
+from modelfleet.config.loader import _describe, _where, interpolate, read_yaml
+from modelfleet.config.schema import (
+    NAME_PATTERN,
+    Deployment,
+    Fleet,
+    Include,
+    OpenAIDeployment,
+    SageMakerDeployment,
+    _include,
+)
 from modelfleet.errors import ConfigError
+from modelfleet.secret_refs import PREFIX
 
 PLATFORM_ONLY = ("server", "state", "auth", "policy", "include")
 TEAM_FILE_FIELDS = ("team", "teams", "deployments", "routes")
@@ -64,8 +81,6 @@ class _Problems:
 
 
 def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) -> Fleet:
-    from modelfleet.config.loader import _describe
-
     problems = _Problems()
     try:
         include = Include.model_validate(_include(data["include"]))
@@ -86,13 +101,14 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
 
     at = ("include",) if isinstance(data["include"], list | str) else ("include", "files")  # the shorthand: a list
     for path in _expand(include.files, at, Path(file).parent, file, lines, problems):
-        doc, flines = _read(path, env, problems)
+        doc, flines = _read(path, problems)
         if doc is None:
             continue
         file_lines[path] = flines
         team = _team_of(doc, path, flines, team_files, problems)
         if team is None:
             continue
+        doc = _references(doc, team, path, flines, env, include, problems)
         team_files[team] = path
         own_routes[team] = set()
         for key in doc:
@@ -128,7 +144,8 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
                     own_routes[team].add(name)
         loaded.append((doc, team, path, flines))
     for doc, team, path, flines in loaded:  # once every file is in, so the order of the files does not matter
-        _check_route_targets(doc, team, path, flines, owners, include, problems)
+        usable = _usable_routes(team, merged, owners, include, own_routes)
+        _check_route_targets(doc, team, path, flines, owners, include, usable, problems)
     problems.raise_any()
 
     _check_share(include, merged, owners, file, lines, problems)
@@ -142,6 +159,8 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
             problems.add(owner_file, _describe(err, file_lines.get(owner_file, {})))
         problems.raise_any()
         raise
+    _check_same_targets(fleet, owners, file, file_lines, problems)
+    problems.raise_any()
     fleet._owners = owners  # frozen models still take private attributes
     return fleet
 
@@ -168,30 +187,60 @@ def _expand(entries: list[str], at: tuple, base: Path, file: str, lines: dict, p
     return found
 
 
-def _read(path: str, env: Any, problems: _Problems) -> tuple[dict | None, dict]:
-    from modelfleet.config.loader import _interpolate, _line_map
-
+def _read(path: str, problems: _Problems) -> tuple[dict | None, dict]:
+    """The team file as written (the loader's own reader), before any ${ENV} is expanded."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        return read_yaml(text, file=path, expected="a mapping with `team`, `deployments` and `routes`")
     except OSError as exc:
         problems.add(path, f"cannot read the team file: {exc.strerror or exc}")
-        return None, {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problems.add(path, f"{where}not valid YAML: {getattr(exc, 'problem', exc)}")
-        return None, {}
-    if not isinstance(doc, dict):
-        problems.add(path, "expected a mapping with `team`, `deployments` and `routes` at the top level")
-        return None, {}
-    lines = _line_map(root)
-    env_problems: list[str] = []
-    doc = _interpolate(doc, (), env, lines, env_problems)
-    for p in env_problems:
+    except ConfigError as exc:
+        for p in exc.problems:
+            problems.add(path, p)
+    return None, {}
+
+
+def _references(doc: dict, team: str, path: str, lines: dict, env: Any, include: Include, problems: _Problems) -> dict:
+    """Expand the ${ENV} and check the aws-secret:// references the platform lets this team's file use.
+
+    The gateway's environment and AWS credentials are the platform's: a team file that could read
+    ${MODELFLEET_ADMIN_KEY} into a URL or an api_key it controls would send it to its own server."""
+    allowed_env = include.env.get(team, [])
+    allowed_secrets = include.secrets.get(team, [])
+
+    def may_read(name: str) -> str | None:
+        if name in allowed_env:
+            return None
+        return (
+            f"a team file reads only the environment variables the platform fleet lets team {team!r} read "
+            f"(include.env: {', '.join(allowed_env) or 'none'}); ${{{name}}} is not one of them"
+        )
+
+    found: list[str] = []
+    doc = interpolate(doc, env, lines, found, may_read)
+    for p in found:
         problems.add(path, p)
-    return doc, lines
+
+    def walk(value: Any, at: tuple) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, (*at, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, (*at, i))
+        elif isinstance(value, str) and value.strip().lower().startswith(PREFIX):
+            ref = urlsplit(value.strip())
+            name = (ref.netloc + ref.path).strip("/")
+            if not any(fnmatchcase(name, pattern) for pattern in allowed_secrets):
+                problems.add(
+                    path,
+                    f"{_at(at, lines)}: a team file references only the AWS secrets the platform fleet lets "
+                    f"team {team!r} read (include.secrets: {', '.join(allowed_secrets) or 'none'}); "
+                    f"{name!r} is not one of them",
+                )
+
+    walk(doc, ())
+    return doc
 
 
 def _team_of(doc: dict, path: str, lines: dict, team_files: dict[str, str], problems: _Problems) -> str | None:
@@ -269,10 +318,28 @@ def _merge_team_settings(
     owners.setdefault(f"teams.{team}", Owner(path, team))
 
 
+def _usable_routes(
+    team: str, merged: dict, owners: dict[str, Owner], include: Include, own_routes: dict[str, set[str]]
+) -> set[str]:
+    """The routes the team may use: its own, the shared ones, and the platform's it is given."""
+    listed = (merged.get("teams") or {}).get(team, {}).get("routes", "*")
+    platform = {n for n in merged.get("routes") or {} if owners[f"routes.{n}"].team is None}
+    given = platform if listed == "*" else set(listed if isinstance(listed, list) else [listed]) & platform
+    return given | own_routes.get(team, set()) | {r for r in include.share if _shared(include.share, r, team)}
+
+
 def _check_route_targets(
-    doc: dict, team: str, path: str, lines: dict, owners: dict[str, Owner], include: Include, problems: _Problems
+    doc: dict,
+    team: str,
+    path: str,
+    lines: dict,
+    owners: dict[str, Owner],
+    include: Include,
+    usable: set[str],
+    problems: _Problems,
 ) -> None:
-    """A team's routes send traffic to its own or the platform's deployments, never to another team's."""
+    """A team's routes send traffic to its own deployments and to those the platform shares with it,
+    and fall back only to routes the team may use itself."""
     routes = doc.get("routes") or {}
     for name, spec in routes.items() if isinstance(routes, dict) else ():
         if not isinstance(spec, dict):
@@ -281,39 +348,93 @@ def _check_route_targets(
         targets = deps if isinstance(deps, dict | list) else [deps] if isinstance(deps, str) else []
         for dep in targets:
             other = owners.get(f"deployments.{dep}")
-            if other is not None and other.team not in (None, team):
+            if other is None or other.team == team or _shared(include.share_deployments, dep, team):
+                continue  # unknown deployments: the schema says so, with the names it knows
+            where = f"{_at(('routes', name, 'deployments'), lines)}: deployment {dep!r}"
+            if other.team is None:
                 problems.add(
                     path,
-                    f"{_at(('routes', name, 'deployments'), lines)}: deployment {dep!r} belongs to "
-                    f"team {other.team!r} ({other.file}); route to it through a route that team "
-                    "shares with you (include.share in the platform fleet)",
+                    f"{where} is the platform fleet's ({other.file}) and not shared with team {team!r}; "
+                    "use a platform route, or ask for it in include.share_deployments",
+                )
+            else:
+                problems.add(
+                    path,
+                    f"{where} belongs to team {other.team!r} ({other.file}); route to it through a route "
+                    "that team shares with you (include.share in the platform fleet)",
                 )
         fallbacks = spec.get("fallbacks")
         for fb in fallbacks if isinstance(fallbacks, list) else [fallbacks] if isinstance(fallbacks, str) else []:
             other = owners.get(f"routes.{fb}")
-            if other is not None and other.team not in (None, team) and not _shared(include, fb, team):
-                problems.add(
-                    path,
-                    f"{_at(('routes', name, 'fallbacks'), lines)}: route {fb!r} belongs to team "
-                    f"{other.team!r} ({other.file}) and is not shared with team {team!r}",
-                )
+            if other is None or fb in usable:
+                continue
+            by = f"team {other.team!r} ({other.file})" if other.team else f"the platform fleet ({other.file})"
+            problems.add(
+                path,
+                f"{_at(('routes', name, 'fallbacks'), lines)}: route {fb!r} belongs to {by} and team "
+                f"{team!r} may not use it; fall back only to routes the team may use",
+            )
 
 
-def _shared(include: Include, route: str, team: str) -> bool:
-    teams = include.share.get(route)
+def _shared(share: dict[str, Any], name: str, team: str) -> bool:
+    teams = share.get(name)
     return teams == "*" or (isinstance(teams, list) and team in teams)
+
+
+def _identities(dep: Deployment) -> list[tuple[str, tuple]]:
+    """What a deployment reaches outside modelfleet: (identity, the field that says so)."""
+    if isinstance(dep, SageMakerDeployment):
+        at = f" at {dep.endpoint_url}" if dep.endpoint_url else ""
+        return [(f"SageMaker endpoint {dep.endpoint!r} in {dep.region}{at}", ("endpoint",))]
+    if isinstance(dep, OpenAIDeployment):
+        return [(f"server {_canonical(url)}", ("urls", i)) for i, url in enumerate(dep.urls)]
+    return []
+
+
+def _canonical(url: str) -> str:
+    u = urlsplit(url)
+    port = u.port or {"http": 80, "https": 443}.get(u.scheme.lower())
+    return f"{u.scheme.lower()}://{(u.hostname or '').lower()}:{port}{u.path.rstrip('/')}"
+
+
+def _check_same_targets(
+    fleet: Fleet, owners: dict[str, Owner], platform: str, file_lines: dict[str, dict], problems: _Problems
+) -> None:
+    """Two files cannot run the same endpoint or server: starting, stopping and billing it would be shared."""
+    seen: dict[str, tuple[str, tuple, str]] = {}  # identity -> (deployment, field, file)
+    for name, dep in fleet.deployments.items():
+        owner = owners.get(f"deployments.{name}")
+        file = owner.file if owner else platform
+        for identity, field in _identities(dep):
+            first = seen.setdefault(identity, (name, field, file))
+            if first[2] == file:
+                continue
+            other_at = _at(("deployments", first[0], *first[1]), file_lines.get(first[2], {}))
+            problems.add(
+                file,
+                f"{_at(('deployments', name, *field), file_lines.get(file, {}))}: the {identity} is already "
+                f"deployment {first[0]!r} in {first[2]} ({other_at}); each file's deployments reach their own "
+                "endpoints and servers: use another one, or a route the other file shares",
+            )
 
 
 def _check_share(
     include: Include, merged: dict, owners: dict[str, Owner], file: str, lines: dict, problems: _Problems
 ) -> None:
     teams = set(merged.get("teams") or {})
-    for route, with_ in include.share.items():
-        where = _at(("include", "share", route), lines)
-        if f"routes.{route}" not in owners:
-            problems.add(file, f"{where}: unknown route {route!r}; routes: {', '.join(sorted(merged['routes']))}")
-        for t in with_ if isinstance(with_, list) else ():
+    for section, kind in (("share", "routes"), ("share_deployments", "deployments")):
+        for name, with_ in getattr(include, section).items():
+            where = _at(("include", section, name), lines)
+            if f"{kind}.{name}" not in owners:
+                known = ", ".join(sorted(merged.get(kind) or {}))
+                problems.add(file, f"{where}: unknown {kind[:-1]} {name!r}; {kind}: {known}")
+            for t in with_ if isinstance(with_, list) else ():
+                if t not in teams:
+                    problems.add(file, f"{where}: unknown team {t!r}; teams: {', '.join(sorted(teams))}")
+    for section in ("env", "secrets"):
+        for t in getattr(include, section):
             if t not in teams:
+                where = _at(("include", section, t), lines)
                 problems.add(file, f"{where}: unknown team {t!r}; teams: {', '.join(sorted(teams))}")
 
 
@@ -321,7 +442,7 @@ def _isolate(merged: dict, include: Include, owners: dict[str, Owner], own_route
     """Write each team's usable routes: its own, the platform's, and those shared with it."""
     platform_routes = {n for n in merged.get("routes") or {} if owners[f"routes.{n}"].team is None}
     for team, spec in (merged.get("teams") or {}).items():
-        shared = {r for r in include.share if _shared(include, r, team)}
+        shared = {r for r in include.share if _shared(include.share, r, team)}
         listed = spec.get("routes", "*")
         base = platform_routes if listed == "*" else set(listed if isinstance(listed, list) else [listed])
         spec["routes"] = sorted(base | own_routes.get(team, set()) | shared)
@@ -340,7 +461,6 @@ def _owner_file(err: Any, owners: dict[str, Owner], platform: str) -> str:
 
 
 def _at(path: str | tuple, lines: dict) -> str:
+    """`a.b.c (line N)`, as the loader says it; a path the file does not have (yet) is named whole."""
     parts = tuple(path.split(".")) if isinstance(path, str) else path
-    line = lines.get(parts)
-    dotted = ".".join(str(p) for p in parts)
-    return f"{dotted} (line {line})" if line else dotted
+    return _where(parts, lines) if parts in lines else ".".join(str(p) for p in parts)

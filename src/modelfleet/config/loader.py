@@ -10,6 +10,7 @@ import difflib
 import functools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,9 @@ def load_fleet(path: str | Path, env: dict[str, str] | None = None) -> Fleet:
 
 
 def parse_fleet(text: str, *, file: str = "<fleet>", env: dict[str, str] | os._Environ[str]) -> Fleet:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"], file=file) from exc
-    if data is None:
-        raise ConfigError(["the file is empty; expected a mapping with `deployments` and `routes`"], file=file)
-    if not isinstance(data, dict):
-        raise ConfigError(["expected a mapping with `deployments` and `routes` at the top level"], file=file)
-
-    lines = _line_map(root)
+    data, lines = read_yaml(text, file=file)
     problems: list[str] = []
-    data = _interpolate(data, (), env, lines, problems)
+    data = interpolate(data, env, lines, problems)
     if problems:
         raise ConfigError(problems, file=file)
     if "include" in data:  # a platform fleet: team files merge in (config/include.py)
@@ -59,6 +48,35 @@ def parse_fleet(text: str, *, file: str = "<fleet>", env: dict[str, str] | os._E
         return Fleet.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([_describe(err, lines) for err in exc.errors()], file=file) from None
+
+
+def read_yaml(
+    text: str, *, file: str, expected: str = "a mapping with `deployments` and `routes`"
+) -> tuple[dict[str, Any], dict[Path_, int]]:
+    """A fleet (or team) file's mapping and the line of every path in it; a ConfigError naming the file."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"], file=file) from None
+    if data is None:
+        raise ConfigError([f"the file is empty; expected {expected}"], file=file)
+    if not isinstance(data, dict):
+        raise ConfigError([f"expected {expected} at the top level"], file=file)
+    return data, _line_map(root)
+
+
+def interpolate(
+    data: dict[str, Any],
+    env: Any,
+    lines: dict[Path_, int],
+    problems: list[str],
+    may_read: Callable[[str], str | None] | None = None,
+) -> dict[str, Any]:
+    """${NAME} and ${NAME:-default} from `env`. `may_read(NAME)` returns why NAME is off limits (a team file)."""
+    return _interpolate(data, (), env, lines, problems, may_read)
 
 
 def _line_map(node: yaml.Node | None, path: Path_ = ()) -> dict[Path_, int]:
@@ -78,16 +96,27 @@ def _line_map(node: yaml.Node | None, path: Path_ = ()) -> dict[Path_, int]:
     return lines
 
 
-def _interpolate(value: Any, path: Path_, env: Any, lines: dict[Path_, int], problems: list[str]) -> Any:
+def _interpolate(
+    value: Any,
+    path: Path_,
+    env: Any,
+    lines: dict[Path_, int],
+    problems: list[str],
+    may_read: Callable[[str], str | None] | None = None,
+) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*path, k), env, lines, problems) for k, v in value.items()}
+        return {k: _interpolate(v, (*path, k), env, lines, problems, may_read) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*path, i), env, lines, problems) for i, v in enumerate(value)]
+        return [_interpolate(v, (*path, i), env, lines, problems, may_read) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
+        refused = may_read(name) if may_read is not None else None
+        if refused is not None:  # checked before the value is looked at: a refused name is never read
+            problems.append(f"{_where(path, lines)}: {refused}")
+            return ""
         if name in env:
             return env[name]
         if default is not None:

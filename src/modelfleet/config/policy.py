@@ -18,7 +18,7 @@
           fix: set the route's timeout to 120s or less
 
 Per-team and per-environment sections override the fleet-wide values they set; a deployment's
-environment is its `environment` tag.
+environment is its `environment` tag (trimmed, any case).
 """
 
 from __future__ import annotations
@@ -84,7 +84,9 @@ class Policy(Guardrails):
     def overridden(self, team: str | None, environment: str | None) -> Guardrails:
         """The fleet-wide values, then the environment's, then the team's (the most specific wins)."""
         values = Guardrails.model_validate(self.model_dump(include=set(Guardrails.model_fields))).model_dump()
-        for section in (self.environments.get(environment or ""), self.teams.get(team or "")):
+        wanted = (environment or "").strip().lower()  # `Dev ` is the dev environment, not none at all
+        env = next((s for name, s in self.environments.items() if name.strip().lower() == wanted), None)
+        for section in (env if wanted else None, self.teams.get(team or "")):
             if section is not None:
                 values.update(section.model_dump(include=section.model_fields_set))
         return Guardrails(**values)

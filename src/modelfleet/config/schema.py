@@ -394,6 +394,15 @@ class Include(_Section):
     share: dict[Name, list[Name] | Literal["*"]] = Field(
         {}, description="route -> teams (or *) that may use it besides the team that owns it"
     )
+    share_deployments: dict[Name, list[Name] | Literal["*"]] = Field(
+        {}, description="platform deployment -> teams (or *) whose routes may send traffic to it"
+    )
+    env: dict[Name, list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]]] = Field(
+        {}, description="team -> the environment variables its file may read as ${NAME}; none by default"
+    )
+    secrets: dict[Name, list[str]] = Field(
+        {}, description="team -> aws-secret:// names its file may reference (fnmatch: teams/search/*); none by default"
+    )
 
 
 def _include(value: Any) -> Any:

@@ -11,7 +11,7 @@ callers pass `now`, so tests drive time by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -61,6 +61,24 @@ def window(schedule: Schedule | None, now: float) -> Window:
     at, state, cron = latest
     word = "start" if state == "running" else "stop"
     return Window(state, f"schedule {word} {cron!r} ({schedule.timezone}) at {at:%a %H:%M}", min(nexts))
+
+
+def boundaries(schedule: Schedule, start: datetime, end: datetime) -> list[tuple[datetime, State | None]]:
+    """The state in force at `start` (what `window` says), then every start and stop in [start, end), in UTC.
+
+    Crons are read as wall-clock times in the schedule's timezone (as `window` reads them) and turned
+    into real instants, so a night across a DST change is an hour shorter or longer; an ambiguous
+    wall-clock time is its first occurrence. For the cost of a schedule (cost/hours.py)."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    tz = ZoneInfo(schedule.timezone)
+    marks: list[tuple[datetime, State | None]] = []
+    for state, cron in _fires(schedule):
+        # Naive wall-clock times: aware ones sharing one tzinfo would step over a DST change as if it were not there.
+        it = croniter(cron, start.astimezone(tz).replace(tzinfo=None) - timedelta(microseconds=1))
+        while (at := it.get_next(datetime).replace(tzinfo=tz).astimezone(UTC)) < end:
+            if at >= start:
+                marks.append((at, state))
+    return [(start, window(schedule, start.timestamp()).state), *sorted(marks)]
 
 
 def boundary_between(schedule: Schedule | None, after: float, now: float) -> Desired | None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelfleet.config.schema import Fleet
+from modelfleet.config.schema import Fleet, Schedule
+from modelfleet.cost.hours import Hours, running_intervals
 from modelfleet.cost.model import deployment_cost
 from modelfleet.cost.prices import PriceTable
 
@@ -28,16 +29,30 @@ def chargeback(
         per_team[row["team"]] = per_team.get(row["team"], 0) + int(row["total_tokens"])
     rows: list[dict[str, Any]] = []
     deployments: list[dict[str, Any]] = []
+    read: dict[Schedule | None, list[tuple[datetime, datetime]]] = {}  # deployments often share a schedule
     for name in fleet.deployments:
         total = 0.0
         shares: dict[str, list[float]] = {}  # team -> [usd, tokens]
         day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        note = ""
+        # Each schedule is read once for the whole window, then cut into days: a year is 365 cuts, not 365 reads.
+        schedule = fleet.deployments[name].schedule
+        if schedule not in read:
+            read[schedule] = running_intervals(schedule, start, end)
+        windows = read[schedule]
+        hours = sum((y - x).total_seconds() / 3600 for x, y in windows)
+        cost = deployment_cost(fleet, name, start, end, prices, Hours(hours, hours, hours))
+        note = cost.note
+        first = 0  # windows are in order: each day looks only at those from the first one still running
         while day < end:
             a, b = max(day, start), min(day + timedelta(days=1), end)
-            cost = deployment_cost(fleet, name, a, b, prices)
-            note = cost.note
-            usd = cost.most_usd
+            while first < len(windows) and windows[first][1] <= a:
+                first += 1
+            hours = 0.0
+            for x, y in windows[first:]:
+                if x >= b:
+                    break
+                hours += (min(b, y) - max(a, x)).total_seconds() / 3600
+            usd = cost.usd(hours)
             total += usd
             used = tokens.get((name, day.strftime("%Y-%m-%d")), {})
             spent = sum(used.values())

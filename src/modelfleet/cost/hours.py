@@ -1,20 +1,20 @@
 """The hours a schedule keeps a deployment running between two moments, from its cron windows.
 
-Crons are read as wall-clock times in the schedule's timezone (as the control plane acts on them),
-then turned into real instants, so a night across a DST change is an hour shorter or longer. An idle
-stop makes the hours a range: at least `idle_stop_after` of every window (it stops once idle), at
-most the whole window (it is never idle). Wakes outside the windows are not counted.
+The windows are the control plane's (control/schedules.py owns reading a schedule: its boundaries
+in real instants, DST included); this module only adds up hours. An idle stop makes the hours a
+range: at least `idle_stop_after` of every window (it stops once idle), at most the whole window
+(it is never idle). Wakes outside the windows are not counted. A schedule with only a stop counts
+as running up to each stop: nothing in it says when people or requests start it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
-
-from croniter import croniter
+from datetime import UTC, datetime
+from itertools import pairwise
 
 from modelfleet.config.schema import Schedule
+from modelfleet.control import schedules
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,41 +24,24 @@ class Hours:
     least: float  # each window cut to idle_stop_after (== most without an idle stop)
 
 
-def _boundaries(schedule: Schedule, start: datetime, end: datetime) -> list[tuple[datetime, bool]]:
-    """(instant, running?) for every boundary in [start, end), plus the latest one before `start`."""
-    # Everything in UTC: aware datetimes sharing one tzinfo subtract as wall-clock times, DST ignored.
-    tz = ZoneInfo(schedule.timezone)
-    out: list[tuple[datetime, bool]] = []
-    before: list[tuple[datetime, bool]] = []
-    for running, cron in ((True, schedule.start), (False, schedule.stop)):
-        if cron is None:
-            continue
-        local = start.astimezone(tz).replace(tzinfo=None)
-        prev = croniter(cron, local + timedelta(microseconds=1)).get_prev(datetime)
-        before.append((prev.replace(tzinfo=tz).astimezone(UTC), running))
-        it = croniter(cron, local - timedelta(microseconds=1))
-        while True:
-            at = it.get_next(datetime).replace(tzinfo=tz).astimezone(UTC)  # wall clock; fold=0 when ambiguous
-            if at >= end:
-                break
-            if at >= start:
-                out.append((at, running))
-    out.sort()
-    latest = max(before) if before else (start, True)
-    return [(start, latest[1]), *out]
-
-
 def running_intervals(schedule: Schedule | None, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
     """The windows in [start, end) in which the schedule keeps the deployment running."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     if schedule is None or (schedule.start is None and schedule.stop is None):
         return [(start, end)]
+    marks = schedules.boundaries(schedule, start, end)
+    if schedule.start is None:
+        # Only a stop: the schedule never starts it, people and requests do, at times no estimate can know.
+        # It counts as running up to each stop (the most it can run, which a cost cap must assume); with an
+        # idle stop, `least` is idle_stop_after of each stop-to-stop window.
+        cuts = [start, *(at for at, _ in marks[1:] if at > start), end]
+        return [(a, b) for a, b in pairwise(cuts) if b > a]
     windows: list[tuple[datetime, datetime]] = []
     opened: datetime | None = None
-    for at, running in _boundaries(schedule, start, end):
-        if running and opened is None:
+    for at, state in marks:
+        if state == "running" and opened is None:
             opened = at
-        elif not running and opened is not None:
+        elif state == "stopped" and opened is not None:
             if at > opened:
                 windows.append((opened, at))
             opened = None

@@ -40,20 +40,31 @@ def team_of(fleet: Fleet, name: str) -> str | None:
     owner = ownership(fleet).get(f"deployments.{name}")
     if owner is not None and owner.team is not None:
         return owner.team
-    return deployment_tags(fleet, name, with_team=False).get("team")
+    team = deployment_tags(fleet, name, with_team=False).get("team")
+    if not isinstance(team, str) or not team.strip():
+        return None
+    by_lower = {t.lower(): t for t in fleet.teams}  # `Research ` is team research: its tags and guardrails apply
+    return by_lower.get(team.strip().lower(), team.strip())
 
 
 def deployment_tags(fleet: Fleet, name: str, *, with_team: bool = True) -> dict[str, str]:
-    """The tags its resources carry: its owning team's tags, then its own."""
+    """The effective tags its resources carry: its own, with its team's tags over them.
+
+    A deployment cannot override what its team's tags say (the platform sets those, or lets the
+    team's own file set them), and a team file's deployment is tagged with that team, whatever it says."""
     dep = fleet.deployments[name]
     own: dict[str, str] = {}
     if isinstance(dep, SageMakerDeployment) and dep.create is not None:
         own = dict(dep.create.tags)
     elif isinstance(dep, OpenAIDeployment) and dep.runs_on is not None:
         own = dict(dep.runs_on.tags)
-    team = team_of(fleet, name) if with_team else None
+    if not with_team:
+        return own
+    team = team_of(fleet, name)
     team_tags = dict(fleet.teams[team].tags) if team in fleet.teams else {}
-    return {**team_tags, **own}
+    owner = ownership(fleet).get(f"deployments.{name}")
+    owned = {"team": owner.team} if owner is not None and owner.team is not None else {}
+    return {**own, **team_tags, **owned}
 
 
 @dataclass
@@ -65,6 +76,11 @@ class DeploymentCost:
     hourly: float | None  # per instance
     hours: Hours
     note: str = ""
+
+    @property
+    def unpriced(self) -> bool:
+        """Billed by instance, but the price table has no price for it: unknown, never $0."""
+        return self.billing is not None and self.hourly is None
 
     def usd(self, hours: float) -> float:
         return 0.0 if self.hourly is None or self.billing is None else self.hourly * self.billing.count * hours
@@ -92,6 +108,7 @@ class DeploymentCost:
             "region": b and b.region,
             "instances": b and b.count,
             "hourly_usd": self.hourly,
+            "priced": not self.unpriced,
             "hours": {
                 "always_on": round(self.hours.always_on, 4),
                 "scheduled": round(self.hours.most, 4),
@@ -122,6 +139,24 @@ class FleetCost:
             t["least"] += d.least_usd
         return teams
 
+    def unpriced_by_team(self) -> dict[str, list[str]]:
+        """Billed deployments the price table has no price for: team -> `name (type in region)`."""
+        out: dict[str, list[str]] = {}
+        for d in self.deployments:
+            if d.unpriced:
+                b = d.billing
+                out.setdefault(d.team or UNATTRIBUTED, []).append(f"{d.name} ({b.instance_type} in {b.region})")
+        return out
+
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the totals too low: deployments billed by instance with no known price (not $0)."""
+        return [
+            f"{d.name}: {d.note}; its cost is unknown and left out of the totals"
+            for d in self.deployments
+            if d.unpriced
+        ]
+
     def as_dict(self) -> dict[str, Any]:
         total = {k: round(sum(t[k] for t in self.by_team().values()), 2) for k in ("always_on", "scheduled", "least")}
         return {
@@ -130,6 +165,8 @@ class FleetCost:
             "deployments": [d.as_dict() for d in self.deployments],
             "teams": {t: {k: round(v, 2) for k, v in usd.items()} for t, usd in sorted(self.by_team().items())},
             "total_usd": total,
+            "unpriced": [d.name for d in self.deployments if d.unpriced],
+            "warnings": self.warnings,
         }
 
 
@@ -149,9 +186,12 @@ def month_period(month: str | None = None, now: datetime | None = None) -> tuple
     return start, end
 
 
-def deployment_cost(fleet: Fleet, name: str, start: datetime, end: datetime, prices: PriceTable) -> DeploymentCost:
+def deployment_cost(
+    fleet: Fleet, name: str, start: datetime, end: datetime, prices: PriceTable, hours: Hours | None = None
+) -> DeploymentCost:
+    """`hours`: when the caller has them already (chargeback reads each schedule once)."""
     dep = fleet.deployments[name]
-    hours = hours_between(dep.schedule, start, end)
+    hours = hours or hours_between(dep.schedule, start, end)
     bill = billing(dep)
     hourly, note = None, ""
     if bill is None:

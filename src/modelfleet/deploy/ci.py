@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from modelfleet.config.deploy import ROLE_ARN
+
 WORKFLOW = ".github/workflows/modelfleet.yml"
 MAKEFILE = "Makefile"
 
@@ -25,12 +27,28 @@ class CIOptions:
     terraform_version: str = "1.11.4"
     package: str = "modelfleet[sagemaker]"
     render: str = ""  # a command that (re)writes terraform_dir from the fleet, e.g. the AWS renderer
+    plan_role_arn: str | None = None  # None: the repository secret AWS_PLAN_ROLE_ARN
+    apply_role_arn: str | None = None  # None: the repository secret AWS_APPLY_ROLE_ARN
 
     def __post_init__(self) -> None:
         for name in ("fleet", "terraform_dir", "branch", "region", "python", "terraform_version", "package"):
             value = getattr(self, name)
             if not re.match(r"^[A-Za-z0-9_.@/\[\],=:+-]+$", value):  # no spaces, quotes or $: they go into YAML
                 raise ValueError(f"{name}: expected a plain name or path, got {value!r}")
+        for name in ("plan_role_arn", "apply_role_arn"):
+            value = getattr(self, name)
+            if value is not None and not re.match(ROLE_ARN, value):
+                raise ValueError(f"{name}: expected an IAM role ARN such as arn:aws:iam::123456789012:role/x")
+        if self.plan_role_arn is not None and self.plan_role_arn == self.apply_role_arn:
+            raise ValueError("plan_role_arn and apply_role_arn are the same role: the plan role must be read-only")
+
+    @property
+    def plan_role(self) -> str:
+        return self.plan_role_arn or "${{ secrets.AWS_PLAN_ROLE_ARN }}"
+
+    @property
+    def apply_role(self) -> str:
+        return self.apply_role_arn or "${{ secrets.AWS_APPLY_ROLE_ARN }}"
 
 
 def render_ci(opts: CIOptions) -> dict[str, str]:
@@ -91,7 +109,11 @@ def _workflow(o: CIOptions) -> str:
     return f"""\
 # Written by `modelfleet deploy ci`: plan + policy on pull requests (the plan posted as a comment),
 # fmt -> validate -> plan -> policy -> apply on a merge to {o.branch}.
-# Needs the repository secret AWS_ROLE_ARN: an IAM role this repository may assume through GitHub's OIDC.
+# Two IAM roles, assumed through GitHub's OIDC (deploy.ci in the fleet file, or the repository secrets
+# AWS_PLAN_ROLE_ARN and AWS_APPLY_ROLE_ARN):
+#   plan:  read-only (e.g. ReadOnlyAccess, plus the Terraform state's lock); every pull request runs with it.
+#   apply: may change the account; trust it only for this repository's `production` environment
+#          (token.actions.githubusercontent.com:sub = repo:OWNER/REPO:environment:production).
 name: modelfleet
 
 on:
@@ -130,7 +152,8 @@ jobs:
           terraform_wrapper: false
       - uses: aws-actions/configure-aws-credentials@v4
         with:
-          role-to-assume: ${{{{ secrets.AWS_ROLE_ARN }}}}
+          role-to-assume: {o.plan_role}
+          role-session-name: modelfleet-plan
           aws-region: ${{{{ env.AWS_REGION }}}}
       - name: fmt -> validate -> plan -> policy
         run: make policy
@@ -174,7 +197,8 @@ jobs:
           terraform_wrapper: false
       - uses: aws-actions/configure-aws-credentials@v4
         with:
-          role-to-assume: ${{{{ secrets.AWS_ROLE_ARN }}}}
+          role-to-assume: {o.apply_role}
+          role-session-name: modelfleet-apply
           aws-region: ${{{{ env.AWS_REGION }}}}
       - name: fmt -> validate -> plan -> policy -> apply
         run: make apply

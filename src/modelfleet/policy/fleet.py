@@ -9,6 +9,8 @@ from modelfleet.config.schema import Deployment, Fleet, LlamaCppDeployment, Open
 from modelfleet.cost.model import UNATTRIBUTED, billing, deployment_tags, estimate, team_of
 from modelfleet.cost.prices import PriceTable
 from modelfleet.policy.guard import allowed_types, family, is_gpu, outside_production, type_allowed
+from modelfleet.policy.tags import missing as missing_tags
+from modelfleet.policy.tags import value as tag_value
 from modelfleet.policy.violation import Violation
 
 
@@ -35,7 +37,7 @@ def check_fleet(fleet: Fleet, prices: PriceTable, period: tuple[datetime, dateti
     for name, dep in fleet.deployments.items():
         team = team_of(fleet, name)
         tags = deployment_tags(fleet, name)
-        env = tags.get("environment")
+        env = tag_value(tags, "environment")
         g = policy.overridden(team, env)
         at, key = f"deployments.{name}", f"deployments.{name}"
         bill = billing(dep)
@@ -52,13 +54,13 @@ def check_fleet(fleet: Fleet, prices: PriceTable, period: tuple[datetime, dateti
             if g.regions is not None and bill.region not in g.regions:
                 where = f"{at}.region" if isinstance(dep, SageMakerDeployment) else f"{base}.region"
                 add("region-allowed", where, bill.region, f"use one of: {', '.join(g.regions)}", key)
-            missing = [t for t in g.required_tags or [] if t not in tags]
-            if missing:
+            wrong = missing_tags(g.required_tags, tags)
+            if wrong:
                 add(
                     "required-tags",
                     f"{base}.tags",
-                    f"missing {', '.join(missing)}",
-                    f"set {', '.join(missing)} in {base}.tags or in the team's tags",
+                    wrong,
+                    f"give {', '.join(g.required_tags or [])} a value in {base}.tags or in the team's tags",
                     key,
                 )
             sched = dep.schedule
@@ -97,16 +99,29 @@ def check_fleet(fleet: Fleet, prices: PriceTable, period: tuple[datetime, dateti
     if any(policy.overridden(t, None).max_monthly_cost_per_team is not None for t in [*fleet.teams, None]):
         cost = estimate(fleet, *period, prices)
         month = period[0].strftime("%Y-%m")
+        unpriced = cost.unpriced_by_team()
         for team, usd in cost.by_team().items():
             g = policy.overridden(team, None)
             limit = g.max_monthly_cost_per_team
-            if team != UNATTRIBUTED and limit is not None and usd["scheduled"] > limit:
+            if team == UNATTRIBUTED or limit is None:
+                continue
+            if usd["scheduled"] > limit:
                 add(
                     "max-monthly-cost-per-team",
                     f"teams.{team}",
                     f"${usd['scheduled']:,.2f} in {month} (scheduled hours; prices as of {prices.as_of})",
                     f"at most ${limit:,.2f}: smaller instances, fewer of them, or shorter schedules "
                     "(see modelfleet cost)",
+                    f"teams.{team}",
+                )
+            elif unpriced.get(team):  # an unknown price is no $0: the cap cannot be shown to hold
+                add(
+                    "max-monthly-cost-per-team",
+                    f"teams.{team}",
+                    f"no price for {', '.join(unpriced[team])} (prices as of {prices.as_of}): the cap of "
+                    f"${limit:,.2f} cannot be checked; the priced part is ${usd['scheduled']:,.2f} in {month}",
+                    "use a priced instance type, or a price table that has it (modelfleet cost prices --refresh, "
+                    "then --prices FILE)",
                     f"teams.{team}",
                 )
     return out

@@ -22,7 +22,8 @@ def type_allowed(instance_type: str, g: Guardrails) -> bool:
 
 
 def outside_production(environment: str | None, g: Guardrails) -> bool:
-    return environment not in (g.production_environments or PRODUCTION)
+    wanted = (environment or "").strip().lower()
+    return wanted not in {e.strip().lower() for e in g.production_environments or PRODUCTION}
 
 
 def allowed_types(g: Guardrails) -> str:
@@ -38,6 +39,3 @@ def opens_ssh(from_port: object, to_port: object, protocol: object) -> bool:
         return int(str(from_port)) <= 22 <= int(str(to_port))
     except (TypeError, ValueError):
         return False
-
-
-PUBLIC = ("0.0.0.0/0", "::/0")
