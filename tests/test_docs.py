@@ -17,6 +17,7 @@ def test_the_readme_fleet_file_passes_config_check(tmp_path):
     (tmp_path / "fleet.yaml").write_text(example.group(1))
     (tmp_path / "my-model.gguf").write_bytes(b"")  # named by the example; config check does not load it
     (tmp_path / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
-    env = {"PGPASSWORD": "pw", "MODELFLEET_ADMIN_KEY": "a" * 32, "MODELFLEET_METRICS_KEY": "m" * 32, "QUANT_KEY": "q" * 32, "VLLM_API_KEY": "v"}
+    env = {"PGPASSWORD": "pw", "MODELFLEET_ADMIN_KEY": "a" * 32, "MODELFLEET_METRICS_KEY": "m" * 32,
+           "QUANT_KEY": "q" * 32, "VLLM_API_KEY": "v"}  # fmt: skip
     out = cli("config", "check", "-f", str(tmp_path / "fleet.yaml"), env=env)
     assert "ok:" in out.stdout

@@ -143,8 +143,8 @@ class FleetCost:
         """Billed deployments the price table has no price for: team -> `name (type in region)`."""
         out: dict[str, list[str]] = {}
         for d in self.deployments:
-            if d.unpriced:
-                b = d.billing
+            b = d.billing
+            if d.unpriced and b is not None:
                 out.setdefault(d.team or UNATTRIBUTED, []).append(f"{d.name} ({b.instance_type} in {b.region})")
         return out
 

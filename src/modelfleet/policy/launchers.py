@@ -112,8 +112,8 @@ def machines(r: dict[str, Any], au: Any, template_of: Any) -> list[Machine]:
         if overrides:  # the group runs these types, whatever its template says
             out += overrides
         else:
-            block = _first(spec.get("launch_template_specification")) or _first(values.get("launch_template"))
-            template = template_of(r, block) or template_of(r, {"name": values.get("launch_configuration")})
+            ref = _first(spec.get("launch_template_specification")) or _first(values.get("launch_template"))
+            template = template_of(r, ref) or template_of(r, {"name": values.get("launch_configuration")})
             itype = (template or {}).get("values", {}).get("instance_type") if template else None
             if itype:
                 out.append(Machine(address, itype, n, "ec2", checked=False))
@@ -134,12 +134,13 @@ def machines(r: dict[str, Any], au: Any, template_of: Any) -> list[Machine]:
                 path = ("launch_template_config", i, "overrides", j)
                 where = f"{address}.launch_template_config[{i}].overrides[{j}]"
                 out.append(_typed(where, values, au, path, n, "ec2"))
-    later = {
+    counts: dict[str, list[tuple[Any, ...]]] = {
         "aws_autoscaling_group": [("desired_capacity",), ("max_size",)],
         "aws_eks_node_group": [("scaling_config", 0, "max_size")],
         "aws_ec2_fleet": [("target_capacity_specification", 0, "total_target_capacity")],
         "aws_spot_fleet_request": [("target_capacity",)],
-    }.get(kind, [])
+    }
+    later = counts.get(kind, [])
     if any(unknown(au, *path) for path in later):
         return [dataclasses.replace(m, count_known=False) for m in out if m is not None]
     return [
@@ -153,7 +154,7 @@ def machines(r: dict[str, Any], au: Any, template_of: Any) -> list[Machine]:
 
 def _variant_count_unknown(m: Machine, au: Any) -> bool:
     found = re.search(r"\.(\w+)\[(\d+)\]$", m.where)
-    return bool(found) and unknown(au, found.group(1), int(found.group(2)), "initial_instance_count")
+    return found is not None and unknown(au, found.group(1), int(found.group(2)), "initial_instance_count")
 
 
 def group(address: str) -> str:

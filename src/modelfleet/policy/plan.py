@@ -111,7 +111,7 @@ def _tags(r: dict[str, Any], au: Any, defaults: dict[str, str]) -> tuple[dict[st
             later, dict
         ) else set()
     # tags_all unknown until apply: the provider's default tags under the resource's own, as far as known
-    own = values.get("tags") if isinstance(values.get("tags"), dict) else {}
+    own: dict[str, Any] = values["tags"] if isinstance(values.get("tags"), dict) else {}
     if unknown(au, "tags"):
         return {**defaults, **own}, None
     later = au.get("tags") if isinstance(au, dict) else None
@@ -198,9 +198,9 @@ def check_plan(plan: dict[str, Any], fleet: Fleet, prices: PriceTable, file: str
                 )
             elif m.checked and not type_allowed(m.type, g):
                 add("instance-type-allowed", f"{m.where}.instance_type", m.type, f"use one of: {allowed_types(g)}")
-        later = sorted({m.where for m in found if not m.count_known})
-        if later and (g.max_instances_per_deployment is not None or g.max_instances_per_team is not None):
-            for where in later:
+        counts_later = sorted({m.where for m in found if not m.count_known})
+        if counts_later and (g.max_instances_per_deployment is not None or g.max_instances_per_team is not None):
+            for where in counts_later:
                 add(
                     "max-instances-per-deployment",
                     where,

@@ -58,7 +58,7 @@ def public(cidrs: Iterable[object]) -> list[str]:
     exposed: list[str] = []
     for version in (4, 6):
         mine = [n for n in nets if n.version == version and _public_addresses(n)]
-        collapsed = list(ipaddress.collapse_addresses(mine))  # type: ignore[arg-type]
+        collapsed = list(ipaddress.collapse_addresses(mine))  # type: ignore[type-var]
         if sum(_public_addresses(n) for n in collapsed) > WORLD[version] - 1:
             exposed += [str(n) for n in mine]
     return exposed
