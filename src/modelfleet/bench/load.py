@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from modelfleet.api.sse import DONE, SSEDecoder
+from modelfleet.backends import http1
 from modelfleet.bench.metrics import RequestRecord, apply_timeline
 
 
@@ -88,20 +88,23 @@ async def run(
     on_done: Callable[[RequestRecord], None] = lambda _: None,
 ) -> tuple[list[RequestRecord], float]:
     """Run the plan; return the records inside the measured window and that window's length in seconds."""
-    headers = {"Content-Type": "application/json"}
+    headers = b"Content-Type: application/json\r\n"
     if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    connector = aiohttp.TCPConnector(limit=0)  # aiohttp's default of 100 would cap concurrency silently
-    timeout = aiohttp.ClientTimeout(total=plan.timeout)
+        headers += f"Authorization: Bearer {api_key}\r\n".encode()
+    target = url.rstrip("/") + "/chat/completions"
     raw: list[tuple[RequestRecord, float, list[tuple[float, bytes]], dict[str, Any]]] = []
-    async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as session:
+    # The gateway's own lean client: the load generator's cost per request shows up in TTFT, so it is kept
+    # as small as the thing it measures (an unbounded pool: a cap would limit concurrency silently).
+    session = http1.Client()
+    try:
         t0 = time.perf_counter()
 
         async def one(i: int) -> None:
             prompt = prompts[i % len(prompts)]
             rec, start, chunks = await _request(
-                session, url, model, prompt, f"{prompt.get('id', i)}#{i}", t0, plan.ignore_eos
-            )
+                session, target, headers, plan.timeout, model, prompt, f"{prompt.get('id', i)}#{i}", t0,
+                plan.ignore_eos,
+            )  # fmt: skip
             rec.prompt_id = prompt.get("id")
             rec.question = _question(prompt)
             raw.append((rec, start, chunks, prompt))
@@ -127,6 +130,8 @@ async def run(
                 tasks.append(asyncio.create_task(_bounded(slots, one, i)))
             await asyncio.gather(*tasks)
         total = time.perf_counter() - t0
+    finally:
+        await session.aclose()
     records = []
     for rec, start, chunks, prompt in raw:
         finish(rec, start, chunks, prompt, checks)
@@ -145,8 +150,10 @@ async def _bounded(slots: asyncio.Semaphore | None, fn: Callable[[int], Any], i:
 
 
 async def _request(
-    session: aiohttp.ClientSession,
+    session: http1.Client,
     url: str,
+    headers: bytes,
+    timeout: float,
     model: str,
     prompt: dict[str, Any],
     rid: str,
@@ -167,17 +174,22 @@ async def _request(
     chunks: list[tuple[float, bytes]] = []
     start = time.perf_counter()
     rec = RequestRecord(id=rid, start=start - t0)
+    resp: http1.Response | None = None
     try:
-        async with session.post(url.rstrip("/") + "/chat/completions", data=payload) as resp:
+        async with asyncio.timeout(timeout):  # the whole request, as the plan's timeout promises
+            resp = await session.post(url, payload, headers, timeout, min(timeout, 10), stream=True)
             rec.status = resp.status
-            rec.variant = resp.headers.get("X-Modelfleet-Deployment")
+            rec.variant = resp.headers.get("x-modelfleet-deployment")
             if resp.status >= 400:
-                rec.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                rec.error = f"HTTP {resp.status}: {(await resp.read()).decode('utf-8', 'replace')[:200]}"
                 return rec, start, chunks
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.chunks():
                 chunks.append((time.perf_counter(), chunk))  # arrival time; parsing waits for the run's end
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        rec.error = f"{type(exc).__name__}: {exc}"
+    except (ConnectionError, TimeoutError) as exc:
+        rec.error = f"{type(exc).__name__}: {exc or f'no answer within {timeout:g}s'}"
+    finally:
+        if resp is not None:
+            resp.release()
     return rec, start, chunks
 
 
