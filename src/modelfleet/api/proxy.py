@@ -283,7 +283,9 @@ class Proxy:
                 "(server.max_body_bytes)"
             )
         try:
-            raw = await asyncio.wait_for(request.read(), self.body_timeout)
+            # A body that came with its headers (nearly all) needs no timer: wait_for costs a task.
+            read = request.read()
+            raw = await (read if request.content.is_eof() else asyncio.wait_for(read, self.body_timeout))
         except TimeoutError:
             raise RequestTimeout(
                 f"the request body did not arrive within {self.body_timeout:g}s (server.body_timeout)"

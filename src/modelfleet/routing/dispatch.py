@@ -80,7 +80,10 @@ class Dispatcher:
 
     def stopped(self) -> bool:
         """Every replica is stopped: the deployment is off (and may be woken)."""
-        return bool(self.replicas) and all(r.state == "stopped" for r in self.replicas)
+        for r in self.replicas:  # a loop, not all(): this runs on every request
+            if r.state != "stopped":
+                return False
+        return bool(self.replicas)
 
     async def acquire(self, timeout: float, exclude: Collection[Replica] = (), wait_starting: bool = True) -> Replica:
         """A replica with a free slot; `exclude` names replicas that already failed this request.
