@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
+import ssl
 import time
 
 import pytest
+import trustme
 
 from modelfleet.backends import http1
 
@@ -30,13 +32,14 @@ def aio(test):
 class RawServer:
     """Reads requests (head + Content-Length body) and runs `answer(writer, n)` for the n-th one."""
 
-    def __init__(self, answer) -> None:
+    def __init__(self, answer, ssl: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.ssl = ssl
         self.requests: list[bytes] = []
         self.connections = 0
 
     async def __aenter__(self) -> RawServer:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl)
         self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/chat/completions"
         return self
 
@@ -301,3 +304,32 @@ async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_without_boun
         assert total == 64 * 65536
         resp.release()
         await client.aclose()
+
+
+def test_https_upstreams_are_verified_against_the_trusted_roots(tmp_path, monkeypatch):
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+
+    async def answer(w, n):
+        w.write(reply(b'{"tls": true}'))
+
+    async def run(trusted: bool) -> None:
+        async with RawServer(answer, ssl=server_ctx) as s:
+            client = http1.Client()
+            url = s.url.replace("http://", "https://")
+            if not trusted:
+                with pytest.raises(http1.ConnectFailed, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+                    await post(client, url)
+            else:
+                for _ in range(2):
+                    resp = await post(client, url)
+                    assert await resp.read() == b'{"tls": true}'
+                    resp.release()
+                assert s.connections == 1
+            await client.aclose()
+
+    asyncio.run(run(trusted=False))  # a private CA the machine does not trust: refused, and said why
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # as an operator trusts a private CA
+    asyncio.run(run(trusted=True))
