@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
+import hashlib
+import re
+from pathlib import Path
 
 import httpx
 import test_console
@@ -186,3 +189,13 @@ def test_framing_other_origins_and_odd_paths_under_ui(tmp_path, start, console):
     admin = {"Authorization": f"Bearer {ADMIN}"}
     assert httpx.get(gw.base + "/admin/deployments", headers=admin).json()["data"][0]["desired"] == "running"
     assert httpx.get(gw.base + "/admin/teams", headers=admin).json()["data"] == []
+
+
+def test_the_vendored_libraries_are_the_files_their_readme_names():
+    # A changed byte in a vendored library (a hand edit, a bad merge) runs with the admin key: it must be the
+    # release the table names, or the table must say what it is now.
+    vendor = Path(test_console.__file__).resolve().parent.parent / "src/modelfleet/console/static/vendor"
+    table = re.findall(r"^\| ([\w.-]+) \|.*\| ([0-9a-f]{64}) \|$", (vendor / "README.md").read_text(), re.M)
+    assert {name for name, _ in table} == {"preact-htm.mjs", "uPlot.esm.js", "uPlot.min.css"}
+    for name, digest in table:
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name

@@ -67,13 +67,14 @@ function Live() {
   }, 2000);
   const s = live.data || [];
   const x = s.slice(1).map((p) => p.t);
-  const routes = [...new Set(s.flatMap((p) => Object.keys(p.totals)))].filter((r) => r).sort();
+  const all = [...new Set(s.flatMap((p) => Object.keys(p.totals)))].sort();
+  const routes = all.filter((r) => r !== "-"); // "-": refused before a route was known, never answered
   const rate = (route, field) => s.slice(1).map((p, i) => {
     const a = (s[i].totals[route] || {})[field] || 0;
     const b = (p.totals[route] || {})[field] || 0;
     return Math.max(0, (b - a) / (p.t - s[i].t));
   });
-  const sum = (field) => x.map((_, i) => routes.reduce((a, r) => a + rate(r, field)[i], 0));
+  const sum = (field) => x.map((_, i) => all.reduce((a, r) => a + rate(r, field)[i], 0));
   const series = [...routes.map((r) => ({ label: `${r} answered/s`, values: rate(r, "ok") })),
     { label: "errors/s", values: sum("errors") }, { label: "429/s", values: sum("limited") }];
   return html`<section class="card"><h2>Live, since this page opened</h2>
