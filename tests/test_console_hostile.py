@@ -13,11 +13,13 @@ import concurrent.futures
 import datetime
 import hashlib
 import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import test_console
-from conftest import Gateway, Upstream, write_fleet
+from conftest import Gateway, Upstream, eventually, write_fleet
 from test_console import ADMIN, expect
 
 from modelfleet.state import UsageRow, open_store
@@ -158,37 +160,75 @@ def test_framing_other_origins_and_odd_paths_under_ui(tmp_path, start, console):
             r = c.send(c.build_request("GET", gw.base + bad, extensions={"raw_path": bad.encode()}))
         assert r.status_code == 404 and "text/html" not in r.headers["content-type"], bad
 
-    # Another origin's page: the console will not show in its frame, and its requests carry no key (the
+    # Another origin's page (served from 127.0.0.1 too: chromium refuses a public page's calls to a local
+    # address before CSP or CORS could be tested). The console will not show in its frame, while a path
+    # without the headers does (so the headers are what refuse it); and what it sends carries no key (the
     # key is in the console's sessionStorage, sent only as a header): every admin action is refused.
     tab = console(gw.base)
     tab.open()
     tab.use_key(ADMIN, "admin")
-    evil = console("http://localhost:1")  # another origin, with the same browser
-    evil.page.route("http://evil.test/", lambda r: r.fulfill(body=f"<iframe src='{gw.base}/ui/'></iframe>",
-                                                             content_type="text/html"))  # fmt: skip
-    evil.page.goto("http://evil.test/")
-    evil.page.wait_for_timeout(1000)
-    assert evil.page.frames[1].locator("#app").count() == 0  # frame-ancestors 'none': never rendered there
-    status = evil.page.evaluate(
-        """async (base) => {
-            const out = [];
-            for (const [method, path] of [["POST", "admin/deployments/up/stop"], ["POST", "admin/teams"],
-                                          ["GET", "admin/teams"], ["GET", "v1/whoami"]]) {
-              try {
-                const r = await fetch(base + "/" + path, {method, body: method === "POST" ? "{}" : undefined,
-                  credentials: "include"});
-                out.push(r.status);
-              } catch (e) { out.push("blocked"); }
-            }
-            return out;
-        }""",
-        gw.base,
+    evil = OtherOrigin(f"<iframe src='{gw.base}/ui/'></iframe><iframe src='{gw.base}/healthz'></iframe>")
+    try:
+        page = console(evil.base).page
+        page.goto(evil.base)
+        expect(page.locator("iframe")).to_have_count(2)
+        framed = eventually(lambda: len(page.frames) == 3 and all(f.url != "about:blank" for f in page.frames)
+                            and [f.url for f in page.frames[1:]], 10, "both frames navigated")  # fmt: skip
+        assert framed == ["chrome-error://chromewebdata/", gw.base + "/healthz"]  # the console's is refused
+        status = page.evaluate(
+            """async (base) => {
+                const out = [];
+                for (const [method, path] of [["POST", "admin/deployments/up/stop"], ["POST", "admin/teams"],
+                                              ["GET", "admin/teams"], ["GET", "v1/whoami"]]) {
+                  try {
+                    const r = await fetch(base + "/" + path, {method, body: method === "POST" ? "{}" : undefined,
+                      credentials: "include"});
+                    out.push(r.status);
+                  } catch (e) { out.push("unreadable"); }
+                }
+                return out;
+            }""",
+            gw.base,
+        )
+    finally:
+        evil.stop()
+    # No answer is readable by the other origin (no CORS unless server.cors lists it); what it sent reached
+    # the gateway without a key, and was refused.
+    assert status == ["unreadable"] * 4, status
+    assert re.search(r"POST /admin/deployments/up/stop 401", gw.output) and re.search(
+        r"POST /admin/teams 401", gw.output
     )
-    # No answer is readable by the other origin (no CORS by default), and what it sent had no key: refused.
-    assert status == ["blocked"] * 4, status
     admin = {"Authorization": f"Bearer {ADMIN}"}
     assert httpx.get(gw.base + "/admin/deployments", headers=admin).json()["data"][0]["desired"] == "running"
     assert httpx.get(gw.base + "/admin/teams", headers=admin).json()["data"] == []
+
+
+class OtherOrigin:
+    """One HTML page from 127.0.0.1 on another port: another origin, on the same (local) network."""
+
+    def __init__(self, html: str) -> None:
+        body = html.encode()
+
+        class Page(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
 
 
 def test_the_vendored_libraries_are_the_files_their_readme_names():
