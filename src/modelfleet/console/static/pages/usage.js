@@ -34,9 +34,11 @@ function byDay(rows, group, metric, since) {
   }
   const sum = (values) => values.reduce((a, v) => a + v, 0);
   const ranked = [...lines].sort((a, b) => sum(b[1]) - sum(a[1]) || String(a[0]).localeCompare(String(b[0])));
-  const kept = ranked.length > MAX_SERIES ? ranked.slice(0, MAX_SERIES - 1) : ranked;
+  // the biggest, then in name order: a line keeps its colour while the ranking shifts
+  const kept = (ranked.length > MAX_SERIES ? ranked.slice(0, MAX_SERIES - 1) : ranked.slice())
+    .sort((a, b) => String(a[0]).localeCompare(String(b[0])));
   const series = kept.map(([name, values]) => ({ label: name === "-" ? "(open mode)" : name || "(none)", values }));
-  const rest = ranked.slice(kept.length);
+  const rest = ranked.slice(kept.length); // ranked: what was not kept
   if (rest.length) {
     series.push({ label: `(${rest.length} more ${group}s)`, values: days.map((_, i) => sum(rest.map(([, v]) => v[i]))) });
   }
