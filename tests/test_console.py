@@ -328,7 +328,7 @@ def test_a_team_key_sees_only_its_own_the_admin_sees_all_and_a_revoked_key_is_re
     tp.wait_for_selector("#chart-usage .u-legend")
     assert mine.legend("chart-usage") == {"small"}
     tp.select_option("#group", "team")
-    tp.wait_for_selector("#chart-usage .u-legend")
+    expect(tp.locator("#chart-usage .u-title")).to_have_text("requests per day by team")  # fetched by team
     assert mine.legend("chart-usage") == {"eval"}
     assert tp.locator(".budget").count() == 1 and "eval" in tp.locator(".budget").inner_text()
     assert tp.locator("#chart-live").count() == 0  # /metrics is every team's: not shown to a team key

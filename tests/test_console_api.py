@@ -185,6 +185,9 @@ routes:
 """,
     )
     gw = start(Gateway, fleet)
+    # The fleet page without the admin key: each deployment's state in the server's one word, from /readyz.
+    running = {"a": "running", "b": "running"}
+    eventually(lambda: httpx.get(gw.base + "/readyz").json()["deployments"] == running, 10, "both running")
     who = httpx.get(gw.url + "/whoami")
     assert who.status_code == 200 and who.json()["role"] == "open"
     assert who.json()["splits"] == {"ab": {"a": 80, "b": 20}}  # a weight of 0 splits nothing

@@ -254,7 +254,10 @@ class Gateway:
         }
         # Ready when it can answer something: one model that is down must not take the whole gateway out of
         # its load balancer (every gateway shares that model); which routes cannot answer is in the body.
-        return any(routes.values()), {"routes": routes, "not_ready": self.control.not_ready()}
+        # `deployments`: each one's state in one word, the rule the CLI and the admin API use (the console's
+        # fleet page reads it here when no admin key opens /admin/deployments).
+        states = {name: observed(reps) for name, reps in self.control.replicas.items()}
+        return any(routes.values()), {"routes": routes, "deployments": states, "not_ready": self.control.not_ready()}
 
 
 def _version() -> str:

@@ -68,9 +68,10 @@ export function AB({ who }) {
     const [rows, text] = await Promise.all([get(`${path}?since=${span}&by=route,variant,deployment`).then((d) => d.data), get("metrics")]);
     return { rows, metrics: parseMetrics(text) };
   }, 3000, [span]);
-  const routes = {};
-  const splits = who.splits || {};
-  const variant = (route, name) => ((routes[route] ||= {})[name] ||= { name, requests: 0, errors: 0, weight: null, configured: null });
+  // Keyed by names from the ledger: maps without a prototype, so no name ("__proto__") can reach Object's.
+  const routes = Object.create(null);
+  const splits = Object.assign(Object.create(null), who.splits);
+  const variant = (route, name) => ((routes[route] ||= Object.create(null))[name] ||= { name, requests: 0, errors: 0, weight: null, configured: null });
   for (const [route, weights] of Object.entries(splits)) {
     const sum = Object.values(weights).reduce((a, w) => a + w, 0);
     for (const [name, w] of Object.entries(weights)) Object.assign(variant(route, name), { weight: w, configured: w / sum });

@@ -49,9 +49,7 @@ function assemble(status, ready, metrics) {
       return { name: m.labels.replica, state: nr ? nr.state : "ready", reason: nr ? nr.reason : "",
         ...replicaNumbers(name, m.labels.replica) };
     });
-    const states = new Set(replicas.map((r) => r.state));
-    const observed = states.has("ready") ? (states.size === 1 ? "running" : "degraded")
-      : states.has("starting") ? "starting" : states.size === 1 && states.has("stopped") ? "stopped" : "down";
+    const observed = (ready && ready.deployments && ready.deployments[name]) || "down"; // the server's one word
     return { name, observed, replicas, queue: queue(name), wakes: wakes(name) };
   });
 }

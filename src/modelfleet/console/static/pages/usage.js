@@ -2,7 +2,7 @@
 // limits, the 429s, counted apart), live rates from /metrics, and each team's limits as the limiter
 // counts them now (/v1/limits): budgets as burn-down bars. The admin sees every team; a team key its own.
 import { get, parseMetrics } from "../api.js";
-import { html, useState, useRef, usePoll, ErrorBox, Bar, fmt } from "../ui.js";
+import { html, useState, useRef, usePoll, ErrorBox, Bar, fmt, PALETTE } from "../ui.js";
 import { Chart } from "../chart.js";
 
 const GROUPS = ["team", "route", "deployment", "variant"];
@@ -16,17 +16,32 @@ function usagePath(who, since, by) {
   return `${base}?since=${encodeURIComponent(since)}&by=${by}`;
 }
 
-// rows -> x (days as unix seconds) and one series per group value
+// More lines than colours is a chart nobody can read: the biggest keep their own line, the rest add up.
+const MAX_SERIES = PALETTE.length;
+
+// rows (already summed per day and group by the API) -> x (days as unix seconds) and one series per group
+// value, in one pass: a ledger of many teams and routes stays quick to draw.
 function byDay(rows, group, metric, since) {
+  const first = Date.parse(`${since}T00:00:00Z`) / 1000;
   const days = [];
-  const first = new Date(`${since}T00:00:00Z`).getTime() / 1000;
   for (let t = first; t <= Date.now() / 1000; t += 86400) days.push(t);
-  const names = [...new Set(rows.map((r) => r[group]))].sort();
-  const series = names.map((name) => ({
-    label: name === "-" ? "(open mode)" : name || "(none)",
-    values: days.map((t) => rows.filter((r) => r[group] === name && Date.parse(`${r.day}T00:00:00Z`) / 1000 === t)
-      .reduce((a, r) => a + METRICS[metric](r), 0)),
-  }));
+  const lines = new Map();
+  for (const r of rows) {
+    const i = Math.round((Date.parse(`${r.day}T00:00:00Z`) / 1000 - first) / 86400);
+    if (!(i >= 0 && i < days.length)) continue;
+    if (!lines.has(r[group])) lines.set(r[group], new Array(days.length).fill(0));
+    lines.get(r[group])[i] += METRICS[metric](r);
+  }
+  const sum = (values) => values.reduce((a, v) => a + v, 0);
+  const ranked = [...lines].sort((a, b) => sum(b[1]) - sum(a[1]) || String(a[0]).localeCompare(String(b[0])));
+  // the biggest, then in name order: a line keeps its colour while the ranking shifts
+  const kept = (ranked.length > MAX_SERIES ? ranked.slice(0, MAX_SERIES - 1) : ranked.slice())
+    .sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+  const series = kept.map(([name, values]) => ({ label: name === "-" ? "(open mode)" : name || "(none)", values }));
+  const rest = ranked.slice(kept.length); // ranked: what was not kept
+  if (rest.length) {
+    series.push({ label: `(${rest.length} more ${group}s)`, values: days.map((_, i) => sum(rest.map(([, v]) => v[i]))) });
+  }
   return { x: days, series };
 }
 
@@ -54,13 +69,14 @@ function Live() {
   }, 2000);
   const s = live.data || [];
   const x = s.slice(1).map((p) => p.t);
-  const routes = [...new Set(s.flatMap((p) => Object.keys(p.totals)))].filter((r) => r).sort();
+  const all = [...new Set(s.flatMap((p) => Object.keys(p.totals)))].sort();
+  const routes = all.filter((r) => r !== "-"); // "-": refused before a route was known, never answered
   const rate = (route, field) => s.slice(1).map((p, i) => {
     const a = (s[i].totals[route] || {})[field] || 0;
     const b = (p.totals[route] || {})[field] || 0;
     return Math.max(0, (b - a) / (p.t - s[i].t));
   });
-  const sum = (field) => x.map((_, i) => routes.reduce((a, r) => a + rate(r, field)[i], 0));
+  const sum = (field) => x.map((_, i) => all.reduce((a, r) => a + rate(r, field)[i], 0));
   const series = [...routes.map((r) => ({ label: `${r} answered/s`, values: rate(r, "ok") })),
     { label: "errors/s", values: sum("errors") }, { label: "429/s", values: sum("limited") }];
   return html`<section class="card"><h2>Live, since this page opened</h2>
@@ -105,18 +121,21 @@ export function Usage({ who }) {
   const [metric, setMetric] = useState("requests");
   const since = sinceDate(span);
   const data = usePoll(async () => {
-    const [rows, standings] = await Promise.all([
-      get(usagePath(who, since, "day,team,route,deployment,variant")).then((d) => d.data),
+    // Summed by the API to what the charts draw (a day and a group; the 429 chart and totals by team),
+    // not every row of the ledger: a month of many teams is a few hundred rows, not tens of thousands.
+    const rows = (by) => get(usagePath(who, since, `day,${by}`)).then((d) => d.data);
+    const [grouped, teams, standings] = await Promise.all([
+      rows(group), group === "team" ? null : rows("team"),
       // The limiter (Redis, perhaps) may be away while the ledger is not: its error stays in its own card.
       (who.role === "admin" ? get("admin/limits") : who.role === "team" ? get("v1/limits") : Promise.resolve({ data: [] }))
         .then((d) => d.data, (error) => ({ error })),
     ]);
-    return { rows, standings };
-  }, 5000, [span]);
-  const d = data.data;
-  const chart = d ? byDay(d.rows, group, metric, since) : { x: [], series: [] };
-  const refused = d ? byDay(d.rows, "team", "429s", since) : { x: [], series: [] };
-  const total = (f) => (d ? d.rows.reduce((a, r) => a + f(r), 0) : null);
+    return { group, since, grouped, teams: teams || grouped, standings };
+  }, 5000, [span, group]);
+  const d = data.data; // drawn as fetched: until a new grouping arrives, the last one stays on screen
+  const chart = d ? byDay(d.grouped, d.group, metric, d.since) : { x: [], series: [] };
+  const refused = d ? byDay(d.teams, "team", "429s", d.since) : { x: [], series: [] };
+  const total = (f) => (d ? d.teams.reduce((a, r) => a + f(r), 0) : null);
   return html`<div class="page usage">
     <h1>Usage${who.role === "team" ? html` <small>team ${who.team}</small>` : ""}</h1>
     <${ErrorBox} error=${data.error} />
@@ -134,7 +153,7 @@ export function Usage({ who }) {
       <div class="stat" data-stat="errors"><div class="label">errors</div><div class="value">${fmt.int(total(METRICS.errors))}</div></div>
       <div class="stat" data-stat="429s"><div class="label">429s (limits)</div><div class="value">${fmt.int(total(METRICS["429s"]))}</div></div>
     </div>
-    <section class="card"><${Chart} id="chart-usage" title=${`${metric} per day by ${group}`} x=${chart.x} series=${chart.series} bars=${chart.series.length === 1} /></section>
+    <section class="card"><${Chart} id="chart-usage" title=${`${metric} per day by ${d ? d.group : group}`} x=${chart.x} series=${chart.series} bars=${chart.series.length === 1} /></section>
     <section class="card"><${Chart} id="chart-429" title="429s per day by team: requests refused by the team's limits" x=${refused.x} series=${refused.series} bars=${refused.series.length === 1} /></section>
     <section class="card"><h2>Limits and budgets, as enforced now</h2>${d && d.standings.error ? html`<${ErrorBox} error=${d.standings.error} />`
       : d ? html`<${Limits} standings=${d.standings} />` : null}</section>
