@@ -124,9 +124,7 @@ class Alarms(_Section):
 
 
 class Deploy(_Section):
-    name: str = Field(
-        "modelfleet", pattern=r"^[a-z][a-z0-9-]{2,19}$", description="prefix of every resource name (3-20 chars)"
-    )
+    name: str = Field("modelfleet", description="prefix of every resource name (3-20 chars)")
     region: str = Field(pattern=_REGION, description="e.g. eu-central-1")
     network: Network = Network()
     gateway: Literal["none", "ec2", "ecs-fargate"] = Field(
@@ -141,6 +139,17 @@ class Deploy(_Section):
     state_backend: StateBackend | None = None
     alarms: Alarms = Alarms()
     tags: dict[str, str] = Field({}, description="on every resource, beside managed-by: modelfleet")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # RDS, ElastiCache and ALB names take no `--` and no `-` at the end; the longest suffix is 20 chars.
+        if not re.fullmatch(r"[a-z](-?[a-z0-9])+", value) or not 3 <= len(value) <= 20:
+            raise ValueError(
+                "expected 3 to 20 lowercase letters, digits and single hyphens, starting with a letter and "
+                f"not ending with a hyphen (it prefixes every AWS resource name), such as office-hours; got {value!r}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _gateway_needs_tls(self) -> Deploy:

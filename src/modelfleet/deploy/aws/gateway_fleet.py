@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -85,6 +86,14 @@ def _refuse_literal_secrets(doc: dict[str, Any]) -> None:
             )
     if literal((doc.get("auth") or {}).get("admin_key")):
         problems.append("auth.admin_key: write it as ${ENV_VAR}; a literal key would be copied into SSM")
+    for field in ("store", "counters"):  # postgresql://user:PASSWORD@host/db, rediss://:PASSWORD@host
+        url = (doc.get("state") or {}).get(field)
+        password = urlsplit(url).password if isinstance(url, str) and "://" in url else None
+        if password is not None and not _ENV_REF.match(password):
+            problems.append(
+                f"state.{field}: write the URL's password as ${{ENV_VAR}}; a literal one would be copied "
+                "into SSM and Terraform's state"
+            )
     for name, dep in (doc.get("deployments") or {}).items():
         if literal((dep or {}).get("api_key"), ("aws-secret://",)):
             problems.append(f"deployments.{name}.api_key: write it as ${{ENV_VAR}} or aws-secret://NAME")

@@ -84,6 +84,11 @@ def label(name: str) -> str:
     return out if re.match(r"^[A-Za-z_]", out) else f"d_{out}"
 
 
+def file_stem(name: str) -> str:
+    """A deployment name as one file name: llama/8b -> llama_8b (a `/` would be a folder, `..` a way out)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 def policy(*statements: dict[str, Any]) -> Call:
     return Call("jsonencode", {"Version": "2012-10-17", "Statement": list(statements)})
 
@@ -94,6 +99,26 @@ def allow(actions: list[str], resources: Any, **extra: Any) -> dict[str, Any]:
 
 def assume_role(service: str) -> Call:
     return policy({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
+
+
+def sg_rule(name: str, kind: str, port: int, description: str, **target: Any) -> Block:
+    """One TCP port in or out of a security group: `security_group_id` and its peer (`cidr_blocks` or
+    `source_security_group_id`) in `target`, and an optional `skip=(check, reason)` for checkov."""
+    checkov = target.pop("skip", None)
+    return Block(
+        "resource",
+        "aws_security_group_rule",
+        name,
+        body=[
+            *([skip(*checkov)] if checkov else []),
+            Attr("type", kind),
+            Attr("description", description),
+            Attr("from_port", port),
+            Attr("to_port", port),
+            Attr("protocol", "tcp"),
+            *(Attr(k, v) for k, v in target.items()),
+        ],
+    )
 
 
 def skip(check: str, reason: str) -> Item:

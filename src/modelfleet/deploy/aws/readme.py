@@ -6,7 +6,7 @@ from modelfleet.config.sagemaker_names import names
 from modelfleet.deploy.aws import gateway_fleet, ownership
 from modelfleet.deploy.aws.module import Module
 from modelfleet.deploy.aws.sagemaker import secret_name
-from modelfleet.deploy.aws.schedules import aws_cron
+from modelfleet.deploy.aws.schedules import aws_cron, event_file
 
 _OWNER = {
     "terraform": "Terraform (`aws_sagemaker_endpoint`)",
@@ -124,7 +124,7 @@ def render(m: Module, source: str) -> str:
             "",
             "```sh",
             f"aws lambda invoke --region {d.region} --function-name {d.name}-schedule "
-            f"--cli-binary-format raw-in-base64-out --payload file://events/{first}-start.json out.json",
+            f"--cli-binary-format raw-in-base64-out --payload file://{event_file(first, 'start')} out.json",
             "```",
             "",
             "Without a gateway in AWS, `idle_stop_after` and `wake_on_request` have nobody to act on them:",

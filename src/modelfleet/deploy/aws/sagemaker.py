@@ -18,8 +18,12 @@ _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/((?:[\w+=,.@-]+/)*)([\w+
 LATENCY_P95_US = 30_000_000  # ModelLatency is in microseconds: 30 s for a whole generation
 
 
+_SECRET_ENV = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)($|_)", re.I)
+
+
 def secret_name(m: Module, deployment: str) -> str:
-    return f"{m.prefix}/{deployment}/hf-token"
+    # Secrets Manager names take letters, digits and /_+=.@- (a deployment name may also hold `:`)
+    return f"{m.prefix}/{re.sub(r'[^A-Za-z0-9/_+=.@-]', '-', deployment)}/hf-token"
 
 
 def role_label(role_arn: str) -> str:
@@ -37,8 +41,29 @@ def container_env(dep: SageMakerDeployment) -> dict[str, str]:
 
 def check(m: Module) -> None:
     problems = []
+    labels: dict[str, str] = {}
+    endpoints: dict[str, str] = {}
     for name, dep in m.sagemaker().items():
         assert dep.create is not None
+        # Terraform labels, file and secret names come from the deployment name with `/`, `.`, `:` and `-`
+        # made `_` or `-`: two names that meet there would render one resource twice.
+        if (other := labels.setdefault(label(name), name)) != name:
+            problems.append(
+                f"deployments.{name}: its Terraform name {label(name)!r} is also {other!r}'s "
+                "(`/ . : -` all become `_`); rename one of them"
+            )
+        if (other := endpoints.setdefault(dep.endpoint, name)) != name:
+            problems.append(
+                f"deployments.{name}.endpoint: {dep.endpoint!r} is also deployments.{other}.endpoint; "
+                "each created endpoint needs a name of its own"
+            )
+        for key in dep.create.env:
+            if _SECRET_ENV.search(key):
+                problems.append(
+                    f"deployments.{name}.create.env.{key}: looks like a secret, and env is copied into "
+                    "Terraform's state and the rendered files; put an HF token in create.hf_token "
+                    "(aws-secret://NAME), other secrets in the container's own secret store"
+                )
         if dep.region != m.deploy.region:
             problems.append(
                 f"deployments.{name}.region: {dep.region!r} is not deploy.region {m.deploy.region!r}; "

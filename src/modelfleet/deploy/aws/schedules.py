@@ -13,10 +13,20 @@ import zipfile
 from importlib import resources
 from typing import Any
 
-from modelfleet.config.sagemaker_names import names
+from modelfleet.config.sagemaker_names import names, shorten
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import ownership
-from modelfleet.deploy.aws.module import DeployError, Module, allow, arn, assume_role, label, policy, skip
+from modelfleet.deploy.aws.module import (
+    DeployError,
+    Module,
+    allow,
+    arn,
+    assume_role,
+    file_stem,
+    label,
+    policy,
+    skip,
+)
 from modelfleet.deploy.aws.sagemaker import container_env, role_label, secret_name
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
 
@@ -64,6 +74,16 @@ def event(m: Module, name: str, dep: SageMakerDeployment, action: str) -> dict[s
     }
 
 
+def event_file(name: str, action: str) -> str:
+    return f"events/{file_stem(name)}-{action}.json"
+
+
+def schedule_name(m: Module, dep: SageMakerDeployment, action: str) -> str:
+    """At most 64 characters, as Scheduler allows; a long endpoint name is shortened, never the action
+    (cut off, start and stop would share one name)."""
+    return f"{m.prefix}-{shorten(dep.endpoint, 64 - len(m.prefix) - len(action) - 2)}-{action}"
+
+
 def lambda_zip(source: bytes) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -86,9 +106,7 @@ def add(m: Module) -> None:
     fn = f"{m.prefix}-schedule"
     for name, dep in lambda_deps.items():
         for action in ("start", "stop"):
-            m.files[f"events/{name}-{action}.json"] = (
-                json.dumps(event(m, name, dep, action), indent=2) + "\n"
-            ).encode()
+            m.files[event_file(name, action)] = (json.dumps(event(m, name, dep, action), indent=2) + "\n").encode()
     _function(m, fn, lambda_deps)
     for name, dep in lambda_deps.items():
         if dep.schedule is None:
@@ -108,7 +126,7 @@ def add(m: Module) -> None:
                             "CKV_AWS_297",
                             "the event names settings and a secret's name, never a secret; AWS encrypts it",
                         ),
-                        Attr("name", f"{m.prefix}-{dep.endpoint}-{action}"[:64]),
+                        Attr("name", schedule_name(m, dep, action)),
                         Attr("description", f"{action} {name} at {cron!r} ({dep.schedule.timezone})"),
                         Attr("schedule_expression", aws_cron(cron, where)),
                         Attr("schedule_expression_timezone", dep.schedule.timezone),
@@ -118,7 +136,7 @@ def add(m: Module) -> None:
                             body=[
                                 Attr("arn", Ref("aws_lambda_function.schedule.arn")),
                                 Attr("role_arn", Ref("aws_iam_role.scheduler.arn")),
-                                Attr("input", Call("file", Template(f"${{path.module}}/events/{name}-{action}.json"))),
+                                Attr("input", Call("file", Template(f"${{path.module}}/{event_file(name, action)}"))),
                                 Block(
                                     "retry_policy",
                                     body=[
