@@ -116,6 +116,9 @@ def aws(fleet_path: Path, out: Path) -> None:
     click.echo(f"rendered {len(rendered)} files into {out}/ ({len(changed)} changed)")
     for name in changed:
         click.echo(f"  {name}")
+    if changed and (out / "tfplan").exists():  # `deploy apply` would apply the old files' plan
+        (out / "tfplan").unlink()
+        click.echo(f"removed {out}/tfplan: it was planned from the files before this render")
     click.echo(f"next: read {out}/README.md, then `modelfleet deploy plan -C {out}`")
 
 
@@ -156,13 +159,28 @@ def run_terraform(folder: Path, title: str, *args: str) -> str:
     with console.status(f"{title} ...") as status:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            lines.append(line)
-            if _STEP.match(line) or line.startswith(("Plan:", "Apply complete", "Destroy complete")):
-                status.update(f"{title} ({time.monotonic() - started:.0f}s): {line[:100]}")
-        code = proc.wait()
+
+        def follow() -> int:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                line = line.rstrip()
+                tail.append(line)
+                lines.append(line)
+                if _STEP.match(line) or line.startswith(("Plan:", "Apply complete", "Destroy complete")):
+                    status.update(f"{title} ({time.monotonic() - started:.0f}s): {line[:100]}")
+            return proc.wait()
+
+        try:
+            code = follow()
+        except KeyboardInterrupt:
+            # terraform got the same Ctrl-C: it lets the calls in flight finish and saves its state. Leaving
+            # now would close its output pipe and could kill it before it writes what it created.
+            status.update(f"{title}: interrupted; terraform is finishing the calls in flight and saving its state")
+            code = follow()
+            console.print("\n".join(tail), markup=False, highlight=False)
+            fail(
+                f"{title} interrupted after {time.monotonic() - started:.0f}s (terraform exited {code}); "
+                "its state holds what it created: run the same command again to finish, or destroy"
+            )
     elapsed = time.monotonic() - started
     if code != 0:
         console.print("\n".join(tail), markup=False, highlight=False)
