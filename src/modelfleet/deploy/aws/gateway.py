@@ -6,11 +6,12 @@ gateway_ec2.py (an Auto Scaling group) or gateway_fargate.py (an ECS service).""
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import urlsplit
 
 from modelfleet.config.sagemaker_names import names
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import gateway_ec2, gateway_fargate, gateway_fleet, ownership
-from modelfleet.deploy.aws.module import Module, allow, arn, label, skip
+from modelfleet.deploy.aws.module import Module, allow, arn, assume_role, label, policy, sg_rule, skip
 from modelfleet.deploy.aws.network import public_subnets, vpc_id
 from modelfleet.deploy.aws.sagemaker import role_label
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
@@ -19,21 +20,14 @@ FILE = "gateway.tf"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 
-def _sg_rule(name: str, kind: str, port: int, description: str, **source: object) -> Block:
-    return Block(
-        "resource",
-        "aws_security_group_rule",
-        name,
-        body=[
-            *([skip(*source.pop("skip"))] if "skip" in source else []),  # type: ignore[misc]
-            Attr("type", kind),
-            Attr("description", description),
-            Attr("from_port", port),
-            Attr("to_port", port),
-            Attr("protocol", "tcp"),
-            *(Attr(k, v) for k, v in source.items()),
-        ],
-    )
+def upstream_ports(m: Module) -> list[int]:
+    """The ports of the fleet's URL upstreams (kind: openai) beside 443, which the gateways must reach."""
+    ports = set()
+    for dep in m.fleet.deployments.values():
+        for url in getattr(dep, "urls", None) or []:
+            parts = urlsplit(url)
+            ports.add(parts.port or (443 if parts.scheme == "https" else 80))
+    return sorted(ports - {443})
 
 
 def add(m: Module, source: str) -> None:
@@ -63,7 +57,7 @@ def add(m: Module, source: str) -> None:
                 Attr("vpc_id", vpc_id(m)),
             ],
         ),
-        _sg_rule(
+        sg_rule(
             "alb_https",
             "ingress",
             443,
@@ -71,7 +65,7 @@ def add(m: Module, source: str) -> None:
             cidr_blocks=["0.0.0.0/0"],
             security_group_id=Ref("aws_security_group.alb.id"),
         ),
-        _sg_rule(
+        sg_rule(
             "alb_http",
             "ingress",
             80,
@@ -80,7 +74,7 @@ def add(m: Module, source: str) -> None:
             security_group_id=Ref("aws_security_group.alb.id"),
             skip=("CKV_AWS_260", "port 80 answers only with a redirect to HTTPS"),
         ),
-        _sg_rule(
+        sg_rule(
             "alb_to_gateway",
             "egress",
             gateway_fleet.PORT,
@@ -98,7 +92,7 @@ def add(m: Module, source: str) -> None:
                 Attr("vpc_id", vpc_id(m)),
             ],
         ),
-        _sg_rule(
+        sg_rule(
             "gateway_from_alb",
             "ingress",
             gateway_fleet.PORT,
@@ -106,13 +100,24 @@ def add(m: Module, source: str) -> None:
             source_security_group_id=Ref("aws_security_group.alb.id"),
             security_group_id=Ref("aws_security_group.gateway.id"),
         ),
-        _sg_rule(
+        sg_rule(
             "gateway_https_out",
             "egress",
             443,
             "AWS APIs, SageMaker, PyPI and the OS packages",
             cidr_blocks=["0.0.0.0/0"],
             security_group_id=Ref("aws_security_group.gateway.id"),
+        ),
+        *(
+            sg_rule(
+                f"gateway_to_upstream_{port}",
+                "egress",
+                port,
+                f"the fleet's upstreams on port {port}",
+                cidr_blocks=["0.0.0.0/0"],
+                security_group_id=Ref("aws_security_group.gateway.id"),
+            )
+            for port in upstream_ports(m)
         ),
         Block(
             "resource",
@@ -230,6 +235,32 @@ def add(m: Module, source: str) -> None:
         ),
     )
     fleet_sha256 = hashlib.sha256(fleet_text.encode()).hexdigest()
+    # What `modelfleet serve` may do, the same on an instance and in a task; only who assumes the role differs.
+    m.add(
+        FILE,
+        Block(
+            "resource",
+            "aws_iam_role",
+            "gateway",
+            body=[
+                Attr("name", f"{m.prefix}-gateway"),
+                Attr(
+                    "assume_role_policy",
+                    assume_role("ec2.amazonaws.com" if m.deploy.gateway == "ec2" else "ecs-tasks.amazonaws.com"),
+                ),
+            ],
+        ),
+        Block(
+            "resource",
+            "aws_iam_role_policy",
+            "gateway",
+            body=[
+                Attr("name", "modelfleet-serve"),
+                Attr("role", Ref("aws_iam_role.gateway.id")),
+                Attr("policy", policy(*policy_statements(m))),
+            ],
+        ),
+    )
     if m.deploy.gateway == "ec2":
         gateway_ec2.add(m, fleet_sha256)
     else:

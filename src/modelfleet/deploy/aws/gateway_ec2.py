@@ -8,7 +8,7 @@ import re
 from importlib import resources
 
 from modelfleet.deploy.aws import gateway_fleet
-from modelfleet.deploy.aws.module import PARTITION, Module, assume_role, policy
+from modelfleet.deploy.aws.module import PARTITION, Module
 from modelfleet.deploy.aws.network import private_subnets
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
 
@@ -17,8 +17,6 @@ _ARM = re.compile(r"^[a-z]+\d+[a-z]*g[a-z]*\.")  # t4g, m7g, c7gn: Graviton
 
 
 def add(m: Module, fleet_sha256: str) -> None:
-    from modelfleet.deploy.aws.gateway import policy_statements
-
     ec2 = m.deploy.ec2
     m.files["gateway/user-data.sh.tftpl"] = (
         resources.files("modelfleet.deploy.aws").joinpath("gateway_user_data.sh.tftpl").read_bytes()
@@ -27,7 +25,6 @@ def add(m: Module, fleet_sha256: str) -> None:
         "gateway_instance_type", "string", "The gateways' instance type (deploy.ec2.instance_type).", ec2.instance_type
     )
     arch = "arm64" if _ARM.match(ec2.instance_type) else "x86_64"
-    statements = policy_statements(m)
     m.add(
         FILE,
         Block(
@@ -41,25 +38,6 @@ def add(m: Module, fleet_sha256: str) -> None:
     )
     m.add(
         FILE,
-        Block(
-            "resource",
-            "aws_iam_role",
-            "gateway",
-            body=[
-                Attr("name", f"{m.prefix}-gateway"),
-                Attr("assume_role_policy", assume_role("ec2.amazonaws.com")),
-            ],
-        ),
-        Block(
-            "resource",
-            "aws_iam_role_policy",
-            "gateway",
-            body=[
-                Attr("name", "modelfleet-serve"),
-                Attr("role", Ref("aws_iam_role.gateway.id")),
-                Attr("policy", policy(*statements)),
-            ],
-        ),
         Block(
             "resource",
             "aws_iam_role_policy_attachment",
