@@ -248,6 +248,11 @@ def test_shared_state_and_gateway_in_the_plan_json(rendered):
     assert http["default_action"][0]["redirect"][0]["protocol"] == "HTTPS"
     asg = values["aws_autoscaling_group.gateway"]
     assert asg["min_size"] == 2 and asg["health_check_type"] == "ELB" and asg["instance_refresh"][0]["strategy"]
+    # default_tags stop at the group and the launch template: the instances and their volumes are tagged too.
+    assert {"key": "managed-by", "value": "modelfleet", "propagate_at_launch": True} in asg["tag"]
+    specs = values["aws_launch_template.gateway"]["tag_specifications"]
+    assert {s["resource_type"] for s in specs} == {"instance", "volume"}
+    assert all(s["tags"]["modelfleet:fleet"] == "always-on" for s in specs)
     assert len(values["aws_subnet.private[0]"]) and "aws_subnet.private[1]" in values  # two AZs
     for address, v in values.items():  # no SSH, and nothing but 80/443 from anywhere
         if address.startswith("aws_security_group_rule.") and v["type"] == "ingress":

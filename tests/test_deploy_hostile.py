@@ -150,6 +150,8 @@ FAKE_TERRAFORM = """#!/bin/bash
 # Stands in for terraform: `apply` creates for a while, and on Ctrl-C stops as terraform does (it finishes
 # what is in flight, saves its state, prints, exits 1). Printing after the CLI has gone would kill it.
 cmd="$2"
+[ "$cmd" = output ] && { echo '{"gated_endpoint": {"value": {"endpoint": "gated-ep", "created_by": "lambda"}},
+  "plain_endpoint": {"value": {"endpoint": "plain-ep", "created_by": "terraform"}}}'; exit 0; }
 [ "$cmd" != apply ] && { echo "Terraform has been successfully initialized!"; exit 0; }
 trap 'echo "Interrupt received."; echo "Stopping operation..."; sleep 1; echo "Error: operation canceled";
       echo saved > "$STATE_MARK"; exit 1' INT
@@ -187,3 +189,44 @@ def test_ctrl_c_in_apply_lets_terraform_save_its_state(tmp_path):
     assert saved.exists(), err  # terraform lived to save its state
     assert proc.returncode == 1 and "interrupted" in err and "run the same command again" in err
     assert "Stopping operation" in err
+
+
+def test_a_fleet_too_big_for_one_iam_role_is_refused_at_render_not_at_apply(tmp_path):
+    """Each SageMaker deployment adds its endpoint, config and model ARNs to the Lambda's (or the gateway's)
+    policy, listed once each; IAM takes 10,240 characters per role."""
+    many = {f"model-{i:03d}": f"team-endpoint-model-number-{i:03d}" for i in range(20)}
+    render(fleet_of(tmp_path, many), tmp_path / "infra")
+    policy = (tmp_path / "infra/schedules.tf").read_text().split('"start-stop-endpoints"')[1]
+    assert policy.count("endpoint/team-endpoint-model-number-007") == 1
+    assert policy.count("endpoint-config/team-endpoint-model-number-007-") == 1
+    many = {f"model-{i:03d}": f"team-endpoint-model-number-{i:03d}" for i in range(40)}
+    done = render(fleet_of(tmp_path, many), tmp_path / "infra2", check=False)
+    assert done.returncode == 2 and "the hostile-schedule-lambda role's IAM policy would be about" in done.stderr
+    assert "split the fleet" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [("{'aws:team': ml}", "'aws:team' is reserved"), ("{managed-by: me}", "'managed-by' is reserved"),
+     (f"{{k: {'v' * 257}}}", "values up to 256")],
+)  # fmt: skip
+def test_tags_aws_would_refuse_or_that_would_hide_ours_are_refused(tmp_path, tags, expected):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(SCHEDULES.replace("  tags: {cost_center: cc-42}", f"  tags: {tags}"))
+    done = render(fleet, tmp_path / "infra", check=False)
+    assert done.returncode == 2 and "deploy.tags (line" in done.stderr and expected in done.stderr, done.stderr
+
+
+def test_destroy_names_the_endpoints_it_leaves_running(tmp_path):
+    fake = tmp_path / "terraform"
+    fake.write_text(FAKE_TERRAFORM)
+    fake.chmod(0o755)
+    folder = tmp_path / "infra"
+    folder.mkdir()
+    (folder / "versions.tf").write_text("")
+    done = cli("deploy", "destroy", "-C", str(folder), "-y", env={"MODELFLEET_TERRAFORM": str(fake)})
+    assert (
+        "does not delete these SageMaker endpoints" in done.stderr
+        and "gated-ep (started by the schedule Lambda)" in done.stderr
+    )
+    assert "plain-ep" not in done.stderr  # Terraform's own: destroyed

@@ -140,6 +140,16 @@ class Deploy(_Section):
     alarms: Alarms = Alarms()
     tags: dict[str, str] = Field({}, description="on every resource, beside managed-by: modelfleet")
 
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if key.lower().startswith("aws:") or key in ("managed-by", "modelfleet:fleet"):
+                raise ValueError(f"{key!r} is reserved (aws: by AWS; managed-by and modelfleet:fleet by modelfleet)")
+            if not 1 <= len(key) <= 128 or len(value) > 256:
+                raise ValueError(f"AWS takes tag keys of 1-128 characters and values up to 256; {key!r} is not one")
+        return tags
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

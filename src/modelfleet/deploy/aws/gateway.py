@@ -8,16 +8,16 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import urlsplit
 
-from modelfleet.config.sagemaker_names import names
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import gateway_ec2, gateway_fargate, gateway_fleet, ownership
-from modelfleet.deploy.aws.module import Module, allow, arn, assume_role, label, policy, sg_rule, skip
+from modelfleet.deploy.aws.module import Module, allow, arn, assume_role, label, role_policy, sg_rule, skip
 from modelfleet.deploy.aws.network import public_subnets, vpc_id
-from modelfleet.deploy.aws.sagemaker import role_label
+from modelfleet.deploy.aws.sagemaker import lifecycle_statements
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
 
 FILE = "gateway.tf"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+INVOKE = ("sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream")
 
 
 def upstream_ports(m: Module) -> list[int]:
@@ -113,7 +113,7 @@ def add(m: Module, source: str) -> None:
                 f"gateway_to_upstream_{port}",
                 "egress",
                 port,
-                f"the fleet's upstreams on port {port}",
+                f"upstream deployments on port {port}",
                 cidr_blocks=["0.0.0.0/0"],
                 security_group_id=Ref("aws_security_group.gateway.id"),
             )
@@ -257,7 +257,7 @@ def add(m: Module, source: str) -> None:
             body=[
                 Attr("name", "modelfleet-serve"),
                 Attr("role", Ref("aws_iam_role.gateway.id")),
-                Attr("policy", policy(*policy_statements(m))),
+                Attr("policy", role_policy(m, f"{m.prefix}-gateway", *policy_statements(m))),
             ],
         ),
     )
@@ -282,10 +282,8 @@ def add(m: Module, source: str) -> None:
 def policy_statements(m: Module) -> list[dict]:
     """What `modelfleet serve` needs: its fleet file and secrets, and its SageMaker endpoints' lifecycle."""
     deps = {n: d for n, d in m.fleet.deployments.items() if isinstance(d, SageMakerDeployment)}
-    endpoints = [arn("sagemaker", f"endpoint/{d.endpoint.lower()}") for d in deps.values()]
     created = {n: d for n, d in deps.items() if d.create}
-    configs = [arn("sagemaker", f"endpoint-config/{names(d).config.lower()}") for d in created.values()]
-    models = [arn("sagemaker", f"model/{names(d).model.lower()}") for d in created.values()]
+    watched = [arn("sagemaker", f"endpoint/{d.endpoint.lower()}") for d in deps.values() if not d.create]
     secrets: list[Ref | Template] = [Ref("aws_secretsmanager_secret.gateway_env.arn")]
     secrets += [
         Ref(f"aws_secretsmanager_secret.{label(n)}_hf_token.arn") for n, d in created.items() if ownership.has_token(d)
@@ -302,33 +300,9 @@ def policy_statements(m: Module) -> list[dict]:
         allow(["ssm:GetParameter"], Ref("aws_ssm_parameter.fleet.arn")),
         allow(["secretsmanager:GetSecretValue"], secrets),
     ]
-    if endpoints:
-        statements.append(
-            allow(
-                [
-                    "sagemaker:InvokeEndpoint",
-                    "sagemaker:InvokeEndpointWithResponseStream",
-                    "sagemaker:DescribeEndpoint",
-                    "sagemaker:DeleteEndpoint",
-                ],
-                endpoints,
-            )
-        )
-    if created:
-        statements += [
-            allow(["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"], endpoints + configs),
-            allow(["sagemaker:DescribeEndpointConfig", "sagemaker:CreateEndpointConfig"], configs),
-            allow(["sagemaker:DescribeModel", "sagemaker:CreateModel"], models),
-            allow(["sagemaker:AddTags"], endpoints + configs + models),
-            allow(
-                ["iam:PassRole"],
-                sorted(
-                    {Ref(f"aws_iam_role.{role_label(d.create.role_arn)}.arn") for d in created.values() if d.create}
-                ),
-                Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            ),
-        ]
-    return statements
+    if watched:  # endpoints made elsewhere: the gateway calls and watches them, and `stop` deletes them
+        statements.append(allow([*INVOKE, "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint"], watched))
+    return statements + lifecycle_statements(list(created.values()), endpoint_actions=INVOKE)
 
 
 def _alarms(m: Module) -> None:

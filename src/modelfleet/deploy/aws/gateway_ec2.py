@@ -112,12 +112,15 @@ def _hosts(m: Module, fleet_sha256: str) -> None:
                         ),
                     ],
                 ),
-                Block(
-                    "tag_specifications",
-                    body=[
-                        Attr("resource_type", "instance"),
-                        Attr("tags", {"Name": f"{m.prefix}-gateway"}),
-                    ],
+                *(
+                    Block(
+                        "tag_specifications",
+                        body=[
+                            Attr("resource_type", kind),
+                            Attr("tags", Call("merge", Ref("local.tags"), {"Name": f"{m.prefix}-gateway"})),
+                        ],
+                    )
+                    for kind in ("instance", "volume")  # default_tags stop at the launch template
                 ),
             ],
         ),
@@ -149,11 +152,18 @@ def _hosts(m: Module, fleet_sha256: str) -> None:
                     ],
                 ),
                 Block(
+                    "dynamic",
                     "tag",
                     body=[
-                        Attr("key", "Name"),
-                        Attr("value", f"{m.prefix}-gateway"),
-                        Attr("propagate_at_launch", True),
+                        Attr("for_each", Call("merge", Ref("local.tags"), {"Name": f"{m.prefix}-gateway"})),
+                        Block(
+                            "content",
+                            body=[
+                                Attr("key", Ref("tag.key")),
+                                Attr("value", Ref("tag.value")),
+                                Attr("propagate_at_launch", True),
+                            ],
+                        ),
                     ],
                 ),
             ],

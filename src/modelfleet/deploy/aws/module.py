@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,38 @@ def file_stem(name: str) -> str:
 
 def policy(*statements: dict[str, Any]) -> Call:
     return Call("jsonencode", {"Version": "2012-10-17", "Statement": list(statements)})
+
+
+IAM_INLINE_LIMIT = 10_240  # characters of a role's inline policies, whitespace not counted
+_REF_CHARS = 100  # what an ARN from a reference (a role's, a secret's) resolves to, at most about
+
+
+def role_policy(m: Module, role: str, *statements: dict[str, Any]) -> Call:
+    """policy(), refused at render when IAM would refuse it at apply: a fleet of many SageMaker deployments
+    lists each one's ARNs, and a role holds 10,240 characters of inline policy."""
+
+    def resolved(v: Any) -> Any:
+        if isinstance(v, Ref):
+            return "x" * _REF_CHARS
+        if isinstance(v, str):
+            return v.replace(ACCOUNT, "123456789012").replace(PARTITION, "aws").replace(REGION, m.deploy.region)
+        if isinstance(v, list):
+            return [resolved(x) for x in v]
+        if isinstance(v, dict):
+            return {k: resolved(x) for k, x in v.items()}
+        return v
+
+    doc = {"Version": "2012-10-17", "Statement": resolved(list(statements))}
+    size = len(json.dumps(doc, separators=(",", ":")))
+    if size > IAM_INLINE_LIMIT:
+        raise DeployError(
+            [
+                f"deployments: the {role} role's IAM policy would be about {size:,} characters, above the "
+                f"{IAM_INLINE_LIMIT:,} IAM allows a role (it lists every SageMaker endpoint, config and model "
+                "by name); split the fleet into fleet files with a deploy.name each"
+            ]
+        )
+    return policy(*statements)
 
 
 def allow(actions: list[str], resources: Any, **extra: Any) -> dict[str, Any]:

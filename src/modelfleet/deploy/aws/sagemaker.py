@@ -9,7 +9,7 @@ from typing import Any
 from modelfleet.config.sagemaker_names import names
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import ownership
-from modelfleet.deploy.aws.module import DeployError, Module, allow, arn, assume_role, label, policy, skip
+from modelfleet.deploy.aws.module import DeployError, Module, allow, arn, assume_role, label, role_policy, skip
 from modelfleet.deploy.hcl import Attr, Block, Ref
 
 FILE = "sagemaker.tf"
@@ -37,6 +37,25 @@ def container_env(dep: SageMakerDeployment) -> dict[str, str]:
     if dep.create.model_id:
         env.setdefault("HF_MODEL_ID", dep.create.model_id)
     return env
+
+
+def lifecycle_statements(created: list[SageMakerDeployment], endpoint_actions: tuple[str, ...] = ()) -> list[dict]:
+    """Start and stop these endpoints as the control plane and the schedule Lambda do: the endpoint, its
+    digest-named config and model, and the execution role passed to SageMaker. One statement per kind of
+    resource, so each ARN is listed once (IAM allows a role 10,240 characters of inline policy)."""
+    if not created:
+        return []
+    endpoints = [arn("sagemaker", f"endpoint/{d.endpoint.lower()}") for d in created]
+    configs = [arn("sagemaker", f"endpoint-config/{names(d).config.lower()}") for d in created]
+    models = [arn("sagemaker", f"model/{names(d).model.lower()}") for d in created]
+    roles = sorted({Ref(f"aws_iam_role.{role_label(d.create.role_arn)}.arn") for d in created if d.create})
+    lifecycle = ["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint", "sagemaker:AddTags"]
+    return [
+        allow([*endpoint_actions, "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint", *lifecycle], endpoints),
+        allow(["sagemaker:DescribeEndpointConfig", "sagemaker:CreateEndpointConfig", *lifecycle], configs),
+        allow(["sagemaker:DescribeModel", "sagemaker:CreateModel", "sagemaker:AddTags"], models),
+        allow(["iam:PassRole"], roles, Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+    ]
 
 
 def check(m: Module) -> None:
@@ -142,7 +161,7 @@ def _role(m: Module, role_arn: str, users: list[tuple[str, SageMakerDeployment]]
             body=[
                 Attr("name", "least-privilege"),
                 Attr("role", Ref(f"aws_iam_role.{lab}.id")),
-                Attr("policy", policy(*statements)),
+                Attr("policy", role_policy(m, role_name, *statements)),
             ],
         ),
     )

@@ -25,9 +25,10 @@ from modelfleet.deploy.aws.module import (
     file_stem,
     label,
     policy,
+    role_policy,
     skip,
 )
-from modelfleet.deploy.aws.sagemaker import container_env, role_label, secret_name
+from modelfleet.deploy.aws.sagemaker import container_env, lifecycle_statements, secret_name
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
 
 FILE = "schedules.tf"
@@ -152,29 +153,9 @@ def add(m: Module) -> None:
 
 
 def _function(m: Module, fn: str, deps: dict[str, SageMakerDeployment]) -> None:
-    endpoints = [arn("sagemaker", f"endpoint/{d.endpoint.lower()}") for d in deps.values()]
-    configs = [arn("sagemaker", f"endpoint-config/{names(d).config.lower()}") for d in deps.values()]
-    models = [arn("sagemaker", f"model/{names(d).model.lower()}") for d in deps.values()]
-    roles = sorted({role_label(d.create.role_arn) for d in deps.values() if d.create})
     statements = [
         allow(["logs:CreateLogStream", "logs:PutLogEvents"], arn("logs", f"log-group:/aws/lambda/{fn}:*")),
-        allow(
-            [
-                "sagemaker:DescribeEndpoint",
-                "sagemaker:CreateEndpoint",
-                "sagemaker:UpdateEndpoint",
-                "sagemaker:DeleteEndpoint",
-            ],
-            endpoints + configs,
-        ),
-        allow(["sagemaker:DescribeEndpointConfig", "sagemaker:CreateEndpointConfig"], configs),
-        allow(["sagemaker:DescribeModel", "sagemaker:CreateModel"], models),
-        allow(["sagemaker:AddTags"], endpoints + configs + models),
-        allow(
-            ["iam:PassRole"],
-            [Ref(f"aws_iam_role.{r}.arn") for r in roles],
-            Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-        ),
+        *lifecycle_statements(list(deps.values())),
     ]
     secrets = [
         Ref(f"aws_secretsmanager_secret.{label(n)}_hf_token.arn") for n, d in deps.items() if ownership.has_token(d)
@@ -199,7 +180,7 @@ def _function(m: Module, fn: str, deps: dict[str, SageMakerDeployment]) -> None:
             body=[
                 Attr("name", "start-stop-endpoints"),
                 Attr("role", Ref("aws_iam_role.schedule_lambda.id")),
-                Attr("policy", policy(*statements)),
+                Attr("policy", role_policy(m, f"{m.prefix}-schedule-lambda", *statements)),
             ],
         ),
         Block(
