@@ -285,3 +285,20 @@ def test_user_data_renders_to_a_shell_script_that_parses(rendered, shared):
     assert subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True).returncode == 0
     assert "ExecStart=/opt/modelfleet/bin/modelfleet serve -f /etc/modelfleet/fleet.yaml" in script
     assert ("MODELFLEET_DB_HOST=db.internal" in script) is shared
+
+
+def test_no_value_of_the_renderers_environment_reaches_the_rendered_files(tmp_path):
+    """Every ${VAR} the fleets name is set to a marker while rendering: none appears in any file, nor in
+    what the command prints (the files keep the references; the gateways resolve them)."""
+    from modelfleet.deploy.source import env_references
+
+    for name, fleet in FLEETS.items():
+        refs = env_references(yaml.safe_load(fleet.read_text()))
+        markers = {var: f"secret-marker-{i:02d}-0123456789abcdef" for i, var in enumerate(refs)}
+        markers.pop("TEST_CERTIFICATE_ARN", None)  # not a secret: it has to be an ARN
+        markers.pop("HF_TOKEN_REF", None)  # a reference: aws-secret://NAME
+        markers.pop("FARGATE_COUNT", None)  # a number
+        done = render(fleet, tmp_path / name, env=markers)
+        for path, data in _files(tmp_path / name).items():
+            assert not any(m.encode() in data for m in markers.values()), (name, path)
+        assert not any(m in done.stdout + done.stderr for m in markers.values())

@@ -230,3 +230,15 @@ def test_destroy_names_the_endpoints_it_leaves_running(tmp_path):
         and "gated-ep (started by the schedule Lambda)" in done.stderr
     )
     assert "plain-ep" not in done.stderr  # Terraform's own: destroyed
+
+
+def test_an_unset_var_in_create_settings_is_refused_not_rendered_as_a_placeholder(tmp_path):
+    fleet = tmp_path / "fleet.yaml"
+    env_line = "      tags: {owner: ml}\n      env: {REVISION: '${REV}'}\n"
+    fleet.write_text(SCHEDULES.replace("      tags: {owner: ml}\n", env_line))
+    env = {k: v for k, v in os.environ.items() if k != "REV"}
+    done = subprocess.run([PY, "-m", "modelfleet", "deploy", "aws", "-f", str(fleet), "-o", str(tmp_path / "infra")],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "deployments.plain.create.env.REVISION: its ${VAR} is not set" in done.stderr
+    done = cli("deploy", "aws", "-f", str(fleet), "-o", str(tmp_path / "infra"), env={"REV": "r-2024"})
+    assert '"r-2024"' in (tmp_path / "infra/sagemaker.tf").read_text()  # create: settings render as they resolve

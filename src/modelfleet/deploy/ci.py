@@ -87,7 +87,27 @@ clean:
 """
 
 
+def _setup(o: CIOptions) -> str:
+    """What both jobs start with: the code, Python with modelfleet, Terraform, AWS credentials (OIDC)."""
+    return f"""\
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "{o.python}"
+      - run: pip install "{o.package}"
+      - uses: hashicorp/setup-terraform@v3
+        with:
+          terraform_version: {o.terraform_version}
+          terraform_wrapper: false
+      - uses: aws-actions/configure-aws-credentials@v4
+        with:
+          role-to-assume: ${{{{ secrets.AWS_ROLE_ARN }}}}
+          aws-region: ${{{{ env.AWS_REGION }}}}
+"""
+
+
 def _workflow(o: CIOptions) -> str:
+    setup = _setup(o)
     return f"""\
 # Written by `modelfleet deploy ci`: plan + policy on pull requests (the plan posted as a comment),
 # fmt -> validate -> plan -> policy -> apply on a merge to {o.branch}.
@@ -119,20 +139,7 @@ jobs:
     if: github.event_name == 'pull_request'
     runs-on: ubuntu-latest
     steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "{o.python}"
-      - run: pip install "{o.package}"
-      - uses: hashicorp/setup-terraform@v3
-        with:
-          terraform_version: {o.terraform_version}
-          terraform_wrapper: false
-      - uses: aws-actions/configure-aws-credentials@v4
-        with:
-          role-to-assume: ${{{{ secrets.AWS_ROLE_ARN }}}}
-          aws-region: ${{{{ env.AWS_REGION }}}}
-      - name: fmt -> validate -> plan -> policy
+{setup}      - name: fmt -> validate -> plan -> policy
         run: make policy
       - name: Policy violations to code scanning
         if: always() && hashFiles('policy.sarif') != ''
@@ -163,19 +170,6 @@ jobs:
     runs-on: ubuntu-latest
     environment: production
     steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "{o.python}"
-      - run: pip install "{o.package}"
-      - uses: hashicorp/setup-terraform@v3
-        with:
-          terraform_version: {o.terraform_version}
-          terraform_wrapper: false
-      - uses: aws-actions/configure-aws-credentials@v4
-        with:
-          role-to-assume: ${{{{ secrets.AWS_ROLE_ARN }}}}
-          aws-region: ${{{{ env.AWS_REGION }}}}
-      - name: fmt -> validate -> plan -> policy -> apply
+{setup}      - name: fmt -> validate -> plan -> policy -> apply
         run: make apply
 """

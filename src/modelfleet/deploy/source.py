@@ -17,13 +17,14 @@ from modelfleet.config.loader import parse_fleet
 from modelfleet.config.schema import Fleet
 from modelfleet.errors import ConfigError
 
+PLACEHOLDER_SUFFIX = "-placeholder-for-rendering"  # what must never reach a rendered file
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 
 
 def _env_or_placeholders(text: str) -> dict[str, str]:
     """The environment, plus a placeholder (long enough for a key) for each unset ${VAR} without a default."""
     unset = {m.group(1) for m in _REF.finditer(text) if m.group(1) not in os.environ and m.group(2) is None}
-    return {**os.environ, **{name: f"unset-{name.lower()}-placeholder-for-rendering" for name in unset}}
+    return {**os.environ, **{name: f"unset-{name.lower()}{PLACEHOLDER_SUFFIX}" for name in unset}}
 
 
 def load(path: Path) -> tuple[Fleet, dict[str, Any], str]:

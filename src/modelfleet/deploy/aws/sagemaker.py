@@ -11,6 +11,7 @@ from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import ownership
 from modelfleet.deploy.aws.module import DeployError, Module, allow, arn, assume_role, label, role_policy, skip
 from modelfleet.deploy.hcl import Attr, Block, Ref
+from modelfleet.deploy.source import PLACEHOLDER_SUFFIX
 
 FILE = "sagemaker.tf"
 _ECR = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)")
@@ -76,6 +77,15 @@ def check(m: Module) -> None:
                 f"deployments.{name}.endpoint: {dep.endpoint!r} is also deployments.{other}.endpoint; "
                 "each created endpoint needs a name of its own"
             )
+        settings = dep.create.model_dump(mode="json", exclude={"hf_token"})
+        for field, value in [*((k, v) for k, v in settings.items() if k not in ("env", "tags")),
+                             *((f"env.{k}", v) for k, v in settings["env"].items()),
+                             *((f"tags.{k}", v) for k, v in settings["tags"].items())]:  # fmt: skip
+            if isinstance(value, str) and value.endswith(PLACEHOLDER_SUFFIX):
+                problems.append(
+                    f"deployments.{name}.create.{field}: its ${{VAR}} is not set here, and create: settings "
+                    "are rendered as they resolve now; set it (or give a default, ${VAR:-value})"
+                )
         for key in dep.create.env:
             if _SECRET_ENV.search(key):
                 problems.append(
