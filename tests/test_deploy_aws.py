@@ -248,6 +248,11 @@ def test_shared_state_and_gateway_in_the_plan_json(rendered):
     assert http["default_action"][0]["redirect"][0]["protocol"] == "HTTPS"
     asg = values["aws_autoscaling_group.gateway"]
     assert asg["min_size"] == 2 and asg["health_check_type"] == "ELB" and asg["instance_refresh"][0]["strategy"]
+    # Session Manager instead of SSH, without AmazonSSMManagedInstanceCore (it reads every SSM parameter).
+    assert not [a for a in values if a.startswith("aws_iam_role_policy_attachment.")]
+    session = json.loads(values["aws_iam_role_policy.gateway_session_manager"]["policy"])["Statement"]
+    assert [a.split(":")[0] for s in session for a in s["Action"]] == ["ssm"] + ["ssmmessages"] * 4
+    assert "ssm:GetParameter" not in json.dumps(session)
     # default_tags stop at the group and the launch template: the instances and their volumes are tagged too.
     assert {"key": "managed-by", "value": "modelfleet", "propagate_at_launch": True} in asg["tag"]
     specs = values["aws_launch_template.gateway"]["tag_specifications"]

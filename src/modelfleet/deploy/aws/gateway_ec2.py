@@ -8,7 +8,7 @@ import re
 from importlib import resources
 
 from modelfleet.deploy.aws import gateway_fleet
-from modelfleet.deploy.aws.module import PARTITION, Module
+from modelfleet.deploy.aws.module import Module, allow, policy, skip
 from modelfleet.deploy.aws.network import private_subnets
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
 
@@ -40,11 +40,30 @@ def add(m: Module, fleet_sha256: str) -> None:
         FILE,
         Block(
             "resource",
-            "aws_iam_role_policy_attachment",
-            "gateway_ssm",
+            "aws_iam_role_policy",
+            "gateway_session_manager",
             body=[
-                Attr("role", Ref("aws_iam_role.gateway.name")),  # a shell through Session Manager, instead of SSH
-                Attr("policy_arn", Template(f"arn:{PARTITION}:iam::aws:policy/AmazonSSMManagedInstanceCore")),
+                skip("CKV_AWS_290", "Session Manager's channel actions take no resource narrower than *"),
+                skip("CKV_AWS_355", "Session Manager's channel actions take no resource narrower than *"),
+                # A shell through Session Manager instead of SSH, as AWS's minimal Session Manager profile grants
+                # (AWSCloud9SSMInstanceProfile); not AmazonSSMManagedInstanceCore, which reads every SSM parameter.
+                Attr("name", "session-manager"),
+                Attr("role", Ref("aws_iam_role.gateway.id")),
+                Attr(
+                    "policy",
+                    policy(
+                        allow(
+                            [
+                                "ssm:UpdateInstanceInformation",
+                                "ssmmessages:CreateControlChannel",
+                                "ssmmessages:CreateDataChannel",
+                                "ssmmessages:OpenControlChannel",
+                                "ssmmessages:OpenDataChannel",
+                            ],
+                            "*",
+                        )
+                    ),
+                ),
             ],
         ),
         Block(
