@@ -242,3 +242,14 @@ def test_an_unset_var_in_create_settings_is_refused_not_rendered_as_a_placeholde
     assert done.returncode == 2 and "deployments.plain.create.env.REVISION: its ${VAR} is not set" in done.stderr
     done = cli("deploy", "aws", "-f", str(fleet), "-o", str(tmp_path / "infra"), env={"REV": "r-2024"})
     assert '"r-2024"' in (tmp_path / "infra/sagemaker.tf").read_text()  # create: settings render as they resolve
+
+
+def test_a_region_or_instance_type_aws_lacks_is_a_warning_with_the_likely_name(tmp_path):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(GATEWAY.replace("region: us-east-1", "region: us-eats-1").replace(
+        "    container: messages\n", "    container: messages\n    region: us-eats-1\n").replace(
+        "instance_type: t3.micro", "instance_type: t3.mirco"))  # fmt: skip
+    done = render(fleet, tmp_path / "infra")  # renders: a botocore older than a new region would refuse it
+    assert f"warning: {fleet}: deploy.region: 'us-eats-1' is not one botocore" in done.stderr
+    assert "did you mean 'us-east-1'?" in done.stderr and "did you mean 't3.micro'?" in done.stderr
+    assert "warning" not in render(ROOT / "tests/fleets/deploy-gateway.yaml", tmp_path / "infra2").stderr

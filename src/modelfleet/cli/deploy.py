@@ -112,6 +112,8 @@ def aws(fleet_path: Path, out: Path) -> None:
         problems = "\n".join(f"  {p}" for p in exc.problems)
         click.echo(click.style("config error: ", fg="red", bold=True) + f"{fleet_path}:\n{problems}", err=True)
         sys.exit(2)
+    for warning in aws_renderer.warnings(fleet):
+        click.echo(click.style("warning: ", fg="yellow", bold=True) + f"{fleet_path}: {warning}", err=True)
     changed = files.write(rendered, out)
     click.echo(f"rendered {len(rendered)} files into {out}/ ({len(changed)} changed)")
     for name in changed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from modelfleet.config.sagemaker_names import names
 from modelfleet.deploy.aws import gateway_fleet, ownership
 from modelfleet.deploy.aws.module import Module
-from modelfleet.deploy.aws.sagemaker import secret_name
+from modelfleet.deploy.aws.sagemaker import role_label, secret_name
 from modelfleet.deploy.aws.schedules import aws_cron, event_file
 
 _OWNER = {
@@ -59,6 +59,14 @@ def render(m: Module, source: str) -> str:
             "Models and configs are named `ENDPOINT-DIGEST`, the digest of their `create:` settings, exactly",
             "as the control plane names them: `modelfleet deployments start|stop` and Terraform never fight. New",
             "settings are a new model and config beside the old ones; the endpoint moves to them.",
+            "",
+            "Each `create.role_arn` names a role this module creates. If one exists already (apply stops",
+            "with EntityAlreadyExists), take it over instead: "
+            + ", ".join(
+                f"`terraform import aws_iam_role.{role_label(r)} {r.rsplit('/', 1)[1]}`"
+                for r in sorted({dep.create.role_arn for dep in deps.values() if dep.create})
+            )
+            + ".",
             "",
             "`destroy` deletes what Terraform created. Stop endpoints it did not create first (`modelfleet",
             "deployments stop NAME`, or the Lambda's stop event); models and configs made at a first start",
