@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import gateway_ec2, gateway_fargate, gateway_fleet, ownership
+from modelfleet.deploy.aws.alarms import Alarm, metric_alarm
 from modelfleet.deploy.aws.module import Module, allow, arn, assume_role, label, role_policy, sg_rule, skip
 from modelfleet.deploy.aws.network import public_subnets, vpc_id
 from modelfleet.deploy.aws.sagemaker import lifecycle_statements
@@ -306,62 +307,43 @@ def policy_statements(m: Module) -> list[dict]:
 
 
 def _alarms(m: Module) -> None:
-    dims = {"LoadBalancer": Ref("aws_lb.gateway.arn_suffix")}
-    alarms = [
+    lb = {"LoadBalancer": Ref("aws_lb.gateway.arn_suffix")}
+    targets = {**lb, "TargetGroup": Ref("aws_lb_target_group.gateway.arn_suffix")}
+    for alarm, dimensions in (
         (
-            "gateway_unhealthy_hosts",
-            "unhealthy-hosts",
-            "a gateway fails /readyz (2 checks, 10 s apart)",
-            "UnHealthyHostCount",
-            "Maximum",
-            60,
-            2,
-            1,
-            {**dims, "TargetGroup": Ref("aws_lb_target_group.gateway.arn_suffix")},
-        ),
-        (
-            "gateway_5xx",
-            "gateway-5xx",
-            "the gateways answered 5xx (10 or more in 5 minutes)",
-            "HTTPCode_Target_5XX_Count",
-            "Sum",
-            300,
-            1,
-            10,
-            {**dims, "TargetGroup": Ref("aws_lb_target_group.gateway.arn_suffix")},
-        ),
-        (
-            "alb_5xx",
-            "alb-5xx",
-            "the ALB answered 5xx itself: no healthy gateway, or one timed out",
-            "HTTPCode_ELB_5XX_Count",
-            "Sum",
-            300,
-            1,
-            10,
-            dims,
-        ),
-    ]
-    for res, name, description, metric, stat, period, periods, threshold, dimensions in alarms:
-        m.add(
-            FILE,
-            Block(
-                "resource",
-                "aws_cloudwatch_metric_alarm",
-                res,
-                body=[
-                    Attr("alarm_name", f"{m.prefix}-{name}"),
-                    Attr("alarm_description", description),
-                    Attr("namespace", "AWS/ApplicationELB"),
-                    Attr("metric_name", metric),
-                    Attr("statistic", stat),
-                    Attr("period", period),
-                    Attr("evaluation_periods", periods),
-                    Attr("comparison_operator", "GreaterThanOrEqualToThreshold"),
-                    Attr("threshold", threshold),
-                    Attr("treat_missing_data", "notBreaching"),
-                    Attr("dimensions", dimensions),
-                    *m.alarm_actions(),
-                ],
+            Alarm(
+                "gateway_unhealthy_hosts",
+                f"{m.prefix}-unhealthy-hosts",
+                "a gateway fails /readyz (2 checks, 10 s apart)",
+                "UnHealthyHostCount",
+                "Maximum",
+                1,
+                period=60,
+                periods=2,
             ),
-        )
+            targets,
+        ),
+        (
+            Alarm(
+                "gateway_5xx",
+                f"{m.prefix}-gateway-5xx",
+                "the gateways answered 5xx (10 or more in 5 minutes)",
+                "HTTPCode_Target_5XX_Count",
+                "Sum",
+                10,
+            ),
+            targets,
+        ),
+        (
+            Alarm(
+                "alb_5xx",
+                f"{m.prefix}-alb-5xx",
+                "the ALB answered 5xx itself: no healthy gateway, or one timed out",
+                "HTTPCode_ELB_5XX_Count",
+                "Sum",
+                10,
+            ),
+            lb,
+        ),
+    ):
+        m.add(FILE, metric_alarm(m, alarm, "AWS/ApplicationELB", dimensions))

@@ -9,6 +9,7 @@ from typing import Any
 from modelfleet.config.sagemaker_names import names
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import ownership
+from modelfleet.deploy.aws.alarms import Alarm, metric_alarm
 from modelfleet.deploy.aws.module import DeployError, Module, allow, arn, assume_role, label, role_policy, skip
 from modelfleet.deploy.hcl import Attr, Block, Ref
 from modelfleet.deploy.source import PLACEHOLDER_SUFFIX
@@ -319,68 +320,33 @@ def _deployment(m: Module, name: str, dep: SageMakerDeployment) -> None:
 
 
 def _alarms(m: Module, name: str, dep: SageMakerDeployment, always_on: bool) -> None:
-    lab = label(name)
-    dims = {"EndpointName": dep.endpoint, "VariantName": "AllTraffic"}
-    common = [Attr("namespace", "AWS/SageMaker"), Attr("dimensions", dims), *m.alarm_actions()]
+    lab, ep = label(name), dep.endpoint
     alarms = [
-        (
-            f"{lab}_5xx",
-            f"{dep.endpoint}-5xx",
-            f"{name}: the container answered 5xx",
-            [
-                Attr("metric_name", "Invocation5XXErrors"),
-                Attr("statistic", "Sum"),
-                Attr("period", 300),
-                Attr("evaluation_periods", 1),
-                Attr("comparison_operator", "GreaterThanOrEqualToThreshold"),
-                Attr("threshold", 1),
-                Attr("treat_missing_data", "notBreaching"),
-            ],
-        ),
-        (
+        Alarm(f"{lab}_5xx", f"{ep}-5xx", f"{name}: the container answered 5xx", "Invocation5XXErrors", "Sum", 1),
+        Alarm(
             f"{lab}_latency_p95",
-            f"{dep.endpoint}-latency-p95",
+            f"{ep}-latency-p95",
             f"{name}: p95 model latency above 30 s for 15 min",
-            [
-                Attr("metric_name", "ModelLatency"),
-                Attr("extended_statistic", "p95"),
-                Attr("period", 300),
-                Attr("evaluation_periods", 3),
-                Attr("comparison_operator", "GreaterThanThreshold"),
-                Attr("threshold", LATENCY_P95_US),
-                Attr("treat_missing_data", "notBreaching"),
-            ],
+            "ModelLatency",
+            "p95",
+            LATENCY_P95_US,
+            periods=3,
+            comparison="GreaterThanThreshold",
         ),
     ]
     if always_on:  # a scheduled endpoint is idle off-hours by design
         alarms.append(
-            (
+            Alarm(
                 f"{lab}_invocations",
-                f"{dep.endpoint}-idle",
+                f"{ep}-idle",
                 f"{name}: running for an hour without invocations; it still costs: add a schedule or remove it",
-                [
-                    Attr("metric_name", "Invocations"),
-                    Attr("statistic", "Sum"),
-                    Attr("period", 3600),
-                    Attr("evaluation_periods", 1),
-                    Attr("comparison_operator", "LessThanThreshold"),
-                    Attr("threshold", 1),
-                    Attr("treat_missing_data", "breaching"),
-                ],
+                "Invocations",
+                "Sum",
+                1,
+                period=3600,
+                comparison="LessThanThreshold",
+                missing="breaching",
             )
         )
-    for res, alarm_name, description, attrs in alarms:
-        m.add(
-            FILE,
-            Block(
-                "resource",
-                "aws_cloudwatch_metric_alarm",
-                res,
-                body=[
-                    Attr("alarm_name", alarm_name),
-                    Attr("alarm_description", description),
-                    *attrs,
-                    *common,
-                ],
-            ),
-        )
+    dims = {"EndpointName": ep, "VariantName": "AllTraffic"}
+    m.add(FILE, *(metric_alarm(m, a, "AWS/SageMaker", dims) for a in alarms))
