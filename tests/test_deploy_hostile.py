@@ -253,3 +253,52 @@ def test_a_region_or_instance_type_aws_lacks_is_a_warning_with_the_likely_name(t
     assert f"warning: {fleet}: deploy.region: 'us-eats-1' is not one botocore" in done.stderr
     assert "did you mean 'us-east-1'?" in done.stderr and "did you mean 't3.micro'?" in done.stderr
     assert "warning" not in render(ROOT / "tests/fleets/deploy-gateway.yaml", tmp_path / "infra2").stderr
+
+
+PLATFORM = """include:
+  files: [teams.d/]
+  team_settings: [keys]
+deployments:
+  base: {kind: openai, urls: ["https://api.example.com/v1"]}
+routes:
+  chat: {deployments: [base]}
+deploy:
+  name: plat
+  region: us-east-1
+"""
+TEAM = """team: search
+teams:
+  search: {keys: ["${SEARCH_KEY}"]}
+deployments:
+  search-llm:
+    kind: sagemaker
+    endpoint: search-ep
+    container: messages
+    create:
+      image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/tgi:3.0.1
+      role_arn: arn:aws:iam::123456789012:role/search-sm
+      instance_type: ml.g4dn.xlarge
+      hf_token: ${SEARCH_HF_TOKEN}
+    schedule: {start: "0 7 * * MON-FRI", stop: "0 18 * * MON-FRI", timezone: Europe/Berlin}
+routes:
+  search-chat: {deployments: [search-llm]}
+"""
+
+
+def test_a_platform_fleet_renders_without_its_teams_secrets_and_is_refused_for_a_gateway_in_aws(tmp_path):
+    (tmp_path / "teams.d").mkdir()
+    (tmp_path / "teams.d/search.yaml").write_text(TEAM)
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(PLATFORM)
+    env = {k: v for k, v in os.environ.items() if k not in ("SEARCH_KEY", "SEARCH_HF_TOKEN")}
+    argv = [PY, "-m", "modelfleet", "deploy", "aws", "-f", str(fleet), "-o", str(tmp_path / "infra")]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr  # the team file's ${VARS} are not needed to render
+    assert (tmp_path / "infra/events/search-llm-start.json").exists()
+    assert not [f for f in (tmp_path / "infra").rglob("*") if f.is_file() and b"placeholder" in f.read_bytes()]
+    # The gateways would get the platform file without its team files: refused, not a traceback.
+    cert = "arn:aws:acm:us-east-1:123456789012:certificate/0b5c1d2e-3f4a-4b6c-8d9e-0f1a2b3c4d5e"
+    fleet.write_text(PLATFORM + f"  gateway: ec2\n  ec2: {{count: 1}}\n  certificate_arn: {cert}\n")
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "include: a gateway in AWS gets one fleet file" in done.stderr

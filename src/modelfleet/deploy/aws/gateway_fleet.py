@@ -37,6 +37,13 @@ def shared_state(m: Module) -> bool:
 
 
 def render(m: Module, source: str) -> str:
+    if "include" in m.raw:
+        raise DeployError(
+            [
+                "include: a gateway in AWS gets one fleet file (in SSM), and the team files a platform fleet "
+                "includes would not reach it; render with `gateway: none`, or merge the teams into the file"
+            ]
+        )
     doc: dict[str, Any] = copy.deepcopy(m.raw)
     doc.pop("deploy", None)
     _refuse_literal_secrets(doc)
