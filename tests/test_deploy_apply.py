@@ -72,7 +72,12 @@ def test_apply_then_destroy_against_moto(moto_aws, tmp_path):
     (asg,) = moto.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=["tgw-gateway"])[
         "AutoScalingGroups"]  # fmt: skip
     assert asg["MinSize"] == 1 and asg["TargetGroupARNs"] == [tg["TargetGroupArn"]]
+    tags = {t["Key"]: (t["Value"], t["PropagateAtLaunch"]) for t in asg["Tags"]}
+    assert tags["managed-by"] == ("modelfleet", True) and tags["modelfleet:fleet"] == ("tgw", True)  # to instances
     assert len({i["AvailabilityZone"] for i in asg["Instances"]}) >= 1 and len(asg["VPCZoneIdentifier"].split(",")) == 2
+    assert sorted(iam.list_role_policies(RoleName="tgw-gateway")["PolicyNames"]) == ["modelfleet-serve",
+                                                                                     "session-manager"]  # fmt: skip
+    assert not iam.list_attached_role_policies(RoleName="tgw-gateway")["AttachedPolicies"]
     fleet_yaml = moto.client("ssm").get_parameter(Name="/tgw/fleet.yaml", WithDecryption=True)["Parameter"]["Value"]
     assert "host: 0.0.0.0" in fleet_yaml and "deploy:" not in fleet_yaml
     # The gateway on Fargate: an ECS service of the task definition, behind its own ALB's target group.

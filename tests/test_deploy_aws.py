@@ -248,6 +248,16 @@ def test_shared_state_and_gateway_in_the_plan_json(rendered):
     assert http["default_action"][0]["redirect"][0]["protocol"] == "HTTPS"
     asg = values["aws_autoscaling_group.gateway"]
     assert asg["min_size"] == 2 and asg["health_check_type"] == "ELB" and asg["instance_refresh"][0]["strategy"]
+    # Session Manager instead of SSH, without AmazonSSMManagedInstanceCore (it reads every SSM parameter).
+    assert not [a for a in values if a.startswith("aws_iam_role_policy_attachment.")]
+    session = json.loads(values["aws_iam_role_policy.gateway_session_manager"]["policy"])["Statement"]
+    assert [a.split(":")[0] for s in session for a in s["Action"]] == ["ssm"] + ["ssmmessages"] * 4
+    assert "ssm:GetParameter" not in json.dumps(session)
+    # default_tags stop at the group and the launch template: the instances and their volumes are tagged too.
+    assert {"key": "managed-by", "value": "modelfleet", "propagate_at_launch": True} in asg["tag"]
+    specs = values["aws_launch_template.gateway"]["tag_specifications"]
+    assert {s["resource_type"] for s in specs} == {"instance", "volume"}
+    assert all(s["tags"]["modelfleet:fleet"] == "always-on" for s in specs)
     assert len(values["aws_subnet.private[0]"]) and "aws_subnet.private[1]" in values  # two AZs
     for address, v in values.items():  # no SSH, and nothing but 80/443 from anywhere
         if address.startswith("aws_security_group_rule.") and v["type"] == "ingress":
@@ -280,3 +290,20 @@ def test_user_data_renders_to_a_shell_script_that_parses(rendered, shared):
     assert subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True).returncode == 0
     assert "ExecStart=/opt/modelfleet/bin/modelfleet serve -f /etc/modelfleet/fleet.yaml" in script
     assert ("MODELFLEET_DB_HOST=db.internal" in script) is shared
+
+
+def test_no_value_of_the_renderers_environment_reaches_the_rendered_files(tmp_path):
+    """Every ${VAR} the fleets name is set to a marker while rendering: none appears in any file, nor in
+    what the command prints (the files keep the references; the gateways resolve them)."""
+    from modelfleet.deploy.source import env_references
+
+    for name, fleet in FLEETS.items():
+        refs = env_references(yaml.safe_load(fleet.read_text()))
+        markers = {var: f"secret-marker-{i:02d}-0123456789abcdef" for i, var in enumerate(refs)}
+        markers.pop("TEST_CERTIFICATE_ARN", None)  # not a secret: it has to be an ARN
+        markers.pop("HF_TOKEN_REF", None)  # a reference: aws-secret://NAME
+        markers.pop("FARGATE_COUNT", None)  # a number
+        done = render(fleet, tmp_path / name, env=markers)
+        for path, data in _files(tmp_path / name).items():
+            assert not any(m.encode() in data for m in markers.values()), (name, path)
+        assert not any(m in done.stdout + done.stderr for m in markers.values())

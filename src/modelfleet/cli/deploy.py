@@ -31,7 +31,7 @@ folder_option = click.option(
 )
 plugin_dir_option = click.option(
     "--plugin-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     envvar="MODELFLEET_TF_PLUGIN_DIR",
     help="Install providers from this local mirror instead of the registry (offline machines). "
     "Env: MODELFLEET_TF_PLUGIN_DIR.",
@@ -112,10 +112,15 @@ def aws(fleet_path: Path, out: Path) -> None:
         problems = "\n".join(f"  {p}" for p in exc.problems)
         click.echo(click.style("config error: ", fg="red", bold=True) + f"{fleet_path}:\n{problems}", err=True)
         sys.exit(2)
+    for warning in aws_renderer.warnings(fleet):
+        click.echo(click.style("warning: ", fg="yellow", bold=True) + f"{fleet_path}: {warning}", err=True)
     changed = files.write(rendered, out)
     click.echo(f"rendered {len(rendered)} files into {out}/ ({len(changed)} changed)")
     for name in changed:
         click.echo(f"  {name}")
+    if changed and (out / "tfplan").exists():  # `deploy apply` would apply the old files' plan
+        (out / "tfplan").unlink()
+        click.echo(f"removed {out}/tfplan: it was planned from the files before this render")
     click.echo(f"next: read {out}/README.md, then `modelfleet deploy plan -C {out}`")
 
 
@@ -156,13 +161,28 @@ def run_terraform(folder: Path, title: str, *args: str) -> str:
     with console.status(f"{title} ...") as status:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            lines.append(line)
-            if _STEP.match(line) or line.startswith(("Plan:", "Apply complete", "Destroy complete")):
-                status.update(f"{title} ({time.monotonic() - started:.0f}s): {line[:100]}")
-        code = proc.wait()
+
+        def follow() -> int:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                line = line.rstrip()
+                tail.append(line)
+                lines.append(line)
+                if _STEP.match(line) or line.startswith(("Plan:", "Apply complete", "Destroy complete")):
+                    status.update(f"{title} ({time.monotonic() - started:.0f}s): {line[:100]}")
+            return proc.wait()
+
+        try:
+            code = follow()
+        except KeyboardInterrupt:
+            # terraform got the same Ctrl-C: it lets the calls in flight finish and saves its state. Leaving
+            # now would close its output pipe and could kill it before it writes what it created.
+            status.update(f"{title}: interrupted; terraform is finishing the calls in flight and saving its state")
+            code = follow()
+            console.print("\n".join(tail), markup=False, highlight=False)
+            fail(
+                f"{title} interrupted after {time.monotonic() - started:.0f}s (terraform exited {code}); "
+                "its state holds what it created: run the same command again to finish, or destroy"
+            )
     elapsed = time.monotonic() - started
     if code != 0:
         console.print("\n".join(tail), markup=False, highlight=False)
@@ -192,7 +212,11 @@ def _init(folder: Path, plugin_dir: Path | None, backend: bool = True) -> None:
 @folder_option
 @plugin_dir_option
 def check(folder: Path, plugin_dir: Path | None) -> None:
-    """terraform fmt -check and validate: offline, no AWS credentials needed."""
+    """terraform fmt -check and validate: offline, no AWS credentials needed.
+
+    \b
+      modelfleet deploy check -C infra/ --plugin-dir /opt/tf-plugins   (CI, no network)
+    """
     _rendered(folder)
     run_terraform(folder, "terraform fmt -check", "fmt", "-check", "-diff", "-recursive")
     _init(folder, plugin_dir, backend=False)
@@ -203,7 +227,11 @@ def check(folder: Path, plugin_dir: Path | None) -> None:
 @folder_option
 @plugin_dir_option
 def plan(folder: Path, plugin_dir: Path | None) -> None:
-    """terraform init + plan; the plan is saved as tfplan for `deploy apply`."""
+    """terraform init + plan; the plan is saved as tfplan for `deploy apply`.
+
+    Uses your usual AWS credentials (AWS_PROFILE, AWS_REGION, ...). Re-rendering the folder with
+    changes removes the saved plan, so `deploy apply` never applies a plan of older files.
+    """
     _rendered(folder)
     _init(folder, plugin_dir)
     run_terraform(folder, "terraform plan", "plan", "-out=tfplan")
@@ -215,7 +243,12 @@ def plan(folder: Path, plugin_dir: Path | None) -> None:
 @plugin_dir_option
 @approve_option
 def apply(folder: Path, plugin_dir: Path | None, auto_approve: bool) -> None:
-    """Apply the plan saved by `deploy plan`; without one, plan, ask, then apply."""
+    """Apply the plan saved by `deploy plan`; without one, plan, ask, then apply.
+
+    A saved plan is used once: it is removed after the apply, whether it succeeded or not. Applying
+    an unchanged folder again changes nothing. Ctrl-C lets terraform finish the calls in flight and
+    save its state; run the same command again to finish.
+    """
     _rendered(folder)
     _init(folder, plugin_dir)
     saved = folder / "tfplan"
@@ -223,8 +256,10 @@ def apply(folder: Path, plugin_dir: Path | None, auto_approve: bool) -> None:
         click.echo(run_terraform(folder, "terraform plan", "plan", "-out=tfplan").split("\n\n")[-1][-2000:])
         if not auto_approve:
             click.confirm("apply this plan?", abort=True)
-    run_terraform(folder, "terraform apply", "apply", "tfplan")
-    saved.unlink(missing_ok=True)  # a saved plan is stale once applied
+    try:
+        run_terraform(folder, "terraform apply", "apply", "tfplan")
+    finally:
+        saved.unlink(missing_ok=True)  # a plan is stale once applied, even in part: terraform refuses it again
 
 
 @deploy.command()
@@ -232,13 +267,56 @@ def apply(folder: Path, plugin_dir: Path | None, auto_approve: bool) -> None:
 @plugin_dir_option
 @approve_option
 def destroy(folder: Path, plugin_dir: Path | None, auto_approve: bool) -> None:
-    """Delete everything the rendered folder created (secrets wait out their 7-day recovery window)."""
+    """Delete everything the rendered folder created (secrets wait out their 7-day recovery window).
+
+    Only what the folder's Terraform state holds is deleted: endpoints the control plane or the
+    schedule Lambda started are not in it; stop them first (`modelfleet deployments stop NAME`).
+    Within the recovery window a new apply cannot reuse a secret's name: restore it with
+    `aws secretsmanager restore-secret --secret-id NAME`, then `terraform import` it, or wait.
+    """
     _rendered(folder)
+    _init(folder, plugin_dir)
+    others = _endpoints_not_in_state(folder)
+    if others:  # they would outlive their role, model and alarms, and keep costing
+        click.echo(
+            "destroy does not delete these SageMaker endpoints (they are not in Terraform's state): "
+            + ", ".join(f"{e} (started by the {who})" for e, who in others)
+            + ".\nIf they run, stop them first: `modelfleet deployments stop NAME`, or "
+            "`aws sagemaker delete-endpoint --endpoint-name ENDPOINT`.",
+            err=True,
+        )
     if not auto_approve:
         click.confirm(f"destroy everything {folder}/ created?", abort=True)
-    _init(folder, plugin_dir)
     run_terraform(folder, "terraform destroy", "destroy", "-auto-approve")
     (folder / "tfplan").unlink(missing_ok=True)
+
+
+def _endpoints_not_in_state(folder: Path) -> list[tuple[str, str]]:
+    """The endpoints the rendered module names but leaves to the control plane or the schedule Lambda,
+    from the state's outputs (none before the first apply)."""
+    import json
+
+    done = subprocess.run(
+        [terraform_binary(), f"-chdir={folder}", "output", "-json", "-no-color"], capture_output=True, text=True
+    )
+    try:
+        outputs = json.loads(done.stdout) if done.returncode == 0 else {}
+    except ValueError:
+        return []
+    found = []
+    for name, out in sorted(outputs.items()):
+        value = out.get("value") if isinstance(out, dict) else None
+        if name.endswith("_endpoint") and isinstance(value, dict) and value.get("created_by") in OTHERS:
+            found.append((str(value["endpoint"]), OTHERS[value["created_by"]]))
+    return found
+
+
+OTHERS = {
+    "control-plane": "gateway's control plane",
+    "gateway-elsewhere": "gateway outside AWS",
+    "lambda": "schedule Lambda",
+    "nobody": "schedule Lambda, by hand",
+}
 
 
 deploy.add_command(k8s)

@@ -153,9 +153,7 @@ class CIRoles(_Section):
 
 
 class Deploy(_Section):
-    name: str = Field(
-        "modelfleet", pattern=r"^[a-z][a-z0-9-]{2,19}$", description="prefix of every resource name (3-20 chars)"
-    )
+    name: str = Field("modelfleet", description="prefix of every resource name (3-20 chars)")
     region: str = Field(pattern=_REGION, description="e.g. eu-central-1")
     network: Network = Network()
     gateway: Literal["none", "ec2", "ecs-fargate"] = Field(
@@ -171,6 +169,27 @@ class Deploy(_Section):
     alarms: Alarms = Alarms()
     tags: dict[str, str] = Field({}, description="on every resource, beside managed-by: modelfleet")
     ci: CIRoles = Field(CIRoles(), description="the IAM roles of `modelfleet deploy ci`'s pipeline")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if key.lower().startswith("aws:") or key in ("managed-by", "modelfleet:fleet"):
+                raise ValueError(f"{key!r} is reserved (aws: by AWS; managed-by and modelfleet:fleet by modelfleet)")
+            if not 1 <= len(key) <= 128 or len(value) > 256:
+                raise ValueError(f"AWS takes tag keys of 1-128 characters and values up to 256; {key!r} is not one")
+        return tags
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # RDS, ElastiCache and ALB names take no `--` and no `-` at the end; the longest suffix is 20 chars.
+        if not re.fullmatch(r"[a-z](-?[a-z0-9])+", value) or not 3 <= len(value) <= 20:
+            raise ValueError(
+                "expected 3 to 20 lowercase letters, digits and single hyphens, starting with a letter and "
+                f"not ending with a hyphen (it prefixes every AWS resource name), such as office-hours; got {value!r}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _gateway_needs_tls(self) -> Deploy:

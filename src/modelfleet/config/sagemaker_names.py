@@ -32,7 +32,18 @@ def digest(dep: SageMakerDeployment) -> str:
     return hashlib.sha256(json.dumps(create, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def shorten(name: str, limit: int) -> str:
+    """`name` if it fits in `limit` characters, else its head and 8 hex digits of the whole name: two long
+    names that share a head stay apart, and the result is the same on every machine."""
+    if len(name) <= limit:
+        return name
+    tail = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-')}-{tail}"
+
+
 def names(dep: SageMakerDeployment) -> SageMakerNames:
     d = digest(dep)
-    name = f"{dep.endpoint}-{d}"[:63]  # SageMaker names are at most 63 characters
+    # SageMaker names are at most 63 characters: shorten the endpoint part, never the digest (cutting it
+    # would give new settings the old name, and Terraform and the control plane would fight over it).
+    name = f"{shorten(dep.endpoint, 63 - 9)}-{d}"
     return SageMakerNames(endpoint=dep.endpoint, model=name, config=name, digest=d)

@@ -105,7 +105,28 @@ clean:
 """
 
 
+def _setup(o: CIOptions, role: str, session: str) -> str:
+    """What both jobs start with: the code, Python with modelfleet, Terraform, AWS credentials (OIDC)."""
+    return f"""\
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "{o.python}"
+      - run: pip install "{o.package}"
+      - uses: hashicorp/setup-terraform@v3
+        with:
+          terraform_version: {o.terraform_version}
+          terraform_wrapper: false
+      - uses: aws-actions/configure-aws-credentials@v4
+        with:
+          role-to-assume: {role}
+          role-session-name: {session}
+          aws-region: ${{{{ env.AWS_REGION }}}}
+"""
+
+
 def _workflow(o: CIOptions) -> str:
+    plan_setup, apply_setup = _setup(o, o.plan_role, "modelfleet-plan"), _setup(o, o.apply_role, "modelfleet-apply")
     return f"""\
 # Written by `modelfleet deploy ci`: plan + policy on pull requests (the plan posted as a comment),
 # fmt -> validate -> plan -> policy -> apply on a merge to {o.branch}.
@@ -141,21 +162,7 @@ jobs:
     if: github.event_name == 'pull_request'
     runs-on: ubuntu-latest
     steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "{o.python}"
-      - run: pip install "{o.package}"
-      - uses: hashicorp/setup-terraform@v3
-        with:
-          terraform_version: {o.terraform_version}
-          terraform_wrapper: false
-      - uses: aws-actions/configure-aws-credentials@v4
-        with:
-          role-to-assume: {o.plan_role}
-          role-session-name: modelfleet-plan
-          aws-region: ${{{{ env.AWS_REGION }}}}
-      - name: fmt -> validate -> plan -> policy
+{plan_setup}      - name: fmt -> validate -> plan -> policy
         run: make policy
       - name: Policy violations to code scanning
         if: always() && hashFiles('policy.sarif') != ''
@@ -186,20 +193,6 @@ jobs:
     runs-on: ubuntu-latest
     environment: production
     steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "{o.python}"
-      - run: pip install "{o.package}"
-      - uses: hashicorp/setup-terraform@v3
-        with:
-          terraform_version: {o.terraform_version}
-          terraform_wrapper: false
-      - uses: aws-actions/configure-aws-credentials@v4
-        with:
-          role-to-assume: {o.apply_role}
-          role-session-name: modelfleet-apply
-          aws-region: ${{{{ env.AWS_REGION }}}}
-      - name: fmt -> validate -> plan -> policy -> apply
+{apply_setup}      - name: fmt -> validate -> plan -> policy -> apply
         run: make apply
 """

@@ -11,10 +11,14 @@ MANIFEST = ".modelfleet-rendered"
 
 def write(files: dict[str, bytes], out: Path) -> list[str]:
     """Write `files` under `out`; returns the paths that changed (written or removed)."""
+    for name in files:  # renderers name files from the fleet file: none may land outside `out`
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"refusing to write {name!r} outside {out}/")
     out.mkdir(parents=True, exist_ok=True)
     changed = []
     manifest = out / MANIFEST
     before = set(manifest.read_text().split()) if manifest.exists() else set()
+    before = {n for n in before if not Path(n).is_absolute() and ".." not in Path(n).parts}  # an edited manifest
     for stale in sorted(before - set(files)):
         path = out / stale
         if path.is_file():

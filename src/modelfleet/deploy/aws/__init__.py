@@ -15,10 +15,17 @@ from __future__ import annotations
 from typing import Any
 
 from modelfleet.config.schema import Fleet
-from modelfleet.deploy.aws import alarms, gateway, network, readme, root, sagemaker, schedules, shared_state
+from modelfleet.deploy.aws import alarms, gateway, known, network, readme, root, sagemaker, schedules, shared_state
 from modelfleet.deploy.aws.module import DeployError, Module
 
-__all__ = ["DeployError", "render"]
+__all__ = ["DeployError", "render", "warnings"]
+
+
+def warnings(fleet: Fleet) -> list[str]:
+    """What renders but looks wrong: a region or instance type AWS does not have (a typo, most likely)."""
+    if fleet.deploy is None:
+        return []
+    return known.unknown(Module(fleet=fleet, deploy=fleet.deploy, raw={}))
 
 
 def render(fleet: Fleet, raw: dict[str, Any], source: str = "fleet.yaml") -> dict[str, bytes]:

@@ -6,34 +6,29 @@ gateway_ec2.py (an Auto Scaling group) or gateway_fargate.py (an ECS service).""
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import urlsplit
 
-from modelfleet.config.sagemaker_names import names
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import gateway_ec2, gateway_fargate, gateway_fleet, ownership
-from modelfleet.deploy.aws.module import Module, allow, arn, label, skip
+from modelfleet.deploy.aws.alarms import Alarm, metric_alarm
+from modelfleet.deploy.aws.module import Module, allow, arn, assume_role, label, role_policy, sg_rule, skip
 from modelfleet.deploy.aws.network import public_subnets, vpc_id
-from modelfleet.deploy.aws.sagemaker import role_label
+from modelfleet.deploy.aws.sagemaker import lifecycle_statements
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
 
 FILE = "gateway.tf"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+INVOKE = ("sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream")
 
 
-def _sg_rule(name: str, kind: str, port: int, description: str, **source: object) -> Block:
-    return Block(
-        "resource",
-        "aws_security_group_rule",
-        name,
-        body=[
-            *([skip(*source.pop("skip"))] if "skip" in source else []),  # type: ignore[misc]
-            Attr("type", kind),
-            Attr("description", description),
-            Attr("from_port", port),
-            Attr("to_port", port),
-            Attr("protocol", "tcp"),
-            *(Attr(k, v) for k, v in source.items()),
-        ],
-    )
+def upstream_ports(m: Module) -> list[int]:
+    """The ports of the fleet's URL upstreams (kind: openai) beside 443, which the gateways must reach."""
+    ports = set()
+    for dep in m.fleet.deployments.values():
+        for url in getattr(dep, "urls", None) or []:
+            parts = urlsplit(url)
+            ports.add(parts.port or (443 if parts.scheme == "https" else 80))
+    return sorted(ports - {443})
 
 
 def add(m: Module, source: str) -> None:
@@ -63,7 +58,7 @@ def add(m: Module, source: str) -> None:
                 Attr("vpc_id", vpc_id(m)),
             ],
         ),
-        _sg_rule(
+        sg_rule(
             "alb_https",
             "ingress",
             443,
@@ -71,7 +66,7 @@ def add(m: Module, source: str) -> None:
             cidr_blocks=["0.0.0.0/0"],
             security_group_id=Ref("aws_security_group.alb.id"),
         ),
-        _sg_rule(
+        sg_rule(
             "alb_http",
             "ingress",
             80,
@@ -80,7 +75,7 @@ def add(m: Module, source: str) -> None:
             security_group_id=Ref("aws_security_group.alb.id"),
             skip=("CKV_AWS_260", "port 80 answers only with a redirect to HTTPS"),
         ),
-        _sg_rule(
+        sg_rule(
             "alb_to_gateway",
             "egress",
             gateway_fleet.PORT,
@@ -98,7 +93,7 @@ def add(m: Module, source: str) -> None:
                 Attr("vpc_id", vpc_id(m)),
             ],
         ),
-        _sg_rule(
+        sg_rule(
             "gateway_from_alb",
             "ingress",
             gateway_fleet.PORT,
@@ -106,13 +101,24 @@ def add(m: Module, source: str) -> None:
             source_security_group_id=Ref("aws_security_group.alb.id"),
             security_group_id=Ref("aws_security_group.gateway.id"),
         ),
-        _sg_rule(
+        sg_rule(
             "gateway_https_out",
             "egress",
             443,
             "AWS APIs, SageMaker, PyPI and the OS packages",
             cidr_blocks=["0.0.0.0/0"],
             security_group_id=Ref("aws_security_group.gateway.id"),
+        ),
+        *(
+            sg_rule(
+                f"gateway_to_upstream_{port}",
+                "egress",
+                port,
+                f"upstream deployments on port {port}",
+                cidr_blocks=["0.0.0.0/0"],
+                security_group_id=Ref("aws_security_group.gateway.id"),
+            )
+            for port in upstream_ports(m)
         ),
         Block(
             "resource",
@@ -230,6 +236,32 @@ def add(m: Module, source: str) -> None:
         ),
     )
     fleet_sha256 = hashlib.sha256(fleet_text.encode()).hexdigest()
+    # What `modelfleet serve` may do, the same on an instance and in a task; only who assumes the role differs.
+    m.add(
+        FILE,
+        Block(
+            "resource",
+            "aws_iam_role",
+            "gateway",
+            body=[
+                Attr("name", f"{m.prefix}-gateway"),
+                Attr(
+                    "assume_role_policy",
+                    assume_role("ec2.amazonaws.com" if m.deploy.gateway == "ec2" else "ecs-tasks.amazonaws.com"),
+                ),
+            ],
+        ),
+        Block(
+            "resource",
+            "aws_iam_role_policy",
+            "gateway",
+            body=[
+                Attr("name", "modelfleet-serve"),
+                Attr("role", Ref("aws_iam_role.gateway.id")),
+                Attr("policy", role_policy(m, f"{m.prefix}-gateway", *policy_statements(m))),
+            ],
+        ),
+    )
     if m.deploy.gateway == "ec2":
         gateway_ec2.add(m, fleet_sha256)
     else:
@@ -251,10 +283,8 @@ def add(m: Module, source: str) -> None:
 def policy_statements(m: Module) -> list[dict]:
     """What `modelfleet serve` needs: its fleet file and secrets, and its SageMaker endpoints' lifecycle."""
     deps = {n: d for n, d in m.fleet.deployments.items() if isinstance(d, SageMakerDeployment)}
-    endpoints = [arn("sagemaker", f"endpoint/{d.endpoint.lower()}") for d in deps.values()]
     created = {n: d for n, d in deps.items() if d.create}
-    configs = [arn("sagemaker", f"endpoint-config/{names(d).config.lower()}") for d in created.values()]
-    models = [arn("sagemaker", f"model/{names(d).model.lower()}") for d in created.values()]
+    watched = [arn("sagemaker", f"endpoint/{d.endpoint.lower()}") for d in deps.values() if not d.create]
     secrets: list[Ref | Template] = [Ref("aws_secretsmanager_secret.gateway_env.arn")]
     secrets += [
         Ref(f"aws_secretsmanager_secret.{label(n)}_hf_token.arn") for n, d in created.items() if ownership.has_token(d)
@@ -271,92 +301,49 @@ def policy_statements(m: Module) -> list[dict]:
         allow(["ssm:GetParameter"], Ref("aws_ssm_parameter.fleet.arn")),
         allow(["secretsmanager:GetSecretValue"], secrets),
     ]
-    if endpoints:
-        statements.append(
-            allow(
-                [
-                    "sagemaker:InvokeEndpoint",
-                    "sagemaker:InvokeEndpointWithResponseStream",
-                    "sagemaker:DescribeEndpoint",
-                    "sagemaker:DeleteEndpoint",
-                ],
-                endpoints,
-            )
-        )
-    if created:
-        statements += [
-            allow(["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"], endpoints + configs),
-            allow(["sagemaker:DescribeEndpointConfig", "sagemaker:CreateEndpointConfig"], configs),
-            allow(["sagemaker:DescribeModel", "sagemaker:CreateModel"], models),
-            allow(["sagemaker:AddTags"], endpoints + configs + models),
-            allow(
-                ["iam:PassRole"],
-                sorted(
-                    {Ref(f"aws_iam_role.{role_label(d.create.role_arn)}.arn") for d in created.values() if d.create}
-                ),
-                Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            ),
-        ]
-    return statements
+    if watched:  # endpoints made elsewhere: the gateway calls and watches them, and `stop` deletes them
+        statements.append(allow([*INVOKE, "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint"], watched))
+    return statements + lifecycle_statements(list(created.values()), endpoint_actions=INVOKE)
 
 
 def _alarms(m: Module) -> None:
-    dims = {"LoadBalancer": Ref("aws_lb.gateway.arn_suffix")}
-    alarms = [
+    lb = {"LoadBalancer": Ref("aws_lb.gateway.arn_suffix")}
+    targets = {**lb, "TargetGroup": Ref("aws_lb_target_group.gateway.arn_suffix")}
+    for alarm, dimensions in (
         (
-            "gateway_unhealthy_hosts",
-            "unhealthy-hosts",
-            "a gateway fails /readyz (2 checks, 10 s apart)",
-            "UnHealthyHostCount",
-            "Maximum",
-            60,
-            2,
-            1,
-            {**dims, "TargetGroup": Ref("aws_lb_target_group.gateway.arn_suffix")},
-        ),
-        (
-            "gateway_5xx",
-            "gateway-5xx",
-            "the gateways answered 5xx (10 or more in 5 minutes)",
-            "HTTPCode_Target_5XX_Count",
-            "Sum",
-            300,
-            1,
-            10,
-            {**dims, "TargetGroup": Ref("aws_lb_target_group.gateway.arn_suffix")},
-        ),
-        (
-            "alb_5xx",
-            "alb-5xx",
-            "the ALB answered 5xx itself: no healthy gateway, or one timed out",
-            "HTTPCode_ELB_5XX_Count",
-            "Sum",
-            300,
-            1,
-            10,
-            dims,
-        ),
-    ]
-    for res, name, description, metric, stat, period, periods, threshold, dimensions in alarms:
-        m.add(
-            FILE,
-            Block(
-                "resource",
-                "aws_cloudwatch_metric_alarm",
-                res,
-                body=[
-                    Attr("alarm_name", f"{m.prefix}-{name}"),
-                    Attr("alarm_description", description),
-                    Attr("namespace", "AWS/ApplicationELB"),
-                    Attr("metric_name", metric),
-                    Attr("statistic", stat),
-                    Attr("period", period),
-                    Attr("evaluation_periods", periods),
-                    Attr("comparison_operator", "GreaterThanOrEqualToThreshold"),
-                    Attr("threshold", threshold),
-                    Attr("treat_missing_data", "notBreaching"),
-                    Attr("dimensions", dimensions),
-                    *m.alarm_actions(),
-                ],
+            Alarm(
+                "gateway_unhealthy_hosts",
+                f"{m.prefix}-unhealthy-hosts",
+                "a gateway fails /readyz (2 checks, 10 s apart)",
+                "UnHealthyHostCount",
+                "Maximum",
+                1,
+                period=60,
+                periods=2,
             ),
-        )
+            targets,
+        ),
+        (
+            Alarm(
+                "gateway_5xx",
+                f"{m.prefix}-gateway-5xx",
+                "the gateways answered 5xx (10 or more in 5 minutes)",
+                "HTTPCode_Target_5XX_Count",
+                "Sum",
+                10,
+            ),
+            targets,
+        ),
+        (
+            Alarm(
+                "alb_5xx",
+                f"{m.prefix}-alb-5xx",
+                "the ALB answered 5xx itself: no healthy gateway, or one timed out",
+                "HTTPCode_ELB_5XX_Count",
+                "Sum",
+                10,
+            ),
+            lb,
+        ),
+    ):
+        m.add(FILE, metric_alarm(m, alarm, "AWS/ApplicationELB", dimensions))

@@ -8,7 +8,7 @@ import re
 from importlib import resources
 
 from modelfleet.deploy.aws import gateway_fleet
-from modelfleet.deploy.aws.module import PARTITION, Module, assume_role, policy
+from modelfleet.deploy.aws.module import Module, allow, policy, skip
 from modelfleet.deploy.aws.network import private_subnets
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
 
@@ -17,8 +17,6 @@ _ARM = re.compile(r"^[a-z]+\d+[a-z]*g[a-z]*\.")  # t4g, m7g, c7gn: Graviton
 
 
 def add(m: Module, fleet_sha256: str) -> None:
-    from modelfleet.deploy.aws.gateway import policy_statements
-
     ec2 = m.deploy.ec2
     m.files["gateway/user-data.sh.tftpl"] = (
         resources.files("modelfleet.deploy.aws").joinpath("gateway_user_data.sh.tftpl").read_bytes()
@@ -27,7 +25,6 @@ def add(m: Module, fleet_sha256: str) -> None:
         "gateway_instance_type", "string", "The gateways' instance type (deploy.ec2.instance_type).", ec2.instance_type
     )
     arch = "arm64" if _ARM.match(ec2.instance_type) else "x86_64"
-    statements = policy_statements(m)
     m.add(
         FILE,
         Block(
@@ -43,30 +40,30 @@ def add(m: Module, fleet_sha256: str) -> None:
         FILE,
         Block(
             "resource",
-            "aws_iam_role",
-            "gateway",
-            body=[
-                Attr("name", f"{m.prefix}-gateway"),
-                Attr("assume_role_policy", assume_role("ec2.amazonaws.com")),
-            ],
-        ),
-        Block(
-            "resource",
             "aws_iam_role_policy",
-            "gateway",
+            "gateway_session_manager",
             body=[
-                Attr("name", "modelfleet-serve"),
+                skip("CKV_AWS_290", "Session Manager's channel actions take no resource narrower than *"),
+                skip("CKV_AWS_355", "Session Manager's channel actions take no resource narrower than *"),
+                # A shell through Session Manager instead of SSH, as AWS's minimal Session Manager profile grants
+                # (AWSCloud9SSMInstanceProfile); not AmazonSSMManagedInstanceCore, which reads every SSM parameter.
+                Attr("name", "session-manager"),
                 Attr("role", Ref("aws_iam_role.gateway.id")),
-                Attr("policy", policy(*statements)),
-            ],
-        ),
-        Block(
-            "resource",
-            "aws_iam_role_policy_attachment",
-            "gateway_ssm",
-            body=[
-                Attr("role", Ref("aws_iam_role.gateway.name")),  # a shell through Session Manager, instead of SSH
-                Attr("policy_arn", Template(f"arn:{PARTITION}:iam::aws:policy/AmazonSSMManagedInstanceCore")),
+                Attr(
+                    "policy",
+                    policy(
+                        allow(
+                            [
+                                "ssm:UpdateInstanceInformation",
+                                "ssmmessages:CreateControlChannel",
+                                "ssmmessages:CreateDataChannel",
+                                "ssmmessages:OpenControlChannel",
+                                "ssmmessages:OpenDataChannel",
+                            ],
+                            "*",
+                        )
+                    ),
+                ),
             ],
         ),
         Block(
@@ -134,12 +131,15 @@ def _hosts(m: Module, fleet_sha256: str) -> None:
                         ),
                     ],
                 ),
-                Block(
-                    "tag_specifications",
-                    body=[
-                        Attr("resource_type", "instance"),
-                        Attr("tags", {"Name": f"{m.prefix}-gateway"}),
-                    ],
+                *(
+                    Block(
+                        "tag_specifications",
+                        body=[
+                            Attr("resource_type", kind),
+                            Attr("tags", Call("merge", Ref("local.tags"), {"Name": f"{m.prefix}-gateway"})),
+                        ],
+                    )
+                    for kind in ("instance", "volume")  # default_tags stop at the launch template
                 ),
             ],
         ),
@@ -171,11 +171,18 @@ def _hosts(m: Module, fleet_sha256: str) -> None:
                     ],
                 ),
                 Block(
+                    "dynamic",
                     "tag",
                     body=[
-                        Attr("key", "Name"),
-                        Attr("value", f"{m.prefix}-gateway"),
-                        Attr("propagate_at_launch", True),
+                        Attr("for_each", Call("merge", Ref("local.tags"), {"Name": f"{m.prefix}-gateway"})),
+                        Block(
+                            "content",
+                            body=[
+                                Attr("key", Ref("tag.key")),
+                                Attr("value", Ref("tag.value")),
+                                Attr("propagate_at_launch", True),
+                            ],
+                        ),
                     ],
                 ),
             ],

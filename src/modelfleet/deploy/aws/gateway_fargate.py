@@ -30,8 +30,6 @@ def _command(m: Module) -> str:
 
 
 def add(m: Module, fleet_sha256: str) -> None:
-    from modelfleet.deploy.aws.gateway import policy_statements
-
     f = m.deploy.fargate
     shared = gateway_fleet.shared_state(m)
     log_group = f"/ecs/{m.prefix}-gateway"
@@ -79,25 +77,6 @@ def add(m: Module, fleet_sha256: str) -> None:
     }
     m.add(
         FILE,
-        Block(
-            "resource",
-            "aws_iam_role",
-            "gateway",
-            body=[
-                Attr("name", f"{m.prefix}-gateway"),
-                Attr("assume_role_policy", assume_role("ecs-tasks.amazonaws.com")),
-            ],
-        ),
-        Block(
-            "resource",
-            "aws_iam_role_policy",
-            "gateway",
-            body=[
-                Attr("name", "modelfleet-serve"),
-                Attr("role", Ref("aws_iam_role.gateway.id")),
-                Attr("policy", policy(*policy_statements(m))),
-            ],
-        ),
         Block(
             "resource",
             "aws_iam_role",

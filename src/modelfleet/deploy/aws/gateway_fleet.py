@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -36,6 +37,13 @@ def shared_state(m: Module) -> bool:
 
 
 def render(m: Module, source: str) -> str:
+    if "include" in m.raw:
+        raise DeployError(
+            [
+                "include: a gateway in AWS gets one fleet file (in SSM), and the team files a platform fleet "
+                "includes would not reach it; render with `gateway: none`, or merge the teams into the file"
+            ]
+        )
     doc: dict[str, Any] = copy.deepcopy(m.raw)
     doc.pop("deploy", None)
     _refuse_literal_secrets(doc)
@@ -85,6 +93,14 @@ def _refuse_literal_secrets(doc: dict[str, Any]) -> None:
             )
     if literal((doc.get("auth") or {}).get("admin_key")):
         problems.append("auth.admin_key: write it as ${ENV_VAR}; a literal key would be copied into SSM")
+    for field in ("store", "counters"):  # postgresql://user:PASSWORD@host/db, rediss://:PASSWORD@host
+        url = (doc.get("state") or {}).get(field)
+        password = urlsplit(url).password if isinstance(url, str) and "://" in url else None
+        if password is not None and not _ENV_REF.match(password):
+            problems.append(
+                f"state.{field}: write the URL's password as ${{ENV_VAR}}; a literal one would be copied "
+                "into SSM and Terraform's state"
+            )
     for name, dep in (doc.get("deployments") or {}).items():
         if literal((dep or {}).get("api_key"), ("aws-secret://",)):
             problems.append(f"deployments.{name}.api_key: write it as ${{ENV_VAR}} or aws-secret://NAME")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,8 +85,45 @@ def label(name: str) -> str:
     return out if re.match(r"^[A-Za-z_]", out) else f"d_{out}"
 
 
+def file_stem(name: str) -> str:
+    """A deployment name as one file name: llama/8b -> llama_8b (a `/` would be a folder, `..` a way out)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 def policy(*statements: dict[str, Any]) -> Call:
     return Call("jsonencode", {"Version": "2012-10-17", "Statement": list(statements)})
+
+
+IAM_INLINE_LIMIT = 10_240  # characters of a role's inline policies, whitespace not counted
+_REF_CHARS = 100  # what an ARN from a reference (a role's, a secret's) resolves to, at most about
+
+
+def role_policy(m: Module, role: str, *statements: dict[str, Any]) -> Call:
+    """policy(), refused at render when IAM would refuse it at apply: a fleet of many SageMaker deployments
+    lists each one's ARNs, and a role holds 10,240 characters of inline policy."""
+
+    def resolved(v: Any) -> Any:
+        if isinstance(v, Ref):
+            return "x" * _REF_CHARS
+        if isinstance(v, str):
+            return v.replace(ACCOUNT, "123456789012").replace(PARTITION, "aws").replace(REGION, m.deploy.region)
+        if isinstance(v, list):
+            return [resolved(x) for x in v]
+        if isinstance(v, dict):
+            return {k: resolved(x) for k, x in v.items()}
+        return v
+
+    doc = {"Version": "2012-10-17", "Statement": resolved(list(statements))}
+    size = len(json.dumps(doc, separators=(",", ":")))
+    if size > IAM_INLINE_LIMIT:
+        raise DeployError(
+            [
+                f"deployments: the {role} role's IAM policy would be about {size:,} characters, above the "
+                f"{IAM_INLINE_LIMIT:,} IAM allows a role (it lists every SageMaker endpoint, config and model "
+                "by name); split the fleet into fleet files with a deploy.name each"
+            ]
+        )
+    return policy(*statements)
 
 
 def allow(actions: list[str], resources: Any, **extra: Any) -> dict[str, Any]:
@@ -94,6 +132,26 @@ def allow(actions: list[str], resources: Any, **extra: Any) -> dict[str, Any]:
 
 def assume_role(service: str) -> Call:
     return policy({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
+
+
+def sg_rule(name: str, kind: str, port: int, description: str, **target: Any) -> Block:
+    """One TCP port in or out of a security group: `security_group_id` and its peer (`cidr_blocks` or
+    `source_security_group_id`) in `target`, and an optional `skip=(check, reason)` for checkov."""
+    checkov = target.pop("skip", None)
+    return Block(
+        "resource",
+        "aws_security_group_rule",
+        name,
+        body=[
+            *([skip(*checkov)] if checkov else []),
+            Attr("type", kind),
+            Attr("description", description),
+            Attr("from_port", port),
+            Attr("to_port", port),
+            Attr("protocol", "tcp"),
+            *(Attr(k, v) for k, v in target.items()),
+        ],
+    )
 
 
 def skip(check: str, reason: str) -> Item:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from modelfleet.config.sagemaker_names import names
 from modelfleet.deploy.aws import gateway_fleet, ownership
 from modelfleet.deploy.aws.module import Module
-from modelfleet.deploy.aws.sagemaker import secret_name
-from modelfleet.deploy.aws.schedules import aws_cron
+from modelfleet.deploy.aws.sagemaker import role_label, secret_name
+from modelfleet.deploy.aws.schedules import aws_cron, event_file
 
 _OWNER = {
     "terraform": "Terraform (`aws_sagemaker_endpoint`)",
@@ -59,6 +59,14 @@ def render(m: Module, source: str) -> str:
             "Models and configs are named `ENDPOINT-DIGEST`, the digest of their `create:` settings, exactly",
             "as the control plane names them: `modelfleet deployments start|stop` and Terraform never fight. New",
             "settings are a new model and config beside the old ones; the endpoint moves to them.",
+            "",
+            "Each `create.role_arn` names a role this module creates. If one exists already (apply stops",
+            "with EntityAlreadyExists), take it over instead: "
+            + ", ".join(
+                f"`terraform import aws_iam_role.{role_label(r)} {r.rsplit('/', 1)[1]}`"
+                for r in sorted({dep.create.role_arn for dep in deps.values() if dep.create})
+            )
+            + ".",
             "",
             "`destroy` deletes what Terraform created. Stop endpoints it did not create first (`modelfleet",
             "deployments stop NAME`, or the Lambda's stop event); models and configs made at a first start",
@@ -124,7 +132,7 @@ def render(m: Module, source: str) -> str:
             "",
             "```sh",
             f"aws lambda invoke --region {d.region} --function-name {d.name}-schedule "
-            f"--cli-binary-format raw-in-base64-out --payload file://events/{first}-start.json out.json",
+            f"--cli-binary-format raw-in-base64-out --payload file://{event_file(first, 'start')} out.json",
             "```",
             "",
             "Without a gateway in AWS, `idle_stop_after` and `wake_on_request` have nobody to act on them:",

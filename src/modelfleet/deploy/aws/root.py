@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelfleet.deploy.aws.module import Module
 from modelfleet.deploy.hcl import Attr, Block, Call, Comment, Ref
 
+OWN_TAGS = {"managed-by": "modelfleet"}
 AWS_PROVIDER = "5.100.0"  # the version CI's offline mirror carries; bump it here, tested there
 
 
@@ -39,15 +40,7 @@ def add(m: Module) -> None:
             "aws",
             body=[
                 Attr("region", Ref("var.region")),
-                Block(
-                    "default_tags",
-                    body=[
-                        Attr(
-                            "tags",
-                            Call("merge", {"managed-by": "modelfleet", "modelfleet:fleet": m.prefix}, Ref("var.tags")),
-                        )
-                    ],
-                ),
+                Block("default_tags", body=[Attr("tags", Ref("local.tags"))]),
             ],
         ),
         Block("data", "aws_caller_identity", "current"),
@@ -60,6 +53,8 @@ def add(m: Module) -> None:
                 Attr("partition", Ref("data.aws_partition.current.partition")),
                 Attr("account_id", Ref("data.aws_caller_identity.current.account_id")),
                 Attr("region", Ref("data.aws_region.current.name")),
+                Comment("on every resource: by default_tags, and by hand where those stop (the gateways' instances)"),
+                Attr("tags", Call("merge", Ref("var.tags"), OWN_TAGS | {"modelfleet:fleet": m.prefix})),
             ],
         ),
     )

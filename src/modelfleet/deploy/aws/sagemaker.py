@@ -9,8 +9,10 @@ from typing import Any
 from modelfleet.config.sagemaker_names import names
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import ownership
-from modelfleet.deploy.aws.module import DeployError, Module, allow, arn, assume_role, label, policy, skip
+from modelfleet.deploy.aws.alarms import Alarm, metric_alarm
+from modelfleet.deploy.aws.module import DeployError, Module, allow, arn, assume_role, label, role_policy, skip
 from modelfleet.deploy.hcl import Attr, Block, Ref
+from modelfleet.deploy.source import PLACEHOLDER_SUFFIX
 
 FILE = "sagemaker.tf"
 _ECR = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)")
@@ -18,8 +20,12 @@ _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/((?:[\w+=,.@-]+/)*)([\w+
 LATENCY_P95_US = 30_000_000  # ModelLatency is in microseconds: 30 s for a whole generation
 
 
+_SECRET_ENV = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)($|_)", re.I)
+
+
 def secret_name(m: Module, deployment: str) -> str:
-    return f"{m.prefix}/{deployment}/hf-token"
+    # Secrets Manager names take letters, digits and /_+=.@- (a deployment name may also hold `:`)
+    return f"{m.prefix}/{re.sub(r'[^A-Za-z0-9/_+=.@-]', '-', deployment)}/hf-token"
 
 
 def role_label(role_arn: str) -> str:
@@ -35,10 +41,59 @@ def container_env(dep: SageMakerDeployment) -> dict[str, str]:
     return env
 
 
+def lifecycle_statements(created: list[SageMakerDeployment], endpoint_actions: tuple[str, ...] = ()) -> list[dict]:
+    """Start and stop these endpoints as the control plane and the schedule Lambda do: the endpoint, its
+    digest-named config and model, and the execution role passed to SageMaker. One statement per kind of
+    resource, so each ARN is listed once (IAM allows a role 10,240 characters of inline policy)."""
+    if not created:
+        return []
+    endpoints = [arn("sagemaker", f"endpoint/{d.endpoint.lower()}") for d in created]
+    configs = [arn("sagemaker", f"endpoint-config/{names(d).config.lower()}") for d in created]
+    models = [arn("sagemaker", f"model/{names(d).model.lower()}") for d in created]
+    roles = sorted({Ref(f"aws_iam_role.{role_label(d.create.role_arn)}.arn") for d in created if d.create})
+    lifecycle = ["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint", "sagemaker:AddTags"]
+    return [
+        allow([*endpoint_actions, "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint", *lifecycle], endpoints),
+        allow(["sagemaker:DescribeEndpointConfig", "sagemaker:CreateEndpointConfig", *lifecycle], configs),
+        allow(["sagemaker:DescribeModel", "sagemaker:CreateModel", "sagemaker:AddTags"], models),
+        allow(["iam:PassRole"], roles, Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+    ]
+
+
 def check(m: Module) -> None:
     problems = []
+    labels: dict[str, str] = {}
+    endpoints: dict[str, str] = {}
     for name, dep in m.sagemaker().items():
         assert dep.create is not None
+        # Terraform labels, file and secret names come from the deployment name with `/`, `.`, `:` and `-`
+        # made `_` or `-`: two names that meet there would render one resource twice.
+        if (other := labels.setdefault(label(name), name)) != name:
+            problems.append(
+                f"deployments.{name}: its Terraform name {label(name)!r} is also {other!r}'s "
+                "(`/ . : -` all become `_`); rename one of them"
+            )
+        if (other := endpoints.setdefault(dep.endpoint, name)) != name:
+            problems.append(
+                f"deployments.{name}.endpoint: {dep.endpoint!r} is also deployments.{other}.endpoint; "
+                "each created endpoint needs a name of its own"
+            )
+        settings = dep.create.model_dump(mode="json", exclude={"hf_token"})
+        for field, value in [*((k, v) for k, v in settings.items() if k not in ("env", "tags")),
+                             *((f"env.{k}", v) for k, v in settings["env"].items()),
+                             *((f"tags.{k}", v) for k, v in settings["tags"].items())]:  # fmt: skip
+            if isinstance(value, str) and value.endswith(PLACEHOLDER_SUFFIX):
+                problems.append(
+                    f"deployments.{name}.create.{field}: its ${{VAR}} is not set here, and create: settings "
+                    "are rendered as they resolve now; set it (or give a default, ${VAR:-value})"
+                )
+        for key in dep.create.env:
+            if _SECRET_ENV.search(key):
+                problems.append(
+                    f"deployments.{name}.create.env.{key}: looks like a secret, and env is copied into "
+                    "Terraform's state and the rendered files; put an HF token in create.hf_token "
+                    "(aws-secret://NAME), other secrets in the container's own secret store"
+                )
         if dep.region != m.deploy.region:
             problems.append(
                 f"deployments.{name}.region: {dep.region!r} is not deploy.region {m.deploy.region!r}; "
@@ -117,7 +172,7 @@ def _role(m: Module, role_arn: str, users: list[tuple[str, SageMakerDeployment]]
             body=[
                 Attr("name", "least-privilege"),
                 Attr("role", Ref(f"aws_iam_role.{lab}.id")),
-                Attr("policy", policy(*statements)),
+                Attr("policy", role_policy(m, role_name, *statements)),
             ],
         ),
     )
@@ -265,68 +320,33 @@ def _deployment(m: Module, name: str, dep: SageMakerDeployment) -> None:
 
 
 def _alarms(m: Module, name: str, dep: SageMakerDeployment, always_on: bool) -> None:
-    lab = label(name)
-    dims = {"EndpointName": dep.endpoint, "VariantName": "AllTraffic"}
-    common = [Attr("namespace", "AWS/SageMaker"), Attr("dimensions", dims), *m.alarm_actions()]
+    lab, ep = label(name), dep.endpoint
     alarms = [
-        (
-            f"{lab}_5xx",
-            f"{dep.endpoint}-5xx",
-            f"{name}: the container answered 5xx",
-            [
-                Attr("metric_name", "Invocation5XXErrors"),
-                Attr("statistic", "Sum"),
-                Attr("period", 300),
-                Attr("evaluation_periods", 1),
-                Attr("comparison_operator", "GreaterThanOrEqualToThreshold"),
-                Attr("threshold", 1),
-                Attr("treat_missing_data", "notBreaching"),
-            ],
-        ),
-        (
+        Alarm(f"{lab}_5xx", f"{ep}-5xx", f"{name}: the container answered 5xx", "Invocation5XXErrors", "Sum", 1),
+        Alarm(
             f"{lab}_latency_p95",
-            f"{dep.endpoint}-latency-p95",
+            f"{ep}-latency-p95",
             f"{name}: p95 model latency above 30 s for 15 min",
-            [
-                Attr("metric_name", "ModelLatency"),
-                Attr("extended_statistic", "p95"),
-                Attr("period", 300),
-                Attr("evaluation_periods", 3),
-                Attr("comparison_operator", "GreaterThanThreshold"),
-                Attr("threshold", LATENCY_P95_US),
-                Attr("treat_missing_data", "notBreaching"),
-            ],
+            "ModelLatency",
+            "p95",
+            LATENCY_P95_US,
+            periods=3,
+            comparison="GreaterThanThreshold",
         ),
     ]
     if always_on:  # a scheduled endpoint is idle off-hours by design
         alarms.append(
-            (
+            Alarm(
                 f"{lab}_invocations",
-                f"{dep.endpoint}-idle",
+                f"{ep}-idle",
                 f"{name}: running for an hour without invocations; it still costs: add a schedule or remove it",
-                [
-                    Attr("metric_name", "Invocations"),
-                    Attr("statistic", "Sum"),
-                    Attr("period", 3600),
-                    Attr("evaluation_periods", 1),
-                    Attr("comparison_operator", "LessThanThreshold"),
-                    Attr("threshold", 1),
-                    Attr("treat_missing_data", "breaching"),
-                ],
+                "Invocations",
+                "Sum",
+                1,
+                period=3600,
+                comparison="LessThanThreshold",
+                missing="breaching",
             )
         )
-    for res, alarm_name, description, attrs in alarms:
-        m.add(
-            FILE,
-            Block(
-                "resource",
-                "aws_cloudwatch_metric_alarm",
-                res,
-                body=[
-                    Attr("alarm_name", alarm_name),
-                    Attr("alarm_description", description),
-                    *attrs,
-                    *common,
-                ],
-            ),
-        )
+    dims = {"EndpointName": ep, "VariantName": "AllTraffic"}
+    m.add(FILE, *(metric_alarm(m, a, "AWS/SageMaker", dims) for a in alarms))

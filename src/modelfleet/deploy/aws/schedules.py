@@ -13,11 +13,22 @@ import zipfile
 from importlib import resources
 from typing import Any
 
-from modelfleet.config.sagemaker_names import names
+from modelfleet.config.sagemaker_names import names, shorten
 from modelfleet.config.schema import SageMakerDeployment
 from modelfleet.deploy.aws import ownership
-from modelfleet.deploy.aws.module import DeployError, Module, allow, arn, assume_role, label, policy, skip
-from modelfleet.deploy.aws.sagemaker import container_env, role_label, secret_name
+from modelfleet.deploy.aws.module import (
+    DeployError,
+    Module,
+    allow,
+    arn,
+    assume_role,
+    file_stem,
+    label,
+    policy,
+    role_policy,
+    skip,
+)
+from modelfleet.deploy.aws.sagemaker import container_env, lifecycle_statements, secret_name
 from modelfleet.deploy.hcl import Attr, Block, Call, Ref, Template
 
 FILE = "schedules.tf"
@@ -64,6 +75,16 @@ def event(m: Module, name: str, dep: SageMakerDeployment, action: str) -> dict[s
     }
 
 
+def event_file(name: str, action: str) -> str:
+    return f"events/{file_stem(name)}-{action}.json"
+
+
+def schedule_name(m: Module, dep: SageMakerDeployment, action: str) -> str:
+    """At most 64 characters, as Scheduler allows; a long endpoint name is shortened, never the action
+    (cut off, start and stop would share one name)."""
+    return f"{m.prefix}-{shorten(dep.endpoint, 64 - len(m.prefix) - len(action) - 2)}-{action}"
+
+
 def lambda_zip(source: bytes) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -86,9 +107,7 @@ def add(m: Module) -> None:
     fn = f"{m.prefix}-schedule"
     for name, dep in lambda_deps.items():
         for action in ("start", "stop"):
-            m.files[f"events/{name}-{action}.json"] = (
-                json.dumps(event(m, name, dep, action), indent=2) + "\n"
-            ).encode()
+            m.files[event_file(name, action)] = (json.dumps(event(m, name, dep, action), indent=2) + "\n").encode()
     _function(m, fn, lambda_deps)
     for name, dep in lambda_deps.items():
         if dep.schedule is None:
@@ -108,7 +127,7 @@ def add(m: Module) -> None:
                             "CKV_AWS_297",
                             "the event names settings and a secret's name, never a secret; AWS encrypts it",
                         ),
-                        Attr("name", f"{m.prefix}-{dep.endpoint}-{action}"[:64]),
+                        Attr("name", schedule_name(m, dep, action)),
                         Attr("description", f"{action} {name} at {cron!r} ({dep.schedule.timezone})"),
                         Attr("schedule_expression", aws_cron(cron, where)),
                         Attr("schedule_expression_timezone", dep.schedule.timezone),
@@ -118,7 +137,7 @@ def add(m: Module) -> None:
                             body=[
                                 Attr("arn", Ref("aws_lambda_function.schedule.arn")),
                                 Attr("role_arn", Ref("aws_iam_role.scheduler.arn")),
-                                Attr("input", Call("file", Template(f"${{path.module}}/events/{name}-{action}.json"))),
+                                Attr("input", Call("file", Template(f"${{path.module}}/{event_file(name, action)}"))),
                                 Block(
                                     "retry_policy",
                                     body=[
@@ -134,29 +153,9 @@ def add(m: Module) -> None:
 
 
 def _function(m: Module, fn: str, deps: dict[str, SageMakerDeployment]) -> None:
-    endpoints = [arn("sagemaker", f"endpoint/{d.endpoint.lower()}") for d in deps.values()]
-    configs = [arn("sagemaker", f"endpoint-config/{names(d).config.lower()}") for d in deps.values()]
-    models = [arn("sagemaker", f"model/{names(d).model.lower()}") for d in deps.values()]
-    roles = sorted({role_label(d.create.role_arn) for d in deps.values() if d.create})
     statements = [
         allow(["logs:CreateLogStream", "logs:PutLogEvents"], arn("logs", f"log-group:/aws/lambda/{fn}:*")),
-        allow(
-            [
-                "sagemaker:DescribeEndpoint",
-                "sagemaker:CreateEndpoint",
-                "sagemaker:UpdateEndpoint",
-                "sagemaker:DeleteEndpoint",
-            ],
-            endpoints + configs,
-        ),
-        allow(["sagemaker:DescribeEndpointConfig", "sagemaker:CreateEndpointConfig"], configs),
-        allow(["sagemaker:DescribeModel", "sagemaker:CreateModel"], models),
-        allow(["sagemaker:AddTags"], endpoints + configs + models),
-        allow(
-            ["iam:PassRole"],
-            [Ref(f"aws_iam_role.{r}.arn") for r in roles],
-            Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-        ),
+        *lifecycle_statements(list(deps.values())),
     ]
     secrets = [
         Ref(f"aws_secretsmanager_secret.{label(n)}_hf_token.arn") for n, d in deps.items() if ownership.has_token(d)
@@ -181,7 +180,7 @@ def _function(m: Module, fn: str, deps: dict[str, SageMakerDeployment]) -> None:
             body=[
                 Attr("name", "start-stop-endpoints"),
                 Attr("role", Ref("aws_iam_role.schedule_lambda.id")),
-                Attr("policy", policy(*statements)),
+                Attr("policy", role_policy(m, f"{m.prefix}-schedule-lambda", *statements)),
             ],
         ),
         Block(

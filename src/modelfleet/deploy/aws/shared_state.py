@@ -5,7 +5,7 @@ password is RDS-managed (Secrets Manager), so it is never in Terraform's state."
 from __future__ import annotations
 
 from modelfleet.deploy.aws import gateway_fleet
-from modelfleet.deploy.aws.module import Module, skip
+from modelfleet.deploy.aws.module import Module, sg_rule, skip
 from modelfleet.deploy.aws.network import private_subnets, vpc_id
 from modelfleet.deploy.hcl import Attr, Block, Ref
 
@@ -29,38 +29,26 @@ def add(m: Module) -> None:
             ],
         ),
         *(
-            Block(
-                "resource",
-                "aws_security_group_rule",
-                f"{what}_from_gateway",
-                body=[
-                    Attr("type", "ingress"),
-                    Attr("description", f"{what} from the gateways"),
-                    Attr("from_port", port),
-                    Attr("to_port", port),
-                    Attr("protocol", "tcp"),
-                    Attr("source_security_group_id", Ref("aws_security_group.gateway.id")),
-                    Attr("security_group_id", Ref("aws_security_group.state.id")),
-                ],
-            )
+            rule
             for what, port in (("postgres", 5432), ("redis", 6379))
-        ),
-        *(
-            Block(
-                "resource",
-                "aws_security_group_rule",
-                f"gateway_to_{what}",
-                body=[
-                    Attr("type", "egress"),
-                    Attr("description", f"to {what}"),
-                    Attr("from_port", port),
-                    Attr("to_port", port),
-                    Attr("protocol", "tcp"),
-                    Attr("source_security_group_id", Ref("aws_security_group.state.id")),
-                    Attr("security_group_id", Ref("aws_security_group.gateway.id")),
-                ],
+            for rule in (
+                sg_rule(
+                    f"{what}_from_gateway",
+                    "ingress",
+                    port,
+                    f"{what} from the gateways",
+                    source_security_group_id=Ref("aws_security_group.gateway.id"),
+                    security_group_id=Ref("aws_security_group.state.id"),
+                ),
+                sg_rule(
+                    f"gateway_to_{what}",
+                    "egress",
+                    port,
+                    f"to {what}",
+                    source_security_group_id=Ref("aws_security_group.state.id"),
+                    security_group_id=Ref("aws_security_group.gateway.id"),
+                ),
             )
-            for what, port in (("postgres", 5432), ("redis", 6379))
         ),
         Block(
             "resource",
