@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
+import socket
+import struct
 import time
 
 import pytest
@@ -300,4 +302,137 @@ async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_without_boun
             total += len(c)
         assert total == 64 * 65536
         resp.release()
+        await client.aclose()
+
+
+@aio
+async def test_an_interim_reply_is_skipped_and_never_answers_the_next_request():
+    async def answer(w, n):  # 100 Continue (or 103 Early Hints) first, the real reply a little later
+        w.write(b"HTTP/1.1 %d Info\r\nLink: </x>\r\n\r\n" % (100 if n % 2 else 103))
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(reply(b'{"for": %d}' % n))
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        for n, stream in ((1, False), (2, False), (3, True)):
+            resp = await post(client, s.url, stream=stream)
+            assert (resp.status, await resp.read()) == (200, b'{"for": %d}' % n)
+            assert "link" not in resp.headers
+            resp.release()
+        await client.aclose()
+    assert s.connections == 1
+
+
+@aio
+async def test_a_second_reply_to_one_request_is_not_merged_into_the_first_nor_pooled():
+    async def answer(w, n):
+        w.write(reply(b'{"a": %d}' % n) + reply(b'{"extra": 1}', b"X-Extra: 1\r\n"))
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        for n in (1, 2):
+            resp = await post(client, s.url)
+            await asyncio.sleep(0.05)
+            assert (await resp.read(), "x-extra" in resp.headers) == (b'{"a": %d}' % n, False)
+            resp.release()
+        await client.aclose()
+    assert s.connections == 2  # the first connection was not trusted again
+
+
+@aio
+async def test_a_reply_that_ends_while_the_socket_is_paused_leaves_a_connection_that_reads():
+    body = b"x" * ((1 << 20) + 100_000)
+
+    async def answer(w, n):
+        if n == 1:  # past the pause mark and to its end in the last read, so it completes while paused
+            w.write(reply(body)[:-150_000])
+            await w.drain()
+            await asyncio.sleep(0.1)
+            w.write(reply(body)[-150_000:])
+        else:
+            w.write(reply(b"{}"))
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        resp = await post(client, s.url, stream=True)
+        while not resp.complete:
+            await asyncio.sleep(0.02)
+        assert resp._conn.paused
+        resp.release()  # complete, though nobody took it: pooled
+        resp = await post(client, s.url, timeout=1)
+        assert await resp.read() == b"{}"
+        resp.release()
+        await client.aclose()
+    assert s.connections == 1
+
+
+@aio
+async def test_a_stream_paused_by_its_slow_reader_does_not_time_out_the_server():
+    chunk = b"x" * 65536
+
+    async def answer(w, n):
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(32):
+            w.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        w.write(b"0\r\n\r\n")
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        resp = await post(client, s.url, stream=True, timeout=0.3)
+        await asyncio.sleep(0.8)  # the reader dawdles well past the gap bound: the server did nothing wrong
+        assert sum([len(c) async for c in resp.chunks()]) == 32 * 65536
+        resp.release()
+        await client.aclose()
+
+
+@aio
+async def test_a_large_error_body_on_a_stream_is_read_whole():
+    body = b"e" * (2 << 20)
+
+    async def answer(w, n):
+        w.write(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        resp = await post(client, s.url, stream=True, timeout=1)
+        assert (resp.status, await resp.read()) == (500, body)
+        resp.release()
+        await client.aclose()
+
+
+@aio
+async def test_a_reset_cuts_a_reply_delimited_by_the_close():
+    async def answer(w, n):
+        w.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"partial')
+        await w.drain()
+        w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()  # RST, not FIN
+        return False
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        with pytest.raises(http1.Disconnected):
+            await post(client, s.url)
+        await client.aclose()
+
+
+@aio
+async def test_idle_connections_past_their_timeout_are_closed_even_under_steady_traffic():
+    async def answer(w, n):
+        await asyncio.sleep(0.05)
+        w.write(reply(b"{}"))
+
+    async def one() -> None:
+        resp = await post(client, s.url)
+        await resp.read()
+        resp.release()
+
+    async with RawServer(answer) as s:
+        client = http1.Client(idle_timeout=0.2)
+        await asyncio.gather(*(one() for _ in range(10)))  # a burst opens ten
+        for _ in range(4):  # then one at a time: only the newest is ever taken
+            await asyncio.sleep(0.1)
+            await one()
+        assert len(client._pools[("http", "127.0.0.1", int(s.url.split(":")[2].split("/")[0]))].idle) == 1
         await client.aclose()

@@ -44,9 +44,12 @@ class Response:
 
     async def read(self) -> bytes:
         c = self._conn
+        parts: list[bytes] = []
         while not c.complete:
+            parts += c.take()  # a stream's reply (an error body) is taken as it comes, so a paused socket reads on
             await c.wait()
-        return b"".join(c.take())
+        parts += c.take()
+        return b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         c = self._conn
@@ -153,8 +156,12 @@ class _Pool:
         if self.closed:
             conn.abort()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
-        self.idle.append(conn)
+        conn.idle_since = now = asyncio.get_running_loop().time()
+        idle = self.idle
+        # acquire() takes the newest, so after a burst the oldest would idle open for ever: expire them here.
+        while idle and (idle[0].closed or now - idle[0].idle_since > self.idle_timeout):
+            idle.pop(0).abort()
+        idle.append(conn)
 
     def close(self) -> None:
         self.closed = True
@@ -191,6 +198,7 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self.busy = False
         self.keep_alive = False
+        self.interim = False  # inside a 1xx reply (100 Continue, 103 Early Hints): the real one follows
 
     # -- the exchange, from the caller's side
 
@@ -223,13 +231,14 @@ class _Conn(asyncio.Protocol):
         if self.error is not None:
             raise self.error
         body, self.body, self.buffered = self.body, [], 0
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.paused:
+            self._resume()
         return body
 
     def finish(self) -> None:
         if self.complete and self.keep_alive and not self.closed and self.error is None:
+            if self.paused:  # the reply ended in a buffer nobody took: the next exchange must be read
+                self._resume()
             self._stop_timer()
             self._reset()
             self.pool.put(self)
@@ -242,6 +251,12 @@ class _Conn(asyncio.Protocol):
             self.closed = True
             if self.transport is not None:
                 self.transport.abort()
+
+    def _resume(self) -> None:
+        self.paused = False
+        self.last = self.loop.time()  # the gap runs from when we read again, not from the server's last bytes
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def _stop_timer(self) -> None:
         if self.timer is not None:
@@ -263,9 +278,10 @@ class _Conn(asyncio.Protocol):
         if self.complete:
             return
         now = self.loop.time()
-        if self.stream and self.status and now - self.last < self.timeout:
+        if self.stream and self.status and (self.paused or now - self.last < self.timeout):
             # A stream's bound is on each gap: re-arm from its last bytes, rather than one timer per read.
-            self.timer = self.loop.call_at(self.last + self.timeout, self._expire)
+            # While paused the wait is on our own reader, not the server: no gap is counted (as aiohttp).
+            self.timer = self.loop.call_at((now if self.paused else self.last) + self.timeout, self._expire)
             return
         self._fail(TimeoutError())
         self.abort()
@@ -298,18 +314,28 @@ class _Conn(asyncio.Protocol):
         self._stop_timer()
         if self.complete:
             return
-        if self.status and "content-length" not in self.headers and "transfer-encoding" not in self.headers:
-            self._end()  # a reply delimited by the end of the connection (HTTP/1.0 style)
+        framed = "content-length" in self.headers or "transfer-encoding" in self.headers
+        if exc is None and self.status and not framed:
+            self._end()  # a reply delimited by the end of the connection (HTTP/1.0 style); a reset truncates it
         else:
             self._fail(Disconnected("the server closed the connection"))
 
     # -- httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second reply to one request: keep the first intact, and trust the connection no more
+            raise BadResponse("the server sent a reply nobody asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # interim (101 raises an upgrade): taken as the reply, the real one would answer the next
+            self.interim = True
+            self.headers = {}
+            return
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
         encoding = self.headers.get("content-encoding")
         if encoding and encoding != "identity":
@@ -338,6 +364,9 @@ class _Conn(asyncio.Protocol):
             self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self._end()
 
     def _end(self) -> None:
