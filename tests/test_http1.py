@@ -436,3 +436,37 @@ async def test_idle_connections_past_their_timeout_are_closed_even_under_steady_
             await one()
         assert len(client._pools[("http", "127.0.0.1", int(s.url.split(":")[2].split("/")[0]))].idle) == 1
         await client.aclose()
+
+
+@aio
+async def test_a_stream_given_up_mid_read_never_reads_or_ends_the_next_request_on_its_connection():
+    async def answer(w, n):
+        if n == 1:
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for part in (b"data: 1\n\n", b"data: 2\n\n"):
+                w.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await w.drain()
+                await asyncio.sleep(0.05)
+            w.write(b"0\r\n\r\n")
+        else:
+            await asyncio.sleep(0.05)
+            w.write(reply(b'{"for": 2}'))
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        resp = await post(client, s.url, stream=True)
+        chunks = resp.chunks()
+        assert await anext(chunks) == b"data: 1\n\n"
+        while not resp.complete:  # the relay is busy with a slow client; the upstream has finished
+            await asyncio.sleep(0.02)
+        resp.release()  # the drain deadline gives the stream up (end_streams)
+        second = asyncio.ensure_future(post(client, s.url, timeout=1))  # takes the pooled connection
+        await asyncio.sleep(0)
+        with pytest.raises(http1.Disconnected):
+            await anext(chunks)  # not the next request's reply
+        resp.release()  # the relay's own finally: must not end the other request's exchange
+        resp2 = await second
+        assert await resp2.read() == b'{"for": 2}'
+        resp2.release()
+        await client.aclose()
+    assert s.connections == 1

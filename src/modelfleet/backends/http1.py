@@ -35,10 +35,11 @@ class BadResponse(ConnectionError):
 class Response:
     """The head of a reply; its body arrives through `read()` or `chunks()`, then `release()` or `close()`."""
 
-    __slots__ = ("_conn", "headers", "status")
+    __slots__ = ("_conn", "_done", "headers", "status")
 
     def __init__(self, conn: _Conn) -> None:
         self._conn = conn
+        self._done = False  # released or closed: the connection may already carry another request
         self.status = conn.status
         self.headers = conn.headers
 
@@ -57,6 +58,8 @@ class Response:
             data = c.take()
             if data:
                 yield b"".join(data) if len(data) > 1 else data[0]
+                if self._done:  # released while the reader held a chunk (the drain's end_streams)
+                    raise Disconnected("the reply was given up while it was being read")
             elif c.complete:
                 return
             else:
@@ -67,12 +70,17 @@ class Response:
         return self._conn.complete
 
     def release(self) -> None:
-        """Done with it: a wholly read reply's connection goes back to the pool, any other is closed."""
-        self._conn.finish()
+        """Done with it: a wholly read reply's connection goes back to the pool, any other is closed.
+        Once only: a second call would end the exchange another request has on it by then."""
+        if not self._done:
+            self._done = True
+            self._conn.finish()
 
     def close(self) -> None:
         """Abandon the reply: the connection is dropped, so the server sees the client go."""
-        self._conn.abort()
+        if not self._done:
+            self._done = True
+            self._conn.abort()
 
 
 class Client:
