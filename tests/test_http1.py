@@ -175,6 +175,8 @@ async def test_refused_connection_names_host_and_port():
     client = http1.Client()
     with pytest.raises(http1.ConnectFailed, match=r"connection to 127\.0\.0\.1:\d+ failed"):
         await post(client, url)
+    with pytest.raises(http1.ConnectFailed, match="not an http"):  # a replica with no address yet: no 500
+        await post(client, "/chat/completions")
     await client.aclose()
 
 
@@ -470,3 +472,70 @@ async def test_a_stream_given_up_mid_read_never_reads_or_ends_the_next_request_o
         resp2.release()
         await client.aclose()
     assert s.connections == 1
+
+
+def _self_signed(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (its own CA), written as PEM files: (cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    paths = (str(folder / "cert.pem"), str(folder / "key.pem"))
+    with open(paths[0], "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths[1], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))  # fmt: skip
+    return paths
+
+
+def test_https_upstreams_are_verified_streamed_with_backpressure_and_kept_alive(tmp_path, monkeypatch):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    chunk = b"x" * 65536
+
+    async def answer(w, n):
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(32):  # 2 MiB: past the pause mark
+            w.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await w.drain()
+        w.write(b"0\r\n\r\n")
+
+    async def main() -> None:
+        served = RawServer(answer)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        served.server = await asyncio.start_server(served._serve, "127.0.0.1", 0, ssl=context)
+        url = f"https://127.0.0.1:{served.server.sockets[0].getsockname()[1]}/v1/chat/completions"
+        try:
+            with pytest.raises(http1.ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+                await post(http1.Client(), url)  # an unknown CA is refused
+            monkeypatch.setenv("SSL_CERT_FILE", cert)  # as an operator trusts a private CA
+            client = http1.Client()
+            for _ in range(2):
+                resp = await post(client, url, stream=True)
+                await asyncio.sleep(0.2)
+                assert resp._conn.paused
+                assert sum([len(c) async for c in resp.chunks()]) == 32 * 65536
+                resp.release()
+            await client.aclose()
+        finally:
+            await served.__aexit__()
+        assert served.connections == 1  # one kept alive for both streams (the refused handshake never got here)
+
+    asyncio.run(asyncio.wait_for(main(), 20))

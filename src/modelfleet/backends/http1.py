@@ -112,7 +112,7 @@ class Client:
     def _head(self, url: str) -> tuple[_Pool, bytes]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            raise ConnectFailed(f"not an http(s) URL: {url!r}")  # a 502 that names it, as any unreachable replica
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
         key = (parts.scheme, parts.hostname, port)
