@@ -539,3 +539,32 @@ def test_https_upstreams_are_verified_streamed_with_backpressure_and_kept_alive(
         assert served.connections == 1  # one kept alive for both streams (the refused handshake never got here)
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+@aio
+async def test_a_reply_before_the_request_was_all_sent_does_not_keep_its_connection():
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # answers each head at once, never reads a body, keeps the connection
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(reply(b'{"error": "too large"}'))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+    client = http1.Client()
+    resp = await client.post(url, b"x" * (16 << 20), HEAD, 5, 2, False)  # more than the socket buffers hold
+    resp.release()
+    resp = await post(client, url)
+    assert await resp.read() == b'{"error": "too large"}'
+    resp.release()
+    await client.aclose()
+    server.close()
+    await server.wait_closed()
+    assert [h.split(b" ")[0] for h in heads] == [b"POST", b"POST"]  # never the rest of a body as a head

@@ -244,7 +244,10 @@ class _Conn(asyncio.Protocol):
         return body
 
     def finish(self) -> None:
-        if self.complete and self.keep_alive and not self.closed and self.error is None:
+        # A reply that came before our request was all sent (an early 413): what is still unsent would reach
+        # the server as the head of the next request on this connection, so it is not kept.
+        sent = self.transport is not None and not self.transport.get_write_buffer_size()
+        if self.complete and self.keep_alive and sent and not self.closed and self.error is None:
             if self.paused:  # the reply ended in a buffer nobody took: the next exchange must be read
                 self._resume()
             self._stop_timer()
