@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
+import socket
 import ssl
+import struct
 import time
 
 import pytest
@@ -176,6 +178,8 @@ async def test_refused_connection_names_host_and_port():
     client = http1.Client()
     with pytest.raises(http1.ConnectFailed, match=r"connection to 127\.0\.0\.1:\d+ failed"):
         await post(client, url)
+    with pytest.raises(http1.ConnectFailed, match="not an http"):  # a replica with no address yet: no 500
+        await post(client, "/chat/completions")
     await client.aclose()
 
 
@@ -306,30 +310,234 @@ async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_without_boun
         await client.aclose()
 
 
-def test_https_upstreams_are_verified_against_the_trusted_roots(tmp_path, monkeypatch):
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+@aio
+async def test_an_interim_reply_is_skipped_and_never_answers_the_next_request():
+    async def answer(w, n):  # 100 Continue (or 103 Early Hints) first, the real reply a little later
+        w.write(b"HTTP/1.1 %d Info\r\nLink: </x>\r\n\r\n" % (100 if n % 2 else 103))
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(reply(b'{"for": %d}' % n))
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        for n, stream in ((1, False), (2, False), (3, True)):
+            resp = await post(client, s.url, stream=stream)
+            assert (resp.status, await resp.read()) == (200, b'{"for": %d}' % n)
+            assert "link" not in resp.headers
+            resp.release()
+        await client.aclose()
+    assert s.connections == 1
+
+
+@aio
+async def test_a_second_reply_to_one_request_is_not_merged_into_the_first_nor_pooled():
+    async def answer(w, n):
+        w.write(reply(b'{"a": %d}' % n) + reply(b'{"extra": 1}', b"X-Extra: 1\r\n"))
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        for n in (1, 2):
+            resp = await post(client, s.url)
+            await asyncio.sleep(0.05)
+            assert (await resp.read(), "x-extra" in resp.headers) == (b'{"a": %d}' % n, False)
+            resp.release()
+        await client.aclose()
+    assert s.connections == 2  # the first connection was not trusted again
+
+
+@aio
+async def test_a_reply_that_ends_while_the_socket_is_paused_leaves_a_connection_that_reads():
+    body = b"x" * ((1 << 20) + 500)
 
     async def answer(w, n):
-        w.write(reply(b'{"tls": true}'))
+        if n == 1:  # just below the pause mark, then its last 1000 bytes: past the mark and complete in one read
+            w.write(reply(body)[:-1000])
+            await w.drain()
+            await asyncio.sleep(0.1)
+            w.write(reply(body)[-1000:])
+        else:
+            w.write(reply(b"{}"))
 
-    async def run(trusted: bool) -> None:
-        async with RawServer(answer, ssl=server_ctx) as s:
-            client = http1.Client()
-            url = s.url.replace("http://", "https://")
-            if not trusted:
-                with pytest.raises(http1.ConnectFailed, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
-                    await post(client, url)
-            else:
-                for _ in range(2):
-                    resp = await post(client, url)
-                    assert await resp.read() == b'{"tls": true}'
-                    resp.release()
-                assert s.connections == 1
-            await client.aclose()
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        resp = await post(client, s.url, stream=True)
+        while not resp.complete:
+            await asyncio.sleep(0.02)
+        assert resp._conn.paused
+        resp.release()  # complete, though nobody took it: pooled
+        resp = await post(client, s.url, timeout=1)
+        assert await resp.read() == b"{}"
+        resp.release()
+        await client.aclose()
+    assert s.connections == 1
 
-    asyncio.run(run(trusted=False))  # a private CA the machine does not trust: refused, and said why
+
+@aio
+async def test_a_stream_paused_by_its_slow_reader_does_not_time_out_the_server():
+    chunk = b"x" * 65536
+
+    async def answer(w, n):
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(32):
+            w.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        w.write(b"0\r\n\r\n")
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        resp = await post(client, s.url, stream=True, timeout=0.3)
+        await asyncio.sleep(0.8)  # the reader dawdles well past the gap bound: the server did nothing wrong
+        assert sum([len(c) async for c in resp.chunks()]) == 32 * 65536
+        resp.release()
+        await client.aclose()
+
+
+@aio
+async def test_a_large_error_body_on_a_stream_is_read_whole():
+    body = b"e" * (2 << 20)
+
+    async def answer(w, n):
+        w.write(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        resp = await post(client, s.url, stream=True, timeout=1)
+        assert (resp.status, await resp.read()) == (500, body)
+        resp.release()
+        await client.aclose()
+
+
+@aio
+async def test_a_reset_cuts_a_reply_delimited_by_the_close():
+    async def answer(w, n):
+        w.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"partial')
+        await w.drain()
+        w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()  # RST, not FIN
+        return False
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        with pytest.raises(http1.Disconnected):
+            await post(client, s.url)
+        await client.aclose()
+
+
+@aio
+async def test_idle_connections_past_their_timeout_are_closed_even_under_steady_traffic():
+    async def answer(w, n):
+        await asyncio.sleep(0.05)
+        w.write(reply(b"{}"))
+
+    async def one() -> None:
+        resp = await post(client, s.url)
+        await resp.read()
+        resp.release()
+
+    async with RawServer(answer) as s:
+        client = http1.Client(idle_timeout=0.2)
+        await asyncio.gather(*(one() for _ in range(10)))  # a burst opens ten
+        for _ in range(4):  # then one at a time: only the newest is ever taken
+            await asyncio.sleep(0.1)
+            await one()
+        assert len(client._pools[("http", "127.0.0.1", int(s.url.split(":")[2].split("/")[0]))].idle) == 1
+        await client.aclose()
+
+
+@aio
+async def test_a_stream_given_up_mid_read_never_reads_or_ends_the_next_request_on_its_connection():
+    async def answer(w, n):
+        if n == 1:
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for part in (b"data: 1\n\n", b"data: 2\n\n"):
+                w.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await w.drain()
+                await asyncio.sleep(0.05)
+            w.write(b"0\r\n\r\n")
+        else:
+            await asyncio.sleep(0.05)
+            w.write(reply(b'{"for": 2}'))
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        resp = await post(client, s.url, stream=True)
+        chunks = resp.chunks()
+        assert await anext(chunks) == b"data: 1\n\n"
+        while not resp.complete:  # the relay is busy with a slow client; the upstream has finished
+            await asyncio.sleep(0.02)
+        resp.release()  # the drain deadline gives the stream up (end_streams)
+        second = asyncio.ensure_future(post(client, s.url, timeout=1))  # takes the pooled connection
+        await asyncio.sleep(0)
+        with pytest.raises(http1.Disconnected):
+            await anext(chunks)  # not the next request's reply
+        resp.release()  # the relay's own finally: must not end the other request's exchange
+        resp2 = await second
+        assert await resp2.read() == b'{"for": 2}'
+        resp2.release()
+        await client.aclose()
+    assert s.connections == 1
+
+
+def test_https_upstreams_are_verified_streamed_with_backpressure_and_kept_alive(tmp_path, monkeypatch):
+    ca = trustme.CA()  # a private CA, as operators run for internal upstreams
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # as an operator trusts a private CA
-    asyncio.run(run(trusted=True))
+    chunk = b"x" * 65536
+
+    async def answer(w, n):
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(32):  # 2 MiB: past the pause mark
+            w.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await w.drain()
+        w.write(b"0\r\n\r\n")
+
+    async def main() -> None:
+        served = RawServer(answer, ssl=context)
+        served.server = await asyncio.start_server(served._serve, "127.0.0.1", 0, ssl=context)
+        url = f"https://127.0.0.1:{served.server.sockets[0].getsockname()[1]}/v1/chat/completions"
+        try:
+            with pytest.raises(http1.ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+                await post(http1.Client(), url)  # an unknown CA is refused
+            monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # as an operator trusts its CA
+            client = http1.Client()
+            for _ in range(2):
+                resp = await post(client, url, stream=True)
+                while not resp._conn.paused:  # the reader dawdles until the socket is paused
+                    await asyncio.sleep(0.01)
+                assert sum([len(c) async for c in resp.chunks()]) == 32 * 65536
+                resp.release()
+            await client.aclose()
+        finally:
+            await served.__aexit__()
+        assert served.connections == 1  # one kept alive for both streams (the refused handshake never got here)
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+@aio
+async def test_a_reply_before_the_request_was_all_sent_does_not_keep_its_connection():
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # answers each head at once, never reads a body, keeps the connection
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(reply(b'{"error": "too large"}'))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+    client = http1.Client()
+    resp = await client.post(url, b"x" * (16 << 20), HEAD, 5, 2, False)  # more than the socket buffers hold
+    resp.release()
+    resp = await post(client, url)
+    assert await resp.read() == b'{"error": "too large"}'
+    resp.release()
+    await client.aclose()
+    server.close()
+    await server.wait_closed()
+    assert [h.split(b" ")[0] for h in heads] == [b"POST", b"POST"]  # never the rest of a body as a head

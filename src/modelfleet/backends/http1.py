@@ -35,18 +35,22 @@ class BadResponse(ConnectionError):
 class Response:
     """The head of a reply; its body arrives through `read()` or `chunks()`, then `release()` or `close()`."""
 
-    __slots__ = ("_conn", "headers", "status")
+    __slots__ = ("_conn", "_done", "headers", "status")
 
     def __init__(self, conn: _Conn) -> None:
         self._conn = conn
+        self._done = False  # released or closed: the connection may already carry another request
         self.status = conn.status
         self.headers = conn.headers
 
     async def read(self) -> bytes:
         c = self._conn
+        parts: list[bytes] = []
         while not c.complete:
+            parts += c.take()  # a stream's reply (an error body) is taken as it comes, so a paused socket reads on
             await c.wait()
-        return b"".join(c.take())
+        parts += c.take()
+        return b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         c = self._conn
@@ -54,6 +58,8 @@ class Response:
             data = c.take()
             if data:
                 yield b"".join(data) if len(data) > 1 else data[0]
+                if self._done:  # released while the reader held a chunk (the drain's end_streams)
+                    raise Disconnected("the reply was given up while it was being read")
             elif c.complete:
                 return
             else:
@@ -64,12 +70,17 @@ class Response:
         return self._conn.complete
 
     def release(self) -> None:
-        """Done with it: a wholly read reply's connection goes back to the pool, any other is closed."""
-        self._conn.finish()
+        """Done with it: a wholly read reply's connection goes back to the pool, any other is closed.
+        Once only: a second call would end the exchange another request has on it by then."""
+        if not self._done:
+            self._done = True
+            self._conn.finish()
 
     def close(self) -> None:
         """Abandon the reply: the connection is dropped, so the server sees the client go."""
-        self._conn.abort()
+        if not self._done:
+            self._done = True
+            self._conn.abort()
 
 
 class Client:
@@ -101,7 +112,7 @@ class Client:
     def _head(self, url: str) -> tuple[_Pool, bytes]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            raise ConnectFailed(f"not an http(s) URL: {url!r}")  # a 502 that names it, as any unreachable replica
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
         key = (parts.scheme, parts.hostname, port)
@@ -153,8 +164,12 @@ class _Pool:
         if self.closed:
             conn.abort()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
-        self.idle.append(conn)
+        conn.idle_since = now = asyncio.get_running_loop().time()
+        idle = self.idle
+        # acquire() takes the newest, so after a burst the oldest would idle open for ever: expire them here.
+        while idle and (idle[0].closed or now - idle[0].idle_since > self.idle_timeout):
+            idle.pop(0).abort()
+        idle.append(conn)
 
     def close(self) -> None:
         self.closed = True
@@ -191,6 +206,7 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self.busy = False
         self.keep_alive = False
+        self.interim = False  # inside a 1xx reply (100 Continue, 103 Early Hints): the real one follows
 
     # -- the exchange, from the caller's side
 
@@ -223,13 +239,17 @@ class _Conn(asyncio.Protocol):
         if self.error is not None:
             raise self.error
         body, self.body, self.buffered = self.body, [], 0
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.paused:
+            self._resume()
         return body
 
     def finish(self) -> None:
-        if self.complete and self.keep_alive and not self.closed and self.error is None:
+        # A reply that came before our request was all sent (an early 413): what is still unsent would reach
+        # the server as the head of the next request on this connection, so it is not kept.
+        sent = self.transport is not None and not self.transport.get_write_buffer_size()
+        if self.complete and self.keep_alive and sent and not self.closed and self.error is None:
+            if self.paused:  # the reply ended in a buffer nobody took: the next exchange must be read
+                self._resume()
             self._stop_timer()
             self._reset()
             self.pool.put(self)
@@ -242,6 +262,12 @@ class _Conn(asyncio.Protocol):
             self.closed = True
             if self.transport is not None:
                 self.transport.abort()
+
+    def _resume(self) -> None:
+        self.paused = False
+        self.last = self.loop.time()  # the gap runs from when we read again, not from the server's last bytes
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def _stop_timer(self) -> None:
         if self.timer is not None:
@@ -263,9 +289,10 @@ class _Conn(asyncio.Protocol):
         if self.complete:
             return
         now = self.loop.time()
-        if self.stream and self.status and now - self.last < self.timeout:
+        if self.stream and self.status and (self.paused or now - self.last < self.timeout):
             # A stream's bound is on each gap: re-arm from its last bytes, rather than one timer per read.
-            self.timer = self.loop.call_at(self.last + self.timeout, self._expire)
+            # While paused the wait is on our own reader, not the server: no gap is counted (as aiohttp).
+            self.timer = self.loop.call_at((now if self.paused else self.last) + self.timeout, self._expire)
             return
         self._fail(TimeoutError())
         self.abort()
@@ -298,18 +325,28 @@ class _Conn(asyncio.Protocol):
         self._stop_timer()
         if self.complete:
             return
-        if self.status and "content-length" not in self.headers and "transfer-encoding" not in self.headers:
-            self._end()  # a reply delimited by the end of the connection (HTTP/1.0 style)
+        framed = "content-length" in self.headers or "transfer-encoding" in self.headers
+        if exc is None and self.status and not framed:
+            self._end()  # a reply delimited by the end of the connection (HTTP/1.0 style); a reset truncates it
         else:
             self._fail(Disconnected("the server closed the connection"))
 
     # -- httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second reply to one request: keep the first intact, and trust the connection no more
+            raise BadResponse("the server sent a reply nobody asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # interim (101 raises an upgrade): taken as the reply, the real one would answer the next
+            self.interim = True
+            self.headers = {}
+            return
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
         encoding = self.headers.get("content-encoding")
         if encoding and encoding != "identity":
@@ -338,6 +375,9 @@ class _Conn(asyncio.Protocol):
             self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self._end()
 
     def _end(self) -> None:
