@@ -257,6 +257,7 @@ def test_a_region_or_instance_type_aws_lacks_is_a_warning_with_the_likely_name(t
 
 PLATFORM = """include:
   files: [teams.d/]
+  env: {search: [SEARCH_KEY, SEARCH_HF_TOKEN]}
   team_settings: [keys]
 deployments:
   base: {kind: openai, urls: ["https://api.example.com/v1"]}
