@@ -74,6 +74,24 @@ def test_queue_is_fifo_bounded_and_hands_slots_on():
     run(main())
 
 
+def test_a_queued_retry_never_gets_the_replica_it_failed_on():
+    async def main():
+        a, b = ready("a"), ready("b")
+        d = Dispatcher("d", [a, b], max_concurrency=1, max_queue=4)
+        held_a, held_b = await d.acquire(1), await d.acquire(1)
+        retry = asyncio.create_task(d.acquire(5, exclude=[a]))  # failed on a: queued behind nobody
+        fresh = asyncio.create_task(d.acquire(5))
+        await asyncio.sleep(0.01)
+        d.release(held_a)  # a frees first: not for the retry, so the fresh request behind it takes it
+        await asyncio.sleep(0.01)
+        assert fresh.done() and fresh.result() is a and not retry.done()
+        d.release(held_b)
+        assert await retry is b
+        assert d.queued == 0
+
+    run(main())
+
+
 def test_queue_wait_times_out_and_leaks_no_slot():
     async def main():
         r = ready("a")
@@ -215,6 +233,33 @@ def test_one_deadline_bounds_replica_retries_and_fallbacks():
         assert [n for _, n in failures] == [1] * len(failures)  # each replica failed once, in a row
 
     run(main())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_replica_that_times_out_with_the_whole_budget_is_blamed_one_given_scraps_is_not(loop):
+    from modelfleet.errors import UpstreamTimeout
+
+    async def main():
+        router, route, _, failures = _plan("a", timeout=0.3, replicas=2)
+
+        tried: list[str] = []
+
+        async def times_out(target, replica, left):
+            tried.append(replica.name)
+            await asyncio.sleep(0.2 if len(tried) == 1 else left)  # the first gives up early, as its own timer would
+            raise UpstreamTimeout(f"{replica.name} did not answer")
+
+        with pytest.raises(UpstreamTimeout):
+            await router.run(route, router.candidates(route, "a"), 0.3, times_out)
+        # The first replica had the whole 0.3 s and timed out: its fault. The second got the 0.1 s left: not its.
+        assert len(tried) == 2 and [name for name, _ in failures] == tried[:1]
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        run(main())
 
 
 def test_a_wake_extends_the_deadline_once():

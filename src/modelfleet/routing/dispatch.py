@@ -27,7 +27,9 @@ _UNKNOWN_LOAD = 1e9
 
 
 class Dispatcher:
-    __slots__ = ("_rr", "_waiters", "deployment", "max_concurrency", "max_queue", "replicas", "stale_after")
+    __slots__ = (
+        "_excluded", "_rr", "_waiters", "deployment", "max_concurrency", "max_queue", "replicas", "stale_after",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -44,6 +46,8 @@ class Dispatcher:
         self.max_queue = max_queue
         self.stale_after = stale_after  # set when engine metrics are scraped
         self._waiters: deque[asyncio.Future[Replica]] = deque()
+        # Waiters that must not get some replicas (those that already failed their request): few, so apart.
+        self._excluded: dict[asyncio.Future[Replica], Collection[Replica]] = {}
         self._rr = 0
 
     @property
@@ -109,6 +113,8 @@ class Dispatcher:
             )
         waiter: asyncio.Future[Replica] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        if exclude:
+            self._excluded[waiter] = exclude
         try:
             return await asyncio.wait_for(waiter, timeout)
         except BaseException as exc:
@@ -116,6 +122,7 @@ class Dispatcher:
                 self.release(waiter.result())  # granted just as we gave up: hand the slot on
             elif waiter in self._waiters:
                 self._waiters.remove(waiter)
+            self._excluded.pop(waiter, None)
             if isinstance(exc, TimeoutError):
                 raise Unavailable(
                     f"deployment {self.deployment!r} had no free replica within {timeout:g}s; retry shortly",
@@ -129,22 +136,43 @@ class Dispatcher:
 
     def hand_on(self) -> None:
         """Hand free slots to waiters in arrival order (also called when a replica changes state)."""
-        while self._waiters:
-            replica = self._free_replica()
-            if replica is None:
-                return
-            waiter = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters[0]
             if waiter.done():
+                waiters.popleft()
                 continue
+            exclude = self._excluded.get(waiter, ())
+            replica = self._free_replica(exclude)
+            if replica is not None:
+                waiters.popleft()
+            elif not exclude:
+                return  # nothing is free
+            else:  # the head may not take what is free (it failed there): someone behind it may
+                found = self._another()
+                if found is None:
+                    return
+                waiter, replica = found
+                waiters.remove(waiter)
+            self._excluded.pop(waiter, None)
             t = replica.traffic
             t.inflight += 1
             t.requests += 1
             waiter.set_result(replica)
 
+    def _another(self) -> tuple[asyncio.Future[Replica], Replica] | None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                replica = self._free_replica(self._excluded.get(waiter, ()))
+                if replica is not None:
+                    return waiter, replica
+        return None
+
     def fail_waiters(self) -> None:
         """No replica is ready or starting: tell the queue now rather than letting it time out."""
         if any(r.ready or r.state == "starting" for r in self.replicas):
             return
+        self._excluded.clear()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

@@ -140,6 +140,9 @@ class Router:
         # Waiting for a starting replica beats failing, unless there is somewhere else to go.
         wait_starting = last and not route.strict
         woken = 0.0
+        # A replica given less than this (queueing or another replica's failure ate the rest) is not blamed for
+        # timing out; the margin keeps the moments spent before the first attempt from excusing every timeout.
+        cut = 0.9 * timeout
         if self.wake is not None and dispatcher.stopped():
             woken = await self.wake(target.name)  # raises a 503 naming why, if it may not be woken now
             wait_starting = True
@@ -169,7 +172,7 @@ class Router:
             except UpstreamError as exc:
                 # Busy is not broken; and a timeout within what was left of the request's deadline (after
                 # queueing or another deployment's failure) says nothing about this replica.
-                if not isinstance(exc, UpstreamBusy) and not (isinstance(exc, UpstreamTimeout) and budget < timeout):
+                if not isinstance(exc, UpstreamBusy) and not (isinstance(exc, UpstreamTimeout) and budget < cut):
                     self.failed(replica, exc.message)
                 tried.append(replica)
                 retry = (route.name, target.name, exc.code or exc.type)
