@@ -90,6 +90,11 @@ def test_bad_duration_and_bad_url():
     assert "2 problems" in msg
 
 
+def test_a_url_with_credentials_is_refused_without_echoing_them():
+    msg = problems(GOOD.replace("http://gpu-1:8000/v1", "https://bob:hunter2@gpu-1:8000/v1"), {"VLLM_KEY": "x"})
+    assert "deployments.vllm-a.urls" in msg and "api_key" in msg and "hunter2" not in msg
+
+
 def test_yaml_syntax_error_gives_line_and_column():
     msg = problems("deployments:\n  a: [unclosed\n")
     assert "line 3" in msg or "line 2" in msg

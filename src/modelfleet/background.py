@@ -67,15 +67,23 @@ class Periodic:
             await asyncio.sleep(self._delay())
             try:
                 await asyncio.wait_for(self.step(), self.step_timeout)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # stop(), or the loop shutting down: the loop ends
+                self._failed(exc)  # a cancellation raised inside the step (not ours): a failed step
             except Exception as exc:
-                self.failures += 1
-                if not isinstance(exc, Reported):
-                    self.log.error("%s failed (%d in a row; next try in %.3gs): %s: %s", self.name, self.failures,
-                                   self._delay(), type(exc).__name__, exc, exc_info=self.failures == 1)  # fmt: skip
+                self._failed(exc)
             else:
                 if self.failures:
                     self.log.info("%s works again after %d failure(s)", self.name, self.failures)
                 self.failures = 0
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if not isinstance(exc, Reported):
+            self.log.error("%s failed (%d in a row; next try in %.3gs): %s: %s", self.name, self.failures,
+                           self._delay(), type(exc).__name__, exc, exc_info=self.failures == 1)  # fmt: skip
 
 
 def spawn(coro: Coroutine[Any, Any, object], name: str, *, logger: logging.Logger = log) -> asyncio.Task[Any]:

@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 import httptools
 
 _PAUSE_AT = 1 << 20  # buffered response bytes before the socket stops reading (a slow consumer)
+# What no model server sends, and a broken or hostile one could: memory is bounded by these, not by it.
+_MAX_HEAD = 64 << 10  # bytes of response headers
+_MAX_BODY = 256 << 20  # bytes of one reply's body, decoded (a stream's, all together)
 
 
 class ConnectFailed(ConnectionError):
@@ -207,6 +210,8 @@ class _Conn(asyncio.Protocol):
         self.busy = False
         self.keep_alive = False
         self.interim = False  # inside a 1xx reply (100 Continue, 103 Early Hints): the real one follows
+        self.head_bytes = 0
+        self.body_bytes = 0
 
     # -- the exchange, from the caller's side
 
@@ -308,14 +313,26 @@ class _Conn(asyncio.Protocol):
             return
         if self.stream:
             self.last = self.loop.time()
+        if not self.status:  # still in the head: httptools would buffer a header line of any length
+            self.head_bytes += len(data)
+            if self.head_bytes > _MAX_HEAD and not self._head_done(data):
+                self._fail(BadResponse(f"the server's reply headers exceed {_MAX_HEAD >> 10} KiB"))
+                self.abort()
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse("the server tried to upgrade the connection"))
             self.abort()
         except (httptools.HttpParserError, zlib.error) as exc:
-            self._fail(BadResponse(f"the server's reply is not valid HTTP/1.1 ({exc})"))
+            own = exc.__context__ if isinstance(exc.__context__, BadResponse) else None  # raised by a callback
+            self._fail(own or BadResponse(f"the server's reply is not valid HTTP/1.1 ({exc})"))
             self.abort()
+
+    def _head_done(self, data: bytes) -> bool:
+        """Whether the head ends within the limit (the bytes past it are body, and may be many)."""
+        end = data.find(b"\r\n\r\n")
+        return end >= 0 and self.head_bytes - len(data) + end <= _MAX_HEAD
 
     def eof_received(self) -> bool:
         return False
@@ -364,8 +381,11 @@ class _Conn(asyncio.Protocol):
             self._wake()
 
     def on_body(self, data: bytes) -> None:
-        if self.decoder is not None:
-            data = self.decoder.decompress(data)
+        if self.decoder is not None:  # bounded, so a small gzip bomb cannot expand all at once
+            data = self.decoder.decompress(data, _MAX_BODY - self.body_bytes + 1)
+        self.body_bytes += len(data)
+        if self.body_bytes > _MAX_BODY:
+            raise BadResponse(f"the server's reply exceeds {_MAX_BODY >> 20} MiB")
         self.body.append(data)
         if self.stream:
             self.buffered += len(data)

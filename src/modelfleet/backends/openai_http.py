@@ -21,7 +21,9 @@ class OpenAIHTTPBackend:
     def __init__(self, api_key: str | None = None) -> None:
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._session: aiohttp.ClientSession | None = None  # health probes only: off the hot path
-        self._upstream = http1.Client(idle_timeout=30)
+        # Shorter than the keep-alive of the servers behind (uvicorn, so vLLM: 5 s), so the gateway drops an idle
+        # connection before the server does, rather than racing it with a request.
+        self._upstream = http1.Client(idle_timeout=4)
         self._static = b"Content-Type: application/json\r\n" + _lines(self._auth)
 
     def _client(self) -> aiohttp.ClientSession:
@@ -47,7 +49,7 @@ class OpenAIHTTPBackend:
             raise _timeout(replica, timeout) from None
         except ConnectionError as exc:
             raise _unreachable(replica, exc) from None
-        if resp.status >= 400:
+        if not 200 <= resp.status < 300:
             try:
                 payload = await resp.read()
             except (ConnectionError, TimeoutError):
@@ -148,6 +150,8 @@ def _rejected(
     who = f"deployment {replica.deployment!r} replica {replica.name}"
     if status >= 500:
         return UpstreamError(f"{who} failed with HTTP {status}: {message}")
+    if status < 400:  # a redirect (or an odd 1xx): not followed, a relayed POST could not be
+        return UpstreamError(f"{who} answered HTTP {status} instead of a reply; point its url at the server itself")
     if status in (408, 429):  # the upstream is busy, not the client wrong
         return UpstreamBusy(f"{who} is busy (HTTP {status}): {message}", retry_after)
     if status in (401, 403, 404, 405, 407):  # the gateway's credential or path is wrong: the deployment's fault

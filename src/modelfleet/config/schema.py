@@ -283,6 +283,8 @@ class OpenAIDeployment(_Managed):
         for url in urls:
             if not re.match(r"^https?://[^/\s]+", url):
                 raise ValueError(f"expected an http(s) base URL such as http://host:8000/v1, got {url!r}")
+            if "@" in url.split("/", 3)[2]:  # never echo it: what is before the @ is a credential
+                raise ValueError("a URL must not carry credentials (user:password@); give the key as api_key")
         return [u.rstrip("/") for u in urls]
 
 
