@@ -244,11 +244,13 @@ def test_the_role_grants_exactly_what_the_platform_calls(tree, start):
         name = "qwen-7b-awq"
         reps = registry.add(name, [Replica(name, f"{name}-{i}", "") for i in range(dep.replicas)])
         platform = KubernetesWorkload(reps, dep, registry)
+        await platform.campaign()  # its Lease: get, create, then update while renewing
         await platform.start()
         while not all(r.ready for r in reps):
             await asyncio.sleep(0.05)
+        await platform.publish_activity(at=1.0, now=1.0, every=0)  # an annotation: a patch of the Deployment
         await platform.stop()
-        await platform.shutdown()
+        await platform.shutdown()  # hands the Lease on: an update
 
     asyncio.run(run())
     called = {(c["group"], c["resource"], c["verb"]) for c in kube.calls()}
