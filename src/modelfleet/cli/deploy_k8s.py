@@ -61,10 +61,10 @@ def k8s(fleet_path: Path, out: Path, namespace: str, image: str | None, team_nam
     )
     try:
         source = render.read(fleet_path)
+        files = render.render(source, opts)
     except ConfigError as exc:
         click.echo(click.style("config error: ", fg="red", bold=True) + str(exc), err=True)
         sys.exit(2)
-    files = render.render(source, opts)
     render.write(files, out)
     click.echo(
         f"wrote {len(files)} files to {out}/ ({len(source.kubernetes)} model server(s), "

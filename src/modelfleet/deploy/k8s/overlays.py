@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from modelfleet.config.kubernetes import workload_name
-from modelfleet.deploy.k8s.options import FLEET_CONFIGMAP, GATEWAY, Options, labels, selector
+from modelfleet.deploy.k8s.options import FLEET_CONFIGMAP, GATEWAY, INCLUDED, Options, fleet_files, labels, selector
 from modelfleet.deploy.k8s.source import Source
 
 
@@ -105,14 +105,21 @@ def dev(source: Source, opts: Options) -> dict[str, Any]:
     if env:
         files["state.yaml"] = _state(ns)
         resources.append("state.yaml")
-    files["fleet.yaml"] = _one_replica(source)
+    files["fleet.yaml"] = _one_replica(source.text, "base/fleet.yaml")
+    for rel, text in source.included.items():  # kustomize reads files only under the overlay: copies
+        files[f"{INCLUDED}/{rel}"] = _one_replica(text, f"base/{INCLUDED}/{rel}")
     files["kustomization.yaml"] = [
         _kustomization(
             resources,
             patches,
             {
                 "configMapGenerator": [
-                    {"name": FLEET_CONFIGMAP, "namespace": ns, "behavior": "replace", "files": ["fleet.yaml"]}
+                    {
+                        "name": FLEET_CONFIGMAP,
+                        "namespace": ns,
+                        "behavior": "replace",
+                        "files": fleet_files(list(source.included)),
+                    }
                 ]
             },
         )
@@ -120,11 +127,13 @@ def dev(source: Source, opts: Options) -> dict[str, Any]:
     return files
 
 
-def _one_replica(source: Source) -> str:
-    raw = yaml.safe_load(source.text)
-    for name in source.kubernetes:
-        raw["deployments"][name]["replicas"] = 1
-    head = "# base/fleet.yaml with every kubernetes deployment at one replica (rendered by modelfleet deploy k8s)\n"
+def _one_replica(text: str, was: str) -> str:
+    """A fleet (or team) file with each kubernetes deployment it declares at one replica."""
+    raw = yaml.safe_load(text)
+    for dep in (raw.get("deployments") or {}).values():
+        if isinstance(dep, dict) and dep.get("kind") == "kubernetes":
+            dep["replicas"] = 1
+    head = f"# {was} with every kubernetes deployment at one replica (rendered by modelfleet deploy k8s)\n"
     return head + yaml.safe_dump(raw, sort_keys=False, default_flow_style=False)
 
 
