@@ -283,7 +283,7 @@ def test_the_alerts_are_valid_promql_and_fire_on_what_the_gateway_exports(tree, 
     promtool = _binary("promtool")
     if promtool is None:
         _missing("promtool is not installed (.ci/run installs it: apt-get install prometheus)")
-    docs = yaml.safe_load_all((tree / "base" / "monitoring.yaml").read_text())
+    docs = yaml.safe_load_all((tree / "components" / "monitoring" / "monitoring.yaml").read_text())
     rule = next(d for d in docs if d["kind"] == "PrometheusRule")
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
     shutil.copy(Path(__file__).parent / "data" / "alerts_test.yaml", tmp_path / "alerts_test.yaml")

@@ -88,8 +88,7 @@ def objects(source: Source, opts: Options) -> list[dict[str, Any]]:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta,
-        "spec": {
-            "replicas": 2,
+        "spec": {  # no replicas: the HPA owns the count (at least 2; see overlays.py)
             "selector": {"matchLabels": selector(GATEWAY)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {

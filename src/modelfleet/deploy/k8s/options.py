@@ -19,6 +19,7 @@ class Options:
     namespace: str = "modelfleet"  # the gateway's
     image: str = f"modelfleet:{__version__}"  # no image is published: build one, push it, pass --image
     team_namespace_prefix: str = "team-"
+    monitoring: bool = True  # staging and prod include components/monitoring (Prometheus Operator objects)
 
 
 def labels(name: str, component: str) -> dict[str, str]:

@@ -4,6 +4,10 @@ dev      one gateway, no HPA/PDB; model servers on CPU running the embedded engi
          replica; small Redis and PostgreSQL StatefulSets for the state the fleet file takes from ${VARs}
 staging  the gateway autoscales between 2 and 4
 prod     between 3 and 12, two always up through disruptions, more CPU and memory per gateway
+staging and prod also take components/monitoring (ServiceMonitor, PrometheusRule) unless --no-monitoring.
+
+The gateway Deployment has no spec.replicas outside dev: its HPA owns the count (an applied replicas field
+would reset what the HPA chose on every `kubectl apply`); dev has no HPA and one replica.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ def _kustomization(resources: list[str], patches: list[str], extra: dict[str, An
         "patches": [{"path": p} for p in patches],
         **(extra or {}),
     }
+
+
+def _monitoring(opts: Options) -> dict[str, Any]:
+    return {"components": ["../../components/monitoring"]} if opts.monitoring else {}
 
 
 def _gateway_ref(kind: str, api: str, ns: str) -> dict[str, Any]:
@@ -142,7 +150,7 @@ def staging(opts: Options) -> dict[str, Any]:
     hpa["spec"] = {"minReplicas": 2, "maxReplicas": 4}
     return {
         "patches/autoscaling.yaml": [hpa],
-        "kustomization.yaml": [_kustomization(["../../base"], ["patches/autoscaling.yaml"])],
+        "kustomization.yaml": [_kustomization(["../../base"], ["patches/autoscaling.yaml"], _monitoring(opts))],
     }
 
 
@@ -154,7 +162,6 @@ def prod(opts: Options) -> dict[str, Any]:
     pdb["spec"] = {"minAvailable": 2}
     gateway = _gateway_ref("Deployment", "apps/v1", ns)
     gateway["spec"] = {
-        "replicas": 3,
         "template": {
             "spec": {
                 "containers": [
@@ -172,7 +179,9 @@ def prod(opts: Options) -> dict[str, Any]:
     return {
         "patches/availability.yaml": [hpa, pdb],
         "patches/gateway.yaml": [gateway],
-        "kustomization.yaml": [_kustomization(["../../base"], ["patches/availability.yaml", "patches/gateway.yaml"])],
+        "kustomization.yaml": [
+            _kustomization(["../../base"], ["patches/availability.yaml", "patches/gateway.yaml"], _monitoring(opts))
+        ],
     }
 
 

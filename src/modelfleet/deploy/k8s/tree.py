@@ -25,7 +25,9 @@ def render(source: Source, opts: Options) -> dict[str, str]:
     files: dict[str, Any] = {
         "base/fleet.yaml": source.text,
         "base/gateway.yaml": gateway.objects(source, opts),
-        "base/monitoring.yaml": monitoring.objects(opts),
+        # A Component, not base: base applies on a cluster without the Prometheus Operator's CRDs.
+        "components/monitoring/monitoring.yaml": monitoring.objects(opts),
+        "components/monitoring/kustomization.yaml": [monitoring.component()],
     }
     for rel, text in source.included.items():  # shipped as written, beside fleet.yaml in its ConfigMap
         files[f"base/{INCLUDED}/{rel}"] = text
