@@ -10,18 +10,17 @@ import threading
 import time
 
 import pytest
-import yaml
 from conftest import free_port
 from test_k8s_render import build, render
 
-RUNNING = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{model_name=\"m\"}} {running}\n"
-WAITING = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{model_name=\"m\"}} {waiting}\n"
+RUNNING = '# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{model_name="m"}} {running}\n'
+WAITING = '# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{model_name="m"}} {waiting}\n'
 
 
 class Metrics(http.server.BaseHTTPRequestHandler):
     running, waiting = 0.0, 0.0
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         body = (RUNNING.format(running=Metrics.running) + WAITING.format(waiting=Metrics.waiting)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 from conftest import Gateway, write_fleet
-from test_kubernetes import HELLO, FakeKube, kube, until, wait_until  # noqa: F401 (kube: a fixture)
+from test_kubernetes import HELLO, FakeKube, until, wait_until
 
 from modelfleet.config import parse_fleet
 from modelfleet.control.deployments import Deployments
@@ -23,12 +23,18 @@ from modelfleet.values import Replica, ReplicaState
 IDLE = 600.0
 
 
+@pytest.fixture
+def kube(start) -> FakeKube:
+    return start(FakeKube)
+
+
 def control_plane(kube: FakeKube, clock, **settings: str) -> tuple[Deployments, KubernetesWorkload, list[Replica]]:
     """One gateway pod's control plane for the deployment `chat`, with time for schedules taken from `clock`."""
     extra = "".join(f", {k}: {v}" for k, v in settings.items())
     fleet = parse_fleet(f"""\
 deployments:
-  chat: {{kind: kubernetes, model: m, namespace: ml, api_url: "{kube.url}", lease_duration: 1s, reconcile_interval: 0.5s,
+  chat: {{kind: kubernetes, model: m, namespace: ml, api_url: "{kube.url}", lease_duration: 1s,
+         reconcile_interval: 0.5s,
          schedule: {{idle_stop_after: {IDLE:g}s}}{extra}}}
 routes:
   chat: {{deployments: [chat]}}
@@ -58,7 +64,7 @@ def test_only_the_lease_holder_acts_and_idle_stop_counts_every_pods_requests(kub
         assert [(w["replicas"], w["holder"]) for w in writes(kube, "deployments/scale")] == [(1, pa.lease.me)]
 
         # Requests reach only the follower (b). It publishes when; the holder (a) does not idle-stop meanwhile.
-        for step in range(1, 6):
+        for _step in range(1, 6):
             clock[0] += IDLE / 3
             reps_b[0].traffic.requests += 1  # routing's counter: the follower served a request
             await b.tick()
@@ -109,7 +115,7 @@ def test_a_wake_on_a_follower_is_started_by_the_holder(kube):
     async def main():
         clock = [1_000_000.0]
         a, pa, _ = control_plane(kube, clock, wake_on_request="true")
-        b, pb, reps_b = control_plane(kube, clock, wake_on_request="true")
+        b, _pb, reps_b = control_plane(kube, clock, wake_on_request="true")
         await a.start()
         await b.start()
         clock[0] += 1

@@ -97,12 +97,20 @@ class KubernetesDeployment(_Managed):
     context: str | None = Field(None, description="the kubeconfig context; default: its current one")
     api_url: str | None = Field(None, description="a plain API server URL without credentials; for tests")
     wake_timeout: Duration = Field(600.0, description="how long a waking request waits (pods take minutes)")
-    drain_timeout: Duration = Field(120.0, description="how long a stopping pod waits for its requests in flight "
-                                    "(vLLM's preStop hook) before the server is told to stop")
-    lease_duration: Duration = Field(15.0, description="gateway pods: how long the Lease holder's silence "
-                                     "lasts before another pod takes over acting on this deployment")
-    reconcile_interval: Duration = Field(30.0, description="how often the Lease holder puts spec.replicas "
-                                         "back to what it wants (someone scaled it by hand)")
+    drain_timeout: Duration = Field(
+        120.0,
+        description="how long a stopping pod waits for its requests in flight "
+        "(vLLM's preStop hook) before the server is told to stop",
+    )
+    lease_duration: Duration = Field(
+        15.0,
+        description="gateway pods: how long the Lease holder's silence "
+        "lasts before another pod takes over acting on this deployment",
+    )
+    reconcile_interval: Duration = Field(
+        30.0,
+        description="how often the Lease holder puts spec.replicas back to what it wants (someone scaled it by hand)",
+    )
     max_concurrency: int | None = Field(None, ge=1, description="per replica; unset = unbounded")
     max_queue: int = Field(256, ge=0)
     health: Health = Health()

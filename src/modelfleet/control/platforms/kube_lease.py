@@ -59,11 +59,11 @@ class LeaderLease:
         record = (holder, spec.renewTime, spec.leaseTransitions) if spec is not None else None
         if record != self._seen:
             self._seen, self._seen_at = record, began
-        duration = (spec.leaseDurationSeconds if spec is not None and spec.leaseDurationSeconds else self.duration)
+        duration = spec.leaseDurationSeconds if spec is not None and spec.leaseDurationSeconds else self.duration
         if holder and holder != self.me and began < self._seen_at + duration:
             self._lose(f"held by {holder}")
             return False
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         transitions = (spec.leaseTransitions or 0) if spec is not None else 0
         taking = holder != self.me
         new = {
@@ -96,7 +96,7 @@ class LeaderLease:
         lease = await self.api.get_lease()
         if lease is None or lease.spec is None or lease.spec.holderIdentity != self.me:
             return
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         await self.api.write_lease(lease, {
             "holderIdentity": None, "leaseDurationSeconds": 1, "acquireTime": lease.spec.acquireTime,
             "renewTime": now, "leaseTransitions": lease.spec.leaseTransitions or 0,

@@ -37,8 +37,8 @@ from modelfleet.background import Periodic, spawn
 from modelfleet.config.kubernetes import KubernetesDeployment
 from modelfleet.control.platforms.kube_api import DeploymentMissing, DeploymentView, Endpoint, KubeAPI
 from modelfleet.control.platforms.kube_lease import LeaderLease
-from modelfleet.control.schedules import Desired
 from modelfleet.control.registry import ReplicaRegistry
+from modelfleet.control.schedules import Desired
 from modelfleet.errors import ConfigError
 from modelfleet.values import Replica, ReplicaState
 

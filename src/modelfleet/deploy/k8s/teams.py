@@ -3,16 +3,16 @@ reach only the gateway.
 
 A team's namespace is `team-<team>`, made a DNS label deterministically (lower case, anything but a-z, 0-9 and
 `-` becomes `-`, at most 63 characters); two teams that come out the same (Team_A and team-a) are a config
-error naming both, never one namespace shared by accident. Kubernetes deployments placed there count against its quota, which is
-what they need at full scale, plus one more pod of each (rollout headroom, below), plus a small allowance for
-the team's own pods (notebooks, jobs, apps).
+error naming both, never one namespace shared by accident. Kubernetes deployments placed there count
+against its quota, which is what they need at full scale, plus one more pod of each (rollout headroom,
+below), plus a small allowance for the team's own pods (notebooks, jobs, apps). Model servers there take
+traffic from the gateway only, and reach out only on 443 (to fetch weights).
 
 Rollout headroom: a quota counts a terminating pod until it is gone. A CPU model server rolls with
 maxSurge 1 (the new pod first); a GPU one with maxSurge 0 (no spare GPU node is assumed), but its old
 pod still counts while it drains for up to terminationGracePeriodSeconds, and so does a stopped pod
 when a wake scales the Deployment up again. Without one pod's worth of headroom the ReplicaSet is
 refused ("exceeded quota", a ReplicaFailure the control plane reports) until the old pod has left.
-Model servers there take traffic from the gateway only, and reach out only on 443 (to fetch weights).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from modelfleet.errors import ConfigError
 from modelfleet.deploy.k8s import quantity
 from modelfleet.deploy.k8s.options import GATEWAY, PORT, Options, labels, selector
 from modelfleet.deploy.k8s.source import Source
+from modelfleet.errors import ConfigError
 
 # What a team's namespace gets beyond its model servers (a job, a notebook, a sidecar).
 ALLOWANCE_CPU, ALLOWANCE_MEMORY, ALLOWANCE_PODS = Decimal(4), quantity.parse("8Gi"), 10

@@ -51,7 +51,10 @@ def render(source: Source, opts: Options) -> dict[str, str]:
     resources = sorted(
         p.removeprefix("base/")
         for p in files
-        if p.endswith(".yaml") and p != "base/fleet.yaml" and not p.startswith(f"base/{INCLUDED}/")
+        if p.startswith("base/")
+        and p.endswith(".yaml")
+        and p != "base/fleet.yaml"
+        and not p.startswith(f"base/{INCLUDED}/")
     )
     files["base/kustomization.yaml"] = [
         {
