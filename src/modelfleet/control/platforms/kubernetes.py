@@ -83,8 +83,13 @@ class KubernetesWorkload:
     async def campaign(self) -> None:
         """Follow the Deployment, try for its Lease now and then every duration/3; reconcile while holding it."""
         await self.watch()
-        with contextlib.suppress(Exception):  # the loop below logs it
+        try:
             await self.lease.step()
+        except ConfigError:
+            raise  # no client or no credentials: the gateway cannot run this fleet as written
+        except Exception as exc:  # the loop below tries again (and logs it); meanwhile the replicas say why
+            if self.view is None:
+                self._all(ReplicaState.UNHEALTHY, f"cannot reach the API server for {self.api.where}: {exc}")
         self._elect.start()
         self._reconcile.start()
 
