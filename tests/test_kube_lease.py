@@ -104,7 +104,20 @@ def test_only_the_lease_holder_acts_and_idle_stop_counts_every_pods_requests(kub
         await b.set("chat", "stop", "asked on pod b, now the holder")
         assert kube.deployment("chat")["spec"]["replicas"] == 0
         assert writes(kube, "deployments/scale")[-1]["holder"] == pb.lease.me
+
+        # A new gateway pod (a rollout) knows only the schedule ("running"): it takes what was decided instead,
+        # and when it takes over, it keeps the model stopped.
+        clock[0] += 60
+        c, pc, _ = control_plane(kube, clock)
+        await c.start()
+        assert not pc.leading and c.desired["chat"].reason == "asked on pod b, now the holder"
         await b.shutdown()
+        await until(lambda: pc.leading, timeout=3)
+        await c.tick()
+        assert c.desired["chat"].state == "stopped" and kube.deployment("chat")["spec"]["replicas"] == 0
+        last = writes(kube, "deployments/scale")[-1]  # on taking over, the holder makes its desired state so
+        assert (last["replicas"], last["holder"]) == (0, pc.lease.me)
+        await c.shutdown()
 
     asyncio.run(main())
 

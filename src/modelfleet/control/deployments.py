@@ -72,6 +72,8 @@ class Primary(Protocol):
     async def _coordinate(self, name: str, now: float) -> bool:
         """A shared deployment: trade what this pod knows through the platform; True if this pod acts on it."""
         platform: Any = self.platforms[name]
+        if not platform.seen:
+            return False  # what the other pods decided is not known yet: decide nothing
         dep = self.fleet.deployments[name]
         idle = dep.schedule.idle_stop_after if dep.schedule else None
         mine = self._own_request.get(name)
@@ -84,7 +86,10 @@ class Primary(Protocol):
         if theirs is not None and theirs > self._last_request.get(name, float("-inf")):
             self._last_request[name] = theirs
         published, want = platform.published(), self.desired.get(name)
-        newer = published is not None and (want is None or published.since > want.since)
+        # A new gateway pod (a rollout, the HPA) knows only the schedule: what the pods decided wins over it.
+        newer = published is not None and (want is None or name in self._undecided or published.since > want.since)
+        if newer:
+            self._undecided.discard(name)
         if not platform.leading:
             self._led.discard(name)
             if newer:
@@ -139,6 +144,7 @@ class Deployments:
         self._waking: dict[str, asyncio.Task[None]] = {}
         self._own_request: dict[str, float] = {}  # a request last reached it through this gateway (pod)
         self._led: set[str] = set()  # shared deployments this pod has acted on since it took their Lease
+        self._undecided: set[str] = set()  # desired only from the schedule at start: nobody decided it yet
         self._loop = Periodic("deployment lifecycle", TICK, self.tick if manage else self._report, logger=log)
 
     def managed(self, name: str) -> bool:
@@ -167,6 +173,7 @@ class Deployments:
             was = remembered.get(name)
             if was is None:
                 self.desired[name] = schedules.initial(dep.schedule, now)
+                self._undecided.add(name)  # a shared one takes what the other gateway pods decided instead
             else:
                 desired, checked = was
                 self.desired[name] = schedules.decide(
@@ -243,6 +250,8 @@ class Deployments:
     async def _coordinate(self, name: str, now: float) -> bool:
         """A shared deployment: trade what this pod knows through the platform; True if this pod acts on it."""
         platform: Any = self.platforms[name]
+        if not platform.seen:
+            return False  # what the other pods decided is not known yet: decide nothing
         dep = self.fleet.deployments[name]
         idle = dep.schedule.idle_stop_after if dep.schedule else None
         mine = self._own_request.get(name)
@@ -255,7 +264,10 @@ class Deployments:
         if theirs is not None and theirs > self._last_request.get(name, float("-inf")):
             self._last_request[name] = theirs
         published, want = platform.published(), self.desired.get(name)
-        newer = published is not None and (want is None or published.since > want.since)
+        # A new gateway pod (a rollout, the HPA) knows only the schedule: what the pods decided wins over it.
+        newer = published is not None and (want is None or name in self._undecided or published.since > want.since)
+        if newer:
+            self._undecided.discard(name)
         if not platform.leading:
             self._led.discard(name)
             if newer:
@@ -284,6 +296,7 @@ class Deployments:
         want = Desired("running" if state == "start" else "stopped", reason, self.clock())
         if self._follows(name):  # the Lease holder applies it (within a tick); this pod shows it meanwhile
             self.desired[name] = want
+            self._undecided.discard(name)
             await self.platforms[name].publish(want)  # type: ignore[attr-defined]
             return {"desired": want.state, "reason": want.reason}
         await self._apply(name, want)
@@ -293,6 +306,7 @@ class Deployments:
     async def _apply(self, name: str, want: Desired) -> None:
         async with self._lock:
             self.desired[name] = want
+            self._undecided.discard(name)
             log.info("deployment %s -> %s: %s", name, want.state, want.reason)
             if want.state == "running":
                 try:
@@ -389,6 +403,7 @@ class Deployments:
             log.info("deployment %s: woken by a request; asking the gateway pod holding its Lease", name)
             want = Desired("running", "woken by a request", now)
             self.desired[name] = want
+            self._undecided.discard(name)
             await platform.publish(want)
             wait = min(self.fleet.deployments[name].wake_timeout, platform.lease.duration + 2 * TICK + 5)
             if not await platform.scaled_up(wait):

@@ -68,6 +68,7 @@ class KubernetesWorkload:
         self._tasks: list[asyncio.Task[None]] = []
         self.lease = LeaderLease(self.api, dep.lease_duration)
         self._want: int | None = None  # replicas the last start or stop asked for: what reconcile keeps
+        self._scaling = asyncio.Lock()  # a reconcile never runs between a start's decision and its scale
         self._published_request = 0.0  # the last-request time this pod wrote last
         self._published_at = float("-inf")  # and when (the control plane's clock)
         # Each reports its own failures (the Lease step raises an API error; reconcile logs what it fixed).
@@ -80,9 +81,17 @@ class KubernetesWorkload:
     def leading(self) -> bool:
         return self.lease.leading
 
+    @property
+    def seen(self) -> bool:
+        """The Deployment was listed at least once (or found missing): its annotations are known."""
+        return self.view is not None or self.missing
+
     async def campaign(self) -> None:
         """Follow the Deployment, try for its Lease now and then every duration/3; reconcile while holding it."""
         await self.watch()
+        deadline = time.monotonic() + min(10.0, self.dep.lease_duration)
+        while not self.seen and time.monotonic() < deadline:  # know what was decided before deciding anything
+            await asyncio.sleep(0.02)
         try:
             await self.lease.step()
         except ConfigError:
@@ -102,12 +111,13 @@ class KubernetesWorkload:
 
     async def reconcile(self) -> None:
         """While holding the Lease: put spec.replicas back to what was last asked (scaled by hand, or drifted)."""
-        if not self.leading or self._want is None or self.view is None or self.missing:
-            return
-        if self.view.replicas != self._want:
-            log.warning("%s has %d replicas, not %d as the control plane wants: scaling it back", self.api.where,
-                        self.view.replicas, self._want)  # fmt: skip
-            await self._scale(self._want)
+        async with self._scaling:
+            if not self.leading or self._want is None or self.view is None or self.missing:
+                return
+            if self.view.replicas != self._want:
+                log.warning("%s has %d replicas, not %d as the control plane wants: scaling it back",
+                            self.api.where, self.view.replicas, self._want)  # fmt: skip
+                await self._scale(self._want)
 
     def published(self) -> Desired | None:
         """The desired state on the Deployment (the holder's, or what another pod asked for); None if unreadable."""
@@ -206,12 +216,14 @@ class KubernetesWorkload:
             ]  # fmt: skip
 
     async def start(self) -> None:
-        self._want = self.dep.replicas
-        await self._scale(self.dep.replicas)
+        async with self._scaling:
+            self._want = self.dep.replicas
+            await self._scale(self.dep.replicas)
 
     async def stop(self) -> None:
-        self._want = 0
-        await self._scale(0)
+        async with self._scaling:
+            self._want = 0
+            await self._scale(0)
 
     async def _scale(self, replicas: int) -> None:
         try:
@@ -227,7 +239,8 @@ class KubernetesWorkload:
             log.info("scaled %s to %d", self.api.where, replicas)
             # Known now, before the watch says so. Scaled up: an old failure condition no longer applies.
             # Scaled to 0: no new request goes to a terminating pod; requests in flight finish on it.
-            self._deployment_seen(DeploymentView(replicas, 0, None, self._scaled_at))
+            kept = self.view.annotations if self.view else {}  # until the watch brings the object itself
+            self._deployment_seen(DeploymentView(replicas, 0, None, self._scaled_at, kept))
         await self.watch()  # after the scale, so its first listing cannot predate it
 
     async def shutdown(self) -> None:
