@@ -69,44 +69,6 @@ class Primary(Protocol):
     """How an extra gateway worker reaches the primary's lifecycle (channel.py)."""
 
     async def wake(self, name: str) -> float: ...
-    async def _coordinate(self, name: str, now: float) -> bool:
-        """A shared deployment: trade what this pod knows through the platform; True if this pod acts on it."""
-        platform: Any = self.platforms[name]
-        if not platform.seen:
-            return False  # what the other pods decided is not known yet: decide nothing
-        dep = self.fleet.deployments[name]
-        idle = dep.schedule.idle_stop_after if dep.schedule else None
-        mine = self._own_request.get(name)
-        if idle and mine is not None:  # only idle stop reads it: without one, no API write per request
-            try:
-                await platform.publish_activity(mine, now, min(30.0, idle / 4))
-            except Exception as exc:
-                log.warning("deployment %s: cannot publish its last request: %s", name, exc)
-        theirs = platform.last_request()
-        if theirs is not None and theirs > self._last_request.get(name, float("-inf")):
-            self._last_request[name] = theirs
-        published, want = platform.published(), self.desired.get(name)
-        # A new gateway pod (a rollout, the HPA) knows only the schedule: what the pods decided wins over it.
-        newer = published is not None and (want is None or name in self._undecided or published.since > want.since)
-        if newer:
-            self._undecided.discard(name)
-        if not platform.leading:
-            self._led.discard(name)
-            if newer:
-                self.desired[name] = published
-            return False
-        took_over = name not in self._led
-        self._led.add(name)
-        if newer or took_over:  # another pod's request, or this pod just took the Lease: make it so
-            target = published if newer else want
-            assert target is not None
-            try:
-                await self._apply(name, target)
-            except Exception as exc:
-                log.error("deployment %s: %s", name, self.errors.get(name, exc))
-            await self._save()
-        return True
-
     async def set(self, name: str, state: str, reason: str) -> dict[str, Any]: ...
     async def status(self) -> list[dict[str, Any]]: ...
     async def activity(self, requests: dict[str, int]) -> None: ...

@@ -69,6 +69,9 @@ class KubernetesWorkload:
         self.lease = LeaderLease(self.api, dep.lease_duration)
         self._want: int | None = None  # replicas the last start or stop asked for: what reconcile keeps
         self._scaling = asyncio.Lock()  # a reconcile never runs between a start's decision and its scale
+        # Replicas a start or stop is asking for right now: until its answer, a view saying otherwise was
+        # written before it (an annotation another pod published) and would undo a wake's "starting".
+        self._pending: int | None = None
         self._published_request = 0.0  # the last-request time this pod wrote last
         self._published_at = float("-inf")  # and when (the control plane's clock)
         # Each reports its own failures (the Lease step raises an API error; reconcile logs what it fixed).
@@ -200,6 +203,8 @@ class KubernetesWorkload:
     def _deployment_seen(self, view: DeploymentView | None) -> None:
         if view is not None and _older(view.version, self._scaled_at):
             return  # an event from before our own scale, still on its way through the watch
+        if view is not None and self._pending is not None and view.replicas != self._pending:
+            return  # from before the scale under way: its answer says what is
         self.missing, self.view = view is None, view
         self._refresh()
 
@@ -216,31 +221,40 @@ class KubernetesWorkload:
             ]  # fmt: skip
 
     async def start(self) -> None:
+        self._pending = self.dep.replicas  # at once, before waiting for the lock
         async with self._scaling:
             self._want = self.dep.replicas
             await self._scale(self.dep.replicas)
 
     async def stop(self) -> None:
+        self._pending = 0
         async with self._scaling:
             self._want = 0
             await self._scale(0)
 
     async def _scale(self, replicas: int) -> None:
+        self._pending = replicas
         try:
-            self._scaled_at = await self.api.scale(replicas)
+            scaled_at = await self.api.scale(replicas)
         except DeploymentMissing:
+            self._pending = None
             self._deployment_seen(None)
         except ConfigError:
+            self._pending = None
             raise  # no client or no credentials: the gateway cannot run this fleet as written
         except Exception as exc:  # the API server is unreachable, or refuses (RBAC): say so, keep serving the rest
+            self._pending = None
             log.error("cannot scale %s to %d: %s", self.api.where, replicas, exc)
             self._all(ReplicaState.UNHEALTHY, f"cannot scale {self.api.where} to {replicas}: {exc}")
         else:
+            self._pending, self._scaled_at = None, scaled_at
             log.info("scaled %s to %d", self.api.where, replicas)
             # Known now, before the watch says so. Scaled up: an old failure condition no longer applies.
             # Scaled to 0: no new request goes to a terminating pod; requests in flight finish on it.
             kept = self.view.annotations if self.view else {}  # until the watch brings the object itself
             self._deployment_seen(DeploymentView(replicas, 0, None, self._scaled_at, kept))
+        finally:
+            self._pending = None  # also when cancelled
         await self.watch()  # after the scale, so its first listing cannot predate it
 
     async def shutdown(self) -> None:
