@@ -38,7 +38,8 @@ def test_the_readme_walkthrough(tmp_path, start, monkeypatch):
               env=KEYS).stdout  # fmt: skip
     assert "5 model server(s), 3 team namespace(s)" in out
     for path in ("base/fleet.yaml", "base/gateway.yaml", "base/rbac.yaml", "base/models/judge.yaml",
-                 "base/teams/quant.yaml", "base/monitoring.yaml", "overlays/dev/kustomization.yaml"):  # fmt: skip
+                 "base/teams/team-quant.yaml", "components/monitoring/monitoring.yaml",
+                 "overlays/dev/kustomization.yaml"):  # fmt: skip
         assert (tmp_path / "k8s" / path).is_file(), path
     # 3. build and check
     assert "kubectl kustomize k8s/overlays/prod > prod.yaml" in readme

@@ -52,10 +52,15 @@ class Periodic:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        # Python 3.11's wait_for can swallow a cancel that lands just as the step finishes (gh-86296), and
+        # the loop would then go on forever: cancel until it has ended.
+        while not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def _delay(self) -> float:
         if not self.failures:

@@ -32,19 +32,30 @@ from modelfleet.errors import ConfigError
     show_default=True,
     help="Team T's namespace is PREFIX + T; kubernetes deployments placed there count against its quota.",
 )
-def k8s(fleet_path: Path, out: Path, namespace: str, image: str | None, team_namespace_prefix: str) -> None:
+@click.option(
+    "--monitoring/--no-monitoring",
+    default=True,
+    show_default=True,
+    help="Include components/monitoring (ServiceMonitor, PrometheusRule) in staging and prod; "
+    "--no-monitoring for a cluster without the Prometheus Operator.",
+)
+def k8s(
+    fleet_path: Path, out: Path, namespace: str, image: str | None, team_namespace_prefix: str, monitoring: bool
+) -> None:
     """Render the whole platform for Kubernetes from one fleet file, as a Kustomize tree.
 
     \b
-      base/               the gateway (Deployment, Service, PDB, HPA, probes on /healthz and /readyz,
-                          a grace period matching server.drain_timeout), the fleet file as a ConfigMap,
-                          a ServiceAccount with a Role granting only what the control plane calls,
-                          one model server Deployment + Service per `kind: kubernetes` deployment,
-                          per-team namespaces (quota with GPUs, limits, network policies),
-                          a ServiceMonitor and PrometheusRule
+      base/               the gateway (Deployment, Service, PDB, HPA from 2 pods, probes on /healthz and
+                          /readyz, a grace period longer than server.drain_timeout), the fleet file (and
+                          the team files it includes) as a ConfigMap, a ServiceAccount with a Role
+                          granting only what the control plane calls (a Lease elects the one gateway
+                          pod that scales), one model server Deployment + Service per `kind: kubernetes`
+                          deployment (a preStop hook drains it), per-team namespaces (quota with GPUs and
+                          rollout headroom, limits, network policies)
+      components/monitoring  ServiceMonitor and PrometheusRule (needs the Prometheus Operator's CRDs)
       overlays/dev        CPU only: the embedded engine instead of vLLM, one replica, Redis + PostgreSQL
-      overlays/staging    the gateway autoscales 2-4
-      overlays/prod       the gateway autoscales 3-12, two always up
+      overlays/staging    the gateway autoscales 2-4; + components/monitoring
+      overlays/prod       the gateway autoscales 3-12, two always up; + components/monitoring
 
     Secrets are never rendered: every ${VAR} in the fleet file is read from the Secret `modelfleet-env`
     (key VAR), and a secret written out in the file is refused. Rendering again gives identical bytes.
@@ -57,14 +68,17 @@ def k8s(fleet_path: Path, out: Path, namespace: str, image: str | None, team_nam
     from modelfleet.deploy import k8s as render
 
     opts = render.Options(
-        namespace=namespace, team_namespace_prefix=team_namespace_prefix, **({"image": image} if image else {})
+        namespace=namespace,
+        team_namespace_prefix=team_namespace_prefix,
+        monitoring=monitoring,
+        **({"image": image} if image else {}),
     )
     try:
         source = render.read(fleet_path)
+        files = render.render(source, opts)
     except ConfigError as exc:
         click.echo(click.style("config error: ", fg="red", bold=True) + str(exc), err=True)
         sys.exit(2)
-    files = render.render(source, opts)
     render.write(files, out)
     click.echo(
         f"wrote {len(files)} files to {out}/ ({len(source.kubernetes)} model server(s), "

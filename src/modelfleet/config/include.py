@@ -165,6 +165,13 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
     return fleet
 
 
+def included_files(data: dict[str, Any], file: str) -> list[str]:
+    """The team files a platform fleet's `include:` reads (as merge_includes expands them), for renderers."""
+    include = Include.model_validate(_include(data["include"]))
+    at = ("include",) if isinstance(data["include"], list | str) else ("include", "files")
+    return _expand(include.files, at, Path(file).parent, file, {}, _Problems())
+
+
 def _expand(entries: list[str], at: tuple, base: Path, file: str, lines: dict, problems: _Problems) -> list[str]:
     found: list[str] = []
     for i, entry in enumerate(entries):

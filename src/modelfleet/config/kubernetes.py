@@ -21,9 +21,11 @@ VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 # What the control plane calls on a kubernetes deployment's namespace (control/platforms/kube_api.py), and so
 # all its Role grants (deploy/k8s/rbac.py renders it): (API group, resource, verbs).
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("apps", "deployments", ("list", "watch")),
+    ("apps", "deployments", ("list", "watch", "patch")),
     ("apps", "deployments/scale", ("patch",)),
     ("discovery.k8s.io", "endpointslices", ("list", "watch")),
+    ("coordination.k8s.io", "leases", ("get", "update")),
+    ("coordination.k8s.io", "leases", ("create",)),  # create cannot be limited to a name (RBAC has none yet)
 )
 
 
@@ -95,6 +97,20 @@ class KubernetesDeployment(_Managed):
     context: str | None = Field(None, description="the kubeconfig context; default: its current one")
     api_url: str | None = Field(None, description="a plain API server URL without credentials; for tests")
     wake_timeout: Duration = Field(600.0, description="how long a waking request waits (pods take minutes)")
+    drain_timeout: Duration = Field(
+        120.0,
+        description="how long a stopping pod waits for its requests in flight "
+        "(vLLM's preStop hook) before the server is told to stop",
+    )
+    lease_duration: Duration = Field(
+        15.0,
+        description="gateway pods: how long the Lease holder's silence "
+        "lasts before another pod takes over acting on this deployment",
+    )
+    reconcile_interval: Duration = Field(
+        30.0,
+        description="how often the Lease holder puts spec.replicas back to what it wants (someone scaled it by hand)",
+    )
     max_concurrency: int | None = Field(None, ge=1, description="per replica; unset = unbounded")
     max_queue: int = Field(256, ge=0)
     health: Health = Health()
@@ -127,3 +143,8 @@ def workload_name(deployment: str) -> str:
     if not name or not name[0].isalpha():
         name = "m-" + name
     return name[:63].rstrip("-")
+
+
+def lease_name(deployment: str) -> str:
+    """The coordination.k8s.io Lease that elects the one gateway pod acting on a deployment."""
+    return f"modelfleet-{workload_name(deployment)}"[:63].rstrip("-")

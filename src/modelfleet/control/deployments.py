@@ -12,6 +12,12 @@ A wake that fails (AccessDenied, a quota, a missing image) is logged, shown in `
 /readyz through the replicas' reason, and leaves the deployment stopped: the next request tries again.
 Extra gateway workers decide nothing: they ask the primary (`primary`, see channel.py) to wake,
 start or stop, and show its status.
+
+A `shared` platform (kubernetes) may be run by several gateway pods at once, each with its own control
+plane: only the pod whose platform is `leading` (holds its Lease) acts on it. The others follow the
+desired state the holder publishes, publish their own requests' times (so idle stop counts every
+pod's traffic), and hand a person's start or stop, or a wake, to the holder by publishing it
+(platforms/kubernetes.py says how).
 """
 
 from __future__ import annotations
@@ -98,10 +104,20 @@ class Deployments:
         self._elsewhere: dict[str, dict[str, int]] = {}  # requests served by extra workers, per worker
         self._lock = asyncio.Lock()
         self._waking: dict[str, asyncio.Task[None]] = {}
+        self._own_request: dict[str, float] = {}  # a request last reached it through this gateway (pod)
+        self._led: set[str] = set()  # shared deployments this pod has acted on since it took their Lease
+        self._undecided: set[str] = set()  # desired only from the schedule at start: nobody decided it yet
         self._loop = Periodic("deployment lifecycle", TICK, self.tick if manage else self._report, logger=log)
 
     def managed(self, name: str) -> bool:
         return self.platforms[name].managed
+
+    def _shared(self, name: str) -> bool:
+        return getattr(self.platforms[name], "shared", False)
+
+    def _follows(self, name: str) -> bool:
+        """A shared deployment that another gateway pod acts on (it holds the Lease)."""
+        return self._shared(name) and not self.platforms[name].leading  # type: ignore[attr-defined]
 
     async def start(self) -> None:
         """Resume what the store remembers (or what schedules say), then start what should run."""
@@ -119,6 +135,7 @@ class Deployments:
             was = remembered.get(name)
             if was is None:
                 self.desired[name] = schedules.initial(dep.schedule, now)
+                self._undecided.add(name)  # a shared one takes what the other gateway pods decided instead
             else:
                 desired, checked = was
                 self.desired[name] = schedules.decide(
@@ -126,6 +143,10 @@ class Deployments:
                     last_request=None, now=now,
                 )  # fmt: skip
         for name, want in self.desired.items():
+            if self._shared(name):  # acted on once (and while) this pod holds its Lease
+                await self.platforms[name].campaign()  # type: ignore[attr-defined]
+                await self._coordinate(name, now)
+                continue
             try:  # one platform that cannot be reached must not keep the gateway from serving the rest
                 if want.state == "running":
                     await self.platforms[name].start()
@@ -169,9 +190,12 @@ class Deployments:
             n = mine[name] + sum(w.get(name, 0) for w in self._elsewhere.values())
             if n != self._seen_requests.get(name, 0):
                 self._seen_requests[name] = n
-                self._last_request[name] = now
+                self._last_request[name] = self._own_request[name] = now
         changed = False
-        for name, want in list(self.desired.items()):
+        for name in list(self.desired):
+            if self._shared(name) and not await self._coordinate(name, now):
+                continue
+            want = self.desired[name]
             dep = self.fleet.deployments[name]
             schedule = dep.schedule
             new = schedules.decide(
@@ -185,6 +209,44 @@ class Deployments:
         if changed:
             await self._save()
 
+    async def _coordinate(self, name: str, now: float) -> bool:
+        """A shared deployment: trade what this pod knows through the platform; True if this pod acts on it."""
+        platform: Any = self.platforms[name]
+        if not platform.seen:
+            return False  # what the other pods decided is not known yet: decide nothing
+        dep = self.fleet.deployments[name]
+        idle = dep.schedule.idle_stop_after if dep.schedule else None
+        mine = self._own_request.get(name)
+        if idle and mine is not None:  # only idle stop reads it: without one, no API write per request
+            try:
+                await platform.publish_activity(mine, now, min(30.0, idle / 4))
+            except Exception as exc:
+                log.warning("deployment %s: cannot publish its last request: %s", name, exc)
+        theirs = platform.last_request()
+        if theirs is not None and theirs > self._last_request.get(name, float("-inf")):
+            self._last_request[name] = theirs
+        published, want = platform.published(), self.desired.get(name)
+        # A new gateway pod (a rollout, the HPA) knows only the schedule: what the pods decided wins over it.
+        newer = published is not None and (want is None or name in self._undecided or published.since > want.since)
+        if newer:
+            self._undecided.discard(name)
+        if not platform.leading:
+            self._led.discard(name)
+            if newer:
+                self.desired[name] = published
+            return False
+        took_over = name not in self._led
+        self._led.add(name)
+        if newer or took_over:  # another pod's request, or this pod just took the Lease: make it so
+            target = published if newer else want
+            assert target is not None
+            try:
+                await self._apply(name, target)
+            except Exception as exc:
+                log.error("deployment %s: %s", name, self.errors.get(name, exc))
+            await self._save()
+        return True
+
     async def set(self, name: str, state: str, reason: str) -> dict[str, Any]:
         """A person's `start` or `stop` (until the next schedule boundary): the desired state, as a dict."""
         if name not in self.platforms:
@@ -194,6 +256,11 @@ class Deployments:
         if not self.manage and self.primary is not None:
             return await self.primary.set(name, state, reason)
         want = Desired("running" if state == "start" else "stopped", reason, self.clock())
+        if self._follows(name):  # the Lease holder applies it (within a tick); this pod shows it meanwhile
+            self.desired[name] = want
+            self._undecided.discard(name)
+            await self.platforms[name].publish(want)  # type: ignore[attr-defined]
+            return {"desired": want.state, "reason": want.reason}
         await self._apply(name, want)
         await self._save()
         return {"desired": want.state, "reason": want.reason}
@@ -201,6 +268,7 @@ class Deployments:
     async def _apply(self, name: str, want: Desired) -> None:
         async with self._lock:
             self.desired[name] = want
+            self._undecided.discard(name)
             log.info("deployment %s -> %s: %s", name, want.state, want.reason)
             if want.state == "running":
                 try:
@@ -212,6 +280,11 @@ class Deployments:
             else:
                 self._woken_at.pop(name, None)
                 await self.platforms[name].stop()
+            if self._shared(name):  # so the other gateway pods show it, and a new holder resumes it
+                try:
+                    await self.platforms[name].publish(want)  # type: ignore[attr-defined]
+                except Exception as exc:
+                    log.warning("deployment %s: cannot publish its desired state: %s", name, exc)
 
     async def wake(self, name: str) -> float:
         """A request found `name` stopped: start it (once, however many ask) and say how long to wait.
@@ -242,6 +315,14 @@ class Deployments:
             )
         if not all(r.state is ReplicaState.STOPPED for r in self.replicas[name]):
             return dep.wake_timeout  # already on its way (a worker that had not seen it yet)
+        if self._follows(name):  # ask the Lease holder; hold this request until it has scaled the Deployment
+            task = self._waking.get(name)
+            if task is None:
+                self.wakes.count[name] = self.wakes.count.get(name, 0) + 1
+                task = self._waking[name] = spawn(self._wake_via_holder(name, now), f"wake of deployment {name}",
+                                                  logger=log)  # fmt: skip
+            await asyncio.shield(task)
+            return dep.wake_timeout
         if name not in self._waking:  # one wake in flight, however many ask; a stopped one is woken again
             self._woken_at[name] = time.monotonic()
             self.wakes.count[name] = self.wakes.count.get(name, 0) + 1
@@ -275,6 +356,22 @@ class Deployments:
                       type(exc).__name__, exc)  # fmt: skip
             self.registry.mark_all(name, ReplicaState.STOPPED, f"wake failed ({self.errors.get(name, exc)}); "
                                    "the next request tries again")  # fmt: skip
+        finally:
+            self._waking.pop(name, None)
+
+    async def _wake_via_holder(self, name: str, now: float) -> None:
+        platform: Any = self.platforms[name]
+        try:
+            log.info("deployment %s: woken by a request; asking the gateway pod holding its Lease", name)
+            want = Desired("running", "woken by a request", now)
+            self.desired[name] = want
+            self._undecided.discard(name)
+            await platform.publish(want)
+            wait = min(self.fleet.deployments[name].wake_timeout, platform.lease.duration + 2 * TICK + 5)
+            if not await platform.scaled_up(wait):
+                self.wakes.failed[name] = self.wakes.failed.get(name, 0) + 1
+                raise Unavailable(f"deployment {name!r} is stopped and the gateway pod holding its Lease did not "
+                                  f"start it within {wait:g}s", retry_after=5)  # fmt: skip
         finally:
             self._waking.pop(name, None)
 

@@ -6,6 +6,8 @@
     apps/v1 deployments/{name}/scale    GET, PATCH, PUT (autoscaling/v1 Scale)
     apps/v1 deployments/{name}/status   GET
     discovery.k8s.io/v1 endpointslices  GET (list, ?watch=true): one slice per pod, as the pods have their own ports
+    coordination.k8s.io/v1 leases       POST (create: 409 AlreadyExists), GET, PUT (update: 409 Conflict when
+                                        metadata.resourceVersion is not the current one, as optimistic locking)
 
 Watches stream `{"type": ADDED|MODIFIED|DELETED, "object": ...}` lines; without a resourceVersion they
 begin with the current objects as ADDED, with one they replay every later change (resourceVersions are
@@ -23,6 +25,8 @@ serves, and then gone. Tests steer it on /fake/...:
     POST /fake/drop-watches [?compact=true]   end every watch stream (and expire the versions they had)
     GET  /fake/calls        every request as {"verb", "group", "resource", "namespace"} (for RBAC checks)
     GET  /fake/pods         the pods, their ports, ready and terminating flags, and requests served
+    GET  /fake/writes       every successful write as {"verb", "resource", "name", "holder"} (the Lease holder
+                            at the time: which gateway pod acted)
 """
 
 from __future__ import annotations
@@ -122,6 +126,8 @@ class FakeCluster:
         self.slices: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, name) -> EndpointSlice
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (version, resource, type, object)
         self.calls: list[dict[str, str]] = []
+        self.writes: list[dict[str, Any]] = []
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.changed = asyncio.Condition()
         self.drops = 0  # bumped to end every open watch (an API server restart, a load balancer timeout)
         self.compacted = 0  # watches from a resourceVersion before this one get 410 Expired
@@ -281,6 +287,13 @@ def build_app(cluster: FakeCluster) -> web.Application:
         ns = request.match_info.get("ns", "")
         cluster.calls.append({"verb": verb, "group": group, "resource": resource, "namespace": ns})
 
+    def write(request: web.Request, verb: str, resource: str, **extra: Any) -> None:
+        ns = request.match_info.get("ns", "")
+        holders = [(lease.get("spec") or {}).get("holderIdentity") for (n, _), lease in cluster.leases.items()
+                   if n == ns]  # fmt: skip
+        cluster.writes.append({"verb": verb, "resource": resource, "namespace": ns,
+                               "holder": holders[0] if len(holders) == 1 else None, **extra})  # fmt: skip
+
     def workload(request: web.Request) -> Workload | None:
         return cluster.workloads.get((request.match_info["ns"], request.match_info["name"]))
 
@@ -355,7 +368,11 @@ def build_app(cluster: FakeCluster) -> web.Application:
             return not_found(request)
         patch = await request.json()
         before = w.obj["spec"]["replicas"]
+        annotations = (patch.get("metadata") or {}).get("annotations")
+        if annotations:  # the only metadata a patch changes here
+            _merge(w.obj["metadata"].setdefault("annotations", {}), annotations)
         _merge(w.obj, {k: v for k, v in patch.items() if k not in ("status", "metadata")})
+        write(request, "patch", "deployments")
         after, w.obj["spec"]["replicas"] = w.obj["spec"]["replicas"], before
         await cluster.set_replicas(w, after)
         return _json(w.obj)
@@ -378,7 +395,50 @@ def build_app(cluster: FakeCluster) -> web.Application:
                 return status_error(422, "Invalid", f"Scale.autoscaling \"{w.obj['metadata']['name']}\" is invalid: "
                                     "spec.replicas: Invalid value: must be greater than or equal to 0")  # fmt: skip
             await cluster.set_replicas(w, replicas)
+            write(request, verb, "deployments/scale", replicas=replicas)
         return _json(cluster.scale_of(w))
+
+    # ---- Leases: the objects themselves, with optimistic locking on metadata.resourceVersion
+    def lease_conflict(name: str, reason: str, message: str) -> web.Response:
+        return status_error(409, reason, message, name=name, group="coordination.k8s.io", kind="leases")
+
+    async def create_lease(request: web.Request) -> web.Response:
+        record(request, "create", "coordination.k8s.io", "leases")
+        ns, body = request.match_info["ns"], await request.json()
+        name = body["metadata"]["name"]
+        if (ns, name) in cluster.leases:
+            return lease_conflict(name, "AlreadyExists", f'leases.coordination.k8s.io "{name}" already exists')
+        body["metadata"] |= {"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": _now()}
+        cluster.version += 1
+        body["metadata"]["resourceVersion"] = str(cluster.version)
+        cluster.leases[(ns, name)] = body
+        write(request, "create", "leases", name=name)
+        return _json(body, status=201)
+
+    async def get_lease(request: web.Request) -> web.Response:
+        record(request, "get", "coordination.k8s.io", "leases")
+        lease = cluster.leases.get((request.match_info["ns"], request.match_info["name"]))
+        if lease is None:
+            name = request.match_info["name"]
+            return status_error(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found', name=name,
+                                group="coordination.k8s.io", kind="leases")  # fmt: skip
+        return _json(lease)
+
+    async def update_lease(request: web.Request) -> web.Response:
+        record(request, "update", "coordination.k8s.io", "leases")
+        key = (request.match_info["ns"], request.match_info["name"])
+        body, lease = await request.json(), cluster.leases.get(key)
+        if lease is None:
+            return status_error(404, "NotFound", f'leases.coordination.k8s.io "{key[1]}" not found', name=key[1])
+        if body["metadata"].get("resourceVersion") != lease["metadata"]["resourceVersion"]:
+            return lease_conflict(key[1], "Conflict", f'Operation cannot be fulfilled on leases.coordination.k8s.io '
+                                  f'"{key[1]}": the object has been modified; please apply your changes to the '
+                                  "latest version and try again")  # fmt: skip
+        cluster.version += 1
+        body["metadata"] = {**lease["metadata"], "resourceVersion": str(cluster.version)}
+        cluster.leases[key] = body
+        write(request, "update", "leases", name=key[1])
+        return _json(body)
 
     # ---- the tests' own controls
     async def fake_seed(request: web.Request) -> web.Response:
@@ -419,6 +479,9 @@ def build_app(cluster: FakeCluster) -> web.Application:
     async def fake_calls(_: web.Request) -> web.Response:
         return _json(cluster.calls)
 
+    async def fake_writes(_: web.Request) -> web.Response:
+        return _json(cluster.writes)
+
     async def fake_pods(_: web.Request) -> web.Response:
         return _json([
             {"namespace": ns, "deployment": name, "pod": p.name, "port": p.port, "ready": p.ready,
@@ -443,6 +506,11 @@ def build_app(cluster: FakeCluster) -> web.Application:
     app.router.add_post("/fake/drop-watches", fake_drop_watches)
     app.router.add_get("/fake/calls", fake_calls)
     app.router.add_get("/fake/pods", fake_pods)
+    app.router.add_get("/fake/writes", fake_writes)
+    leases = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+    app.router.add_post(leases, create_lease)
+    app.router.add_get(leases + "/{name}", get_lease)
+    app.router.add_put(leases + "/{name}", update_lease)
     app.on_cleanup.append(on_cleanup)
     return app
 

@@ -3,9 +3,12 @@
 Everything it touches, and so everything its Role must grant (config.kubernetes.RBAC_RULES, which
 `modelfleet deploy k8s` renders; a test compares them with the calls a fake API server saw):
 
-    apps/deployments             list, watch   follow the Deployment's spec.replicas and conditions
+    apps/deployments             list, watch   follow the Deployment's spec.replicas, conditions, annotations
+                                 patch         publish the desired state and the last request (annotations)
     apps/deployments/scale       patch         start (to `replicas`) and stop (to 0)
     discovery.k8s.io/endpointslices  list, watch   the pods' addresses and readiness
+    coordination.k8s.io/leases   get, update   the Lease that makes one gateway pod the one that acts
+                                 create        (once, if no pod has made it yet)
 
 Why lightkube: typed models for every kind (lightkube-models tracks Kubernetes 1.37), async, small
 (wheels of ~50 KB + ~350 KB), kubeconfig/in-cluster loading and `KubeConfig.from_dict` for a plain test
@@ -21,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from modelfleet.config.kubernetes import KubernetesDeployment, workload_name
+from modelfleet.config.kubernetes import KubernetesDeployment, lease_name, workload_name
 from modelfleet.errors import ConfigError
 
 log = logging.getLogger("modelfleet.control")
@@ -44,6 +47,7 @@ class DeploymentView:
     ready: int
     problem: str | None
     version: str = ""  # metadata.resourceVersion
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,57 @@ class KubeAPI:
             raise
         return str(scale.metadata.resourceVersion or "")
 
+    async def annotate(self, annotations: dict[str, str]) -> None:
+        """Merge annotations into the Deployment's metadata (how gateway pods share what they know)."""
+        from lightkube import ApiError
+        from lightkube.resources.apps_v1 import Deployment
+        from lightkube.types import PatchType
+
+        try:
+            await self.client().patch(Deployment, self.name, {"metadata": {"annotations": annotations}},
+                                      namespace=self.namespace, patch_type=PatchType.MERGE)  # fmt: skip
+        except ApiError as exc:
+            if exc.status.code == 404:
+                raise DeploymentMissing(self.where) from None
+            raise
+
+    @property
+    def lease_name(self) -> str:
+        return lease_name(self.deployment)
+
+    async def get_lease(self) -> Any | None:
+        """The deployment's Lease (coordination.k8s.io/v1), or None when no gateway pod has made it yet."""
+        from lightkube import ApiError
+        from lightkube.resources.coordination_v1 import Lease
+
+        try:
+            return await self.client().get(Lease, self.lease_name, namespace=self.namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+
+    async def write_lease(self, lease: Any | None, spec: dict[str, Any]) -> bool:
+        """Create the Lease, or update it if nobody wrote it since we read it; False: another pod was first."""
+        from lightkube import ApiError
+        from lightkube.models.coordination_v1 import LeaseSpec
+        from lightkube.models.meta_v1 import ObjectMeta
+        from lightkube.resources.coordination_v1 import Lease
+
+        try:
+            if lease is None:
+                meta = ObjectMeta(name=self.lease_name, namespace=self.namespace,
+                                  labels={"app.kubernetes.io/managed-by": "modelfleet"})  # fmt: skip
+                await self.client().create(Lease(metadata=meta, spec=LeaseSpec(**spec)))
+            else:  # a PUT carrying the resourceVersion we read: the API server refuses it (409) if it changed
+                lease.spec = LeaseSpec(**spec)
+                await self.client().replace(lease)
+        except ApiError as exc:
+            if exc.status.code == 409:  # AlreadyExists or Conflict: someone else wrote it first
+                return False
+            raise
+        return True
+
     async def follow_deployment(self, seen: Callable[[DeploymentView | None], None]) -> None:
         """Tell `seen` the Deployment's state (None: it does not exist) on every change, forever."""
         from lightkube.resources.apps_v1 import Deployment
@@ -176,7 +231,8 @@ def _view(deployment: Any) -> DeploymentView:
             problem = f"{c.reason}: {c.message}" if c.message else str(c.reason)
     wanted = spec.replicas if spec and spec.replicas is not None else 1
     ready = (status.readyReplicas or 0) if status else 0
-    return DeploymentView(wanted, ready, problem, str(deployment.metadata.resourceVersion or ""))
+    meta = deployment.metadata
+    return DeploymentView(wanted, ready, problem, str(meta.resourceVersion or ""), dict(meta.annotations or {}))
 
 
 def _ready_endpoints(slices: list[Any]) -> list[Endpoint]:

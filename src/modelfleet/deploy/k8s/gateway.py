@@ -12,6 +12,7 @@ from modelfleet.deploy.k8s.options import (
     PRESTOP_SECONDS,
     SECRET,
     Options,
+    config_key,
     labels,
     restricted,
     selector,
@@ -33,6 +34,15 @@ def env(source: Source) -> list[dict[str, Any]]:
             ref["optional"] = True
         out.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
     return out
+
+
+def _fleet_volume(source: Source) -> dict[str, Any]:
+    """The ConfigMap as /etc/modelfleet: fleet.yaml, and the team files it includes at their relative paths."""
+    if not source.included:
+        return {"name": FLEET_CONFIGMAP}
+    items = [{"key": "fleet.yaml", "path": "fleet.yaml"}]
+    items += [{"key": config_key(rel), "path": rel} for rel in source.included]
+    return {"name": FLEET_CONFIGMAP, "items": items}
 
 
 def objects(source: Source, opts: Options) -> list[dict[str, Any]]:
@@ -78,8 +88,7 @@ def objects(source: Source, opts: Options) -> list[dict[str, Any]]:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta,
-        "spec": {
-            "replicas": 2,
+        "spec": {  # no replicas: the HPA owns the count (at least 2; see overlays.py)
             "selector": {"matchLabels": selector(GATEWAY)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
@@ -109,7 +118,7 @@ def objects(source: Source, opts: Options) -> list[dict[str, Any]]:
                     },
                     "containers": [container],
                     "volumes": [
-                        {"name": "fleet", "configMap": {"name": FLEET_CONFIGMAP}},
+                        {"name": "fleet", "configMap": _fleet_volume(source)},
                         {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
                     ],

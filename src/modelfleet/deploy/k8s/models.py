@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelfleet.config.kubernetes import KubernetesDeployment, workload_name
-from modelfleet.deploy.k8s.options import PRESTOP_SECONDS, labels, selector
+from modelfleet.deploy.k8s import drain
+from modelfleet.deploy.k8s.options import labels, selector
 
 GPU = "nvidia.com/gpu"
 
@@ -71,7 +72,7 @@ def objects(name: str, dep: KubernetesDeployment) -> list[dict[str, Any]]:
         "readinessProbe": _probe(dep.readiness_probe),
         "livenessProbe": _probe(dep.readiness_probe.model_copy(update={"failure_threshold": 6})),
         "resources": {"requests": dict(amount), "limits": dict(amount)},
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
+        "lifecycle": drain.prestop(dep.port, dep.drain_timeout),  # requests in flight finish (drain.py)
         "securityContext": {"allowPrivilegeEscalation": False},
         "volumeMounts": [{"name": "model-cache", "mountPath": mount}, {"name": "dshm", "mountPath": "/dev/shm"}],
     }
@@ -88,8 +89,8 @@ def objects(name: str, dep: KubernetesDeployment) -> list[dict[str, Any]]:
     startup = dep.startup_probe.period_seconds * dep.startup_probe.failure_threshold
     pod: dict[str, Any] = {
         "containers": [container],
-        # A request finishes on a terminating pod (the gateway stopped sending it new ones at once).
-        "terminationGracePeriodSeconds": 120,
+        # Longer than the preStop hook's drain, so the kubelet never cuts it short.
+        "terminationGracePeriodSeconds": drain.grace_seconds(dep.drain_timeout),
         "volumes": [cache_volume, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}],
     }
     if node_selector:

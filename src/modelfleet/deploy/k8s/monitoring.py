@@ -1,5 +1,9 @@
 """Prometheus Operator objects: a ServiceMonitor for the gateway's /metrics, and the alerts on what it
-exports (deploy/observability/alerts.py, shared with `modelfleet deploy observability`)."""
+exports (deploy/observability/alerts.py, shared with `modelfleet deploy observability`).
+
+They form a Kustomize Component (components/monitoring), which staging and prod include unless
+`--no-monitoring` is given: base and dev apply on a cluster without the operator's CRDs, and any overlay
+takes it with one line, `components: [../../components/monitoring]`."""
 
 from __future__ import annotations
 
@@ -31,3 +35,7 @@ def objects(opts: Options) -> list[dict[str, Any]]:
         "spec": {"groups": [{"name": "modelfleet", "rules": ALERTS}]},
     }
     return [monitor, rules]
+
+
+def component() -> dict[str, Any]:
+    return {"apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component", "resources": ["monitoring.yaml"]}

@@ -4,6 +4,10 @@ dev      one gateway, no HPA/PDB; model servers on CPU running the embedded engi
          replica; small Redis and PostgreSQL StatefulSets for the state the fleet file takes from ${VARs}
 staging  the gateway autoscales between 2 and 4
 prod     between 3 and 12, two always up through disruptions, more CPU and memory per gateway
+staging and prod also take components/monitoring (ServiceMonitor, PrometheusRule) unless --no-monitoring.
+
+The gateway Deployment has no spec.replicas outside dev: its HPA owns the count (an applied replicas field
+would reset what the HPA chose on every `kubectl apply`); dev has no HPA and one replica.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import yaml
 
 from modelfleet.config.kubernetes import workload_name
-from modelfleet.deploy.k8s.options import FLEET_CONFIGMAP, GATEWAY, Options, labels, selector
+from modelfleet.deploy.k8s.options import FLEET_CONFIGMAP, GATEWAY, INCLUDED, Options, fleet_files, labels, selector
 from modelfleet.deploy.k8s.source import Source
 
 
@@ -25,6 +29,10 @@ def _kustomization(resources: list[str], patches: list[str], extra: dict[str, An
         "patches": [{"path": p} for p in patches],
         **(extra or {}),
     }
+
+
+def _monitoring(opts: Options) -> dict[str, Any]:
+    return {"components": ["../../components/monitoring"]} if opts.monitoring else {}
 
 
 def _gateway_ref(kind: str, api: str, ns: str) -> dict[str, Any]:
@@ -105,14 +113,21 @@ def dev(source: Source, opts: Options) -> dict[str, Any]:
     if env:
         files["state.yaml"] = _state(ns)
         resources.append("state.yaml")
-    files["fleet.yaml"] = _one_replica(source)
+    files["fleet.yaml"] = _one_replica(source.text, "base/fleet.yaml")
+    for rel, text in source.included.items():  # kustomize reads files only under the overlay: copies
+        files[f"{INCLUDED}/{rel}"] = _one_replica(text, f"base/{INCLUDED}/{rel}")
     files["kustomization.yaml"] = [
         _kustomization(
             resources,
             patches,
             {
                 "configMapGenerator": [
-                    {"name": FLEET_CONFIGMAP, "namespace": ns, "behavior": "replace", "files": ["fleet.yaml"]}
+                    {
+                        "name": FLEET_CONFIGMAP,
+                        "namespace": ns,
+                        "behavior": "replace",
+                        "files": fleet_files(list(source.included)),
+                    }
                 ]
             },
         )
@@ -120,11 +135,13 @@ def dev(source: Source, opts: Options) -> dict[str, Any]:
     return files
 
 
-def _one_replica(source: Source) -> str:
-    raw = yaml.safe_load(source.text)
-    for name in source.kubernetes:
-        raw["deployments"][name]["replicas"] = 1
-    head = "# base/fleet.yaml with every kubernetes deployment at one replica (rendered by modelfleet deploy k8s)\n"
+def _one_replica(text: str, was: str) -> str:
+    """A fleet (or team) file with each kubernetes deployment it declares at one replica."""
+    raw = yaml.safe_load(text)
+    for dep in (raw.get("deployments") or {}).values():
+        if isinstance(dep, dict) and dep.get("kind") == "kubernetes":
+            dep["replicas"] = 1
+    head = f"# {was} with every kubernetes deployment at one replica (rendered by modelfleet deploy k8s)\n"
     return head + yaml.safe_dump(raw, sort_keys=False, default_flow_style=False)
 
 
@@ -133,7 +150,7 @@ def staging(opts: Options) -> dict[str, Any]:
     hpa["spec"] = {"minReplicas": 2, "maxReplicas": 4}
     return {
         "patches/autoscaling.yaml": [hpa],
-        "kustomization.yaml": [_kustomization(["../../base"], ["patches/autoscaling.yaml"])],
+        "kustomization.yaml": [_kustomization(["../../base"], ["patches/autoscaling.yaml"], _monitoring(opts))],
     }
 
 
@@ -145,7 +162,6 @@ def prod(opts: Options) -> dict[str, Any]:
     pdb["spec"] = {"minAvailable": 2}
     gateway = _gateway_ref("Deployment", "apps/v1", ns)
     gateway["spec"] = {
-        "replicas": 3,
         "template": {
             "spec": {
                 "containers": [
@@ -163,7 +179,9 @@ def prod(opts: Options) -> dict[str, Any]:
     return {
         "patches/availability.yaml": [hpa, pdb],
         "patches/gateway.yaml": [gateway],
-        "kustomization.yaml": [_kustomization(["../../base"], ["patches/availability.yaml", "patches/gateway.yaml"])],
+        "kustomization.yaml": [
+            _kustomization(["../../base"], ["patches/availability.yaml", "patches/gateway.yaml"], _monitoring(opts))
+        ],
     }
 
 

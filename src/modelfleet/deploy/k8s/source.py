@@ -1,7 +1,10 @@
 """The fleet file as the renderer reads it: its text (shipped as is, in a ConfigMap), the fleet it describes,
 and the ${ENV_VAR}s it names (each one a key of a Secret, so no value is ever rendered).
 
-Rendering needs no secret: a ${VAR} that is not set (and has no default) is validated with a placeholder.
+Rendering needs no secret: a ${VAR} that is not set (and has no default) is validated with a placeholder
+that fits where it stands: a URL where a URL is expected (state.store, state.counters, urls, *_url), plain
+text elsewhere. The placeholder only lets the file validate here; nothing rendered carries it (the gateway
+reads the real value from the Secret at run time).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ class Source:
     raw: dict[str, Any]
     fleet: Fleet
     env: dict[str, bool] = field(default_factory=dict)  # ${VAR} named in the file -> has a default
+    # Team files the fleet `include:`s: path relative to the fleet file -> text. They ship beside it, in the
+    # same ConfigMap, so the gateway in the pod reads the same fleet.
+    included: dict[str, str] = field(default_factory=dict)
 
     @property
     def kubernetes(self) -> dict[str, KubernetesDeployment]:
@@ -42,30 +48,93 @@ class Source:
 
 
 def read(path: Path) -> Source:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"cannot read the fleet file: {exc.strerror or exc}"], file=str(path)) from exc
-    env: dict[str, bool] = {}
+    text = _text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
         data = None  # parse_fleet below says where, and what is wrong
-    for value in _strings(data):  # values only: a ${VAR} in a comment is not read
-        for m in _ENV.finditer(value):
-            env[m.group(1)] = env.get(m.group(1), False) or m.group(2) is not None
+    included = _included(path, data)
+    docs = {str(path): data, **{str(path.parent / rel): yaml.safe_load(t) for rel, t in included.items()}}
+    env: dict[str, bool] = {}
+    for doc in docs.values():
+        for value in _strings(doc):  # values only: a ${VAR} in a comment is not read
+            for m in _ENV.finditer(value):
+                env[m.group(1)] = env.get(m.group(1), False) or m.group(2) is not None
     values = {name: os.environ[name] for name in env if name in os.environ}
+    kinds: dict[str, str] = {}
+    for doc in docs.values():
+        for var, kind in _placeholder_kinds(doc).items():
+            kinds.setdefault(var, kind)
     values |= {
-        name: f"unset-for-rendering-{name}"
+        name: placeholder(name, kinds.get(name))
         for name, has_default in env.items()
         if name not in values and not has_default
     }
     fleet = parse_fleet(text, file=str(path), env=values)  # validates first: its messages name the line
-    raw = data
-    problems = _literal_secrets(raw) + _interpolated_manifest_fields(raw) + _same_workload(fleet)
+    for where, doc in docs.items():
+        problems = _literal_secrets(doc) + _interpolated_manifest_fields(doc if isinstance(doc, dict) else {})
+        if problems:
+            raise ConfigError(problems, file=where)
+    problems = _same_workload(fleet)
     if problems:
         raise ConfigError(problems, file=str(path))
-    return Source(path, text, raw, fleet, dict(sorted(env.items())))
+    return Source(path, text, data, fleet, dict(sorted(env.items())), included)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the fleet file: {exc.strerror or exc}"], file=str(path)) from exc
+
+
+def _included(path: Path, data: Any) -> dict[str, str]:
+    """The team files of `include:`, by path relative to the fleet file (they must sit under its folder)."""
+    if not isinstance(data, dict) or "include" not in data:
+        return {}
+    from modelfleet.config.include import included_files
+
+    try:
+        files = included_files(data, str(path))
+    except Exception:
+        return {}  # a malformed include: parse_fleet says what is wrong with it
+    out = {}
+    for f in files:
+        rel = os.path.relpath(f, path.parent)
+        if rel.startswith(".."):
+            raise ConfigError([f"include: {f} is outside {path.parent}/; `deploy k8s` ships the included files "
+                               "beside the fleet file in its ConfigMap, so they must sit in its folder or below"],
+                              file=str(path))  # fmt: skip
+        out[rel.replace(os.sep, "/")] = _text(Path(f))
+    return dict(sorted(out.items()))
+
+
+def placeholder(var: str, key: str | None) -> str:
+    """A value for an unset ${VAR} that passes the validation of the field it fills (`key`, if it is all of it)."""
+    host = re.sub(r"[^a-z0-9-]", "-", var.lower())
+    if key == "store":
+        return f"postgresql://unset-for-rendering@{host}.invalid/modelfleet"
+    if key == "counters":
+        return f"redis://{host}.invalid:6379/0"
+    if key is not None and "url" in key.lower():
+        return f"http://{host}.invalid/v1"
+    return f"unset-for-rendering-{var}"
+
+
+def _placeholder_kinds(node: Any, key: str | None = None) -> dict[str, str]:
+    """${VAR} -> the key of the first value that is exactly that reference (a list's items take its key)."""
+    found: dict[str, str] = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            for var, kind in _placeholder_kinds(v, str(k)).items():
+                found.setdefault(var, kind)
+    elif isinstance(node, list):
+        for v in node:
+            for var, kind in _placeholder_kinds(v, key).items():
+                found.setdefault(var, kind)
+    elif isinstance(node, str) and key is not None and (m := _ENV.fullmatch(node.strip())):
+        found[m.group(1)] = key
+    return found
 
 
 def _strings(node: Any) -> list[str]:

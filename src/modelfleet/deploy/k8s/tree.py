@@ -9,7 +9,7 @@ import yaml
 
 from modelfleet.config.kubernetes import workload_name
 from modelfleet.deploy.k8s import gateway, models, monitoring, overlays, rbac, teams
-from modelfleet.deploy.k8s.options import FLEET_CONFIGMAP, Options
+from modelfleet.deploy.k8s.options import FLEET_CONFIGMAP, INCLUDED, Options, fleet_files
 from modelfleet.deploy.k8s.source import Source
 
 HEADER = "# Rendered by `modelfleet deploy k8s` from the fleet file: change that and render again.\n"
@@ -20,12 +20,17 @@ def dump(docs: list[dict[str, Any]]) -> str:
 
 
 def render(source: Source, opts: Options) -> dict[str, str]:
-    """Relative path -> file content."""
+    """Relative path -> file content. Raises ConfigError for what only rendering finds (team namespaces)."""
+    teams.check(source, opts)
     files: dict[str, Any] = {
         "base/fleet.yaml": source.text,
         "base/gateway.yaml": gateway.objects(source, opts),
-        "base/monitoring.yaml": monitoring.objects(opts),
+        # A Component, not base: base applies on a cluster without the Prometheus Operator's CRDs.
+        "components/monitoring/monitoring.yaml": monitoring.objects(opts),
+        "components/monitoring/kustomization.yaml": [monitoring.component()],
     }
+    for rel, text in source.included.items():  # shipped as written, beside fleet.yaml in its ConfigMap
+        files[f"base/{INCLUDED}/{rel}"] = text
     if source.kubernetes:
         files["base/rbac.yaml"] = rbac.objects(source, opts)
     team_namespaces = {teams.namespace_of(t, opts) for t in source.fleet.teams}
@@ -42,18 +47,24 @@ def render(source: Source, opts: Options) -> dict[str, str]:
     for name, dep in sorted(source.kubernetes.items()):
         files[f"base/models/{workload_name(name)}.yaml"] = models.objects(name, dep)
     for team in sorted(source.fleet.teams):
-        team_docs = [
-            o for o in teams.objects(source, opts) if o["metadata"].get("labels", {}).get("modelfleet.dev/team") == team
-        ]
-        files[f"base/teams/{workload_name(team)}.yaml"] = team_docs
-    resources = sorted(p.removeprefix("base/") for p in files if p.endswith(".yaml") and p != "base/fleet.yaml")
+        files[f"base/teams/{teams.namespace_of(team, opts)}.yaml"] = teams.objects(source, opts, only=team)
+    resources = sorted(
+        p.removeprefix("base/")
+        for p in files
+        if p.startswith("base/")
+        and p.endswith(".yaml")
+        and p != "base/fleet.yaml"
+        and not p.startswith(f"base/{INCLUDED}/")
+    )
     files["base/kustomization.yaml"] = [
         {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
             "resources": resources,
             # A changed fleet file gets a new ConfigMap name, so the gateway rolls out with it.
-            "configMapGenerator": [{"name": FLEET_CONFIGMAP, "namespace": opts.namespace, "files": ["fleet.yaml"]}],
+            "configMapGenerator": [
+                {"name": FLEET_CONFIGMAP, "namespace": opts.namespace, "files": fleet_files(list(source.included))}
+            ],
         }
     ]
     for overlay, tree in (
@@ -69,8 +80,8 @@ def render(source: Source, opts: Options) -> dict[str, str]:
 def write(files: dict[str, str], out: Path) -> list[Path]:
     """Write the tree; files an earlier render left that this one has not (a removed deployment) are deleted."""
     out.mkdir(parents=True, exist_ok=True)
-    for part in ("base", "overlays"):
-        for old in sorted((out / part).rglob("*.yaml")) if (out / part).exists() else []:
+    for part in ("base", "overlays", "components"):
+        for old in sorted((out / part).rglob("*.y*ml")) if (out / part).exists() else []:
             if str(old.relative_to(out)) not in files:
                 old.unlink()
     written = []
