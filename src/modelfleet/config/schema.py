@@ -403,6 +403,9 @@ class Include(_Section):
     secrets: dict[Name, list[str]] = Field(
         {}, description="team -> aws-secret:// names its file may reference (fnmatch: teams/search/*); none by default"
     )
+    aws_endpoints: list[str] = Field(
+        [], description="AWS API URLs besides https://*.amazonaws.com a team file's endpoint_url/runtime_url may name"
+    )
 
 
 def _include(value: Any) -> Any:
