@@ -85,6 +85,21 @@ def test_a_team_llama_cpp_model_outside_its_folder_is_refused(tmp_path):
     assert "deployments.mine.model_path (line 3)" in refused(team(tmp_path, text))
 
 
+def test_a_team_kubernetes_deployment_mounts_only_the_secrets_the_platform_names(tmp_path):
+    # the rendered Deployment runs the team's own image with that Secret in its environment
+    text = (
+        "deployments:\n  mine: {kind: kubernetes, model: m/m, image: evil/exfil,\n"
+        "         hf_token_secret: {name: platform-hf}}\n"
+        "routes:\n  r: {deployments: [mine]}\n"
+    )
+    message = refused(team(tmp_path, text))
+    assert "deployments.mine.hf_token_secret.name (line 4): a team file references only the secrets" in message
+    assert "(include.secrets: none); Kubernetes Secret 'platform-hf' is not one of them" in message
+    allowed = text.replace("platform-hf", "evil-hf")
+    fleet = load_fleet(team(tmp_path, allowed, "  secrets: {evil: [evil-*]}\n"), env={})
+    assert fleet.deployments["mine"].hf_token_secret.name == "evil-hf"
+
+
 @pytest.mark.parametrize("field", ["endpoint_url", "runtime_url"])
 def test_a_team_file_cannot_send_aws_signed_requests_to_its_own_server(tmp_path, field):
     # boto3 signs with the gateway's credentials: the key id and a role's session token go to that URL

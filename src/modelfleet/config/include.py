@@ -257,7 +257,8 @@ _AWS_HOST = re.compile(r"^[a-z0-9.-]+\.amazonaws\.com(\.cn)?$")
 
 def _confine(doc: dict, team: str, path: str, lines: dict, include: Include, problems: _Problems) -> None:
     """A team file's deployments read files only beside it (teams.d/, resolved from the team file, symlinks
-    followed), and send AWS-signed requests only to AWS or to URLs the platform lists (include.aws_endpoints)."""
+    followed), mount only the Kubernetes Secrets include.secrets names for the team, and send AWS-signed
+    requests only to AWS or to URLs the platform lists (include.aws_endpoints)."""
     folder = Path(path).parent.resolve()
     deployments = doc.get("deployments")
     for name, spec in deployments.items() if isinstance(deployments, dict) else ():
@@ -276,6 +277,17 @@ def _confine(doc: dict, team: str, path: str, lines: dict, include: Include, pro
                 )
             else:
                 spec[field] = str(target)  # relative to the team file, not to where the gateway runs
+        ref = spec.get("hf_token_secret") if spec.get("kind") == "kubernetes" else None
+        secret = ref.get("name") if isinstance(ref, dict) else None
+        allowed = include.secrets.get(team, [])
+        if isinstance(secret, str) and not any(fnmatchcase(secret, p) for p in allowed):
+            # the team's pod (its own image) would mount that Secret: the same rule as aws-secret:// names
+            problems.add(
+                path,
+                f"{_at(('deployments', name, 'hf_token_secret', 'name'), lines)}: a team file references only the "
+                f"secrets the platform fleet lets team {team!r} read (include.secrets: {', '.join(allowed) or 'none'})"
+                f"; Kubernetes Secret {secret!r} is not one of them",
+            )
         for field in AWS_URL_FIELDS:
             value = spec.get(field)
             if not isinstance(value, str):
