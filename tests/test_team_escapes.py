@@ -116,8 +116,16 @@ def test_a_team_file_names_aws_or_the_endpoints_the_platform_lists(tmp_path):
     text = sagemaker("endpoint_url: 'http://127.0.0.1:5000'", "messages")
     extra = "  aws_endpoints: ['http://127.0.0.1:5000/']\n"
     assert load_fleet(team(tmp_path, text, extra), env={}).deployments["mine"].endpoint_url
-    fake = sagemaker("runtime_url: 'https://amazonaws.com.evil.example'", "messages")
-    assert "the gateway signs requests" in refused(team(tmp_path, fake))
+    for host in [
+        "amazonaws.com.evil.example",
+        "abc123.execute-api.eu-central-1.amazonaws.com",  # someone's API Gateway
+        "evil-123.eu-central-1.elb.amazonaws.com",  # someone's load balancer
+        "ec2-3-120-0-1.eu-central-1.compute.amazonaws.com",  # someone's instance
+    ]:
+        fake = sagemaker(f"runtime_url: 'https://{host}'", "messages")
+        assert "the gateway signs requests" in refused(team(tmp_path, fake)), host
+    vpce = "https://vpce-0123-abcd.runtime.sagemaker.eu-central-1.vpce.amazonaws.com"
+    assert load_fleet(team(tmp_path, sagemaker(f"runtime_url: '{vpce}'", "messages")), env={})
 
 
 @pytest.mark.parametrize(

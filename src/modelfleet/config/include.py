@@ -252,7 +252,12 @@ def _references(doc: dict, team: str, path: str, lines: dict, env: Any, include:
 FILE_FIELDS = ("chat_template", "model_path")
 # Where the gateway sends requests signed with its AWS credentials (the key id and session token go along).
 AWS_URL_FIELDS = ("endpoint_url", "runtime_url")
-_AWS_HOST = re.compile(r"^[a-z0-9.-]+\.amazonaws\.com(\.cn)?$")
+# SageMaker's own API hosts (and VPC endpoints to them) only: much of *.amazonaws.com is someone's own
+# server (API Gateway, load balancers, EC2 public names), where a team would read the signed headers.
+_AWS_HOST = re.compile(
+    r"^([a-z0-9-]+\.)?(api|runtime)(-fips)?\.sagemaker\.[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d\.(vpce\.)?"
+    r"amazonaws\.com(\.cn)?$"
+)
 
 
 def _confine(doc: dict, team: str, path: str, lines: dict, include: Include, problems: _Problems) -> None:
@@ -298,7 +303,8 @@ def _confine(doc: dict, team: str, path: str, lines: dict, include: Include, pro
                 problems.add(
                     path,
                     f"{_at(('deployments', name, field), lines)}: the gateway signs requests to this URL with its "
-                    f"AWS credentials; a team file may name https://*.amazonaws.com or a URL the platform lists "
+                    "AWS credentials; a team file may name SageMaker's own "
+                    "(https://runtime.sagemaker.REGION.amazonaws.com) or a URL the platform lists "
                     f"in include.aws_endpoints ({', '.join(include.aws_endpoints) or 'none'}); got {value!r}",
                 )
 

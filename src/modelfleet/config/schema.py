@@ -406,7 +406,7 @@ class Include(_Section):
         "(fnmatch: teams/search/*); none by default",
     )
     aws_endpoints: list[str] = Field(
-        [], description="AWS API URLs besides https://*.amazonaws.com a team file's endpoint_url/runtime_url may name"
+        [], description="URLs besides SageMaker's own a team file's endpoint_url/runtime_url may name"
     )
 
 
