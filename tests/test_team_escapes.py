@@ -262,3 +262,16 @@ def test_a_plan_with_no_provider_block_takes_its_region_from_the_environment_and
     fleet = load_fleet(POLICY / "plan-policy.yaml")
     got = {(v.rule, v.where) for v in check(fleet, plan, period=DECEMBER)}
     assert ("region-allowed", "provider.aws.region") in got
+
+
+def test_the_ci_workflow_says_to_pin_the_production_environment_to_the_main_branch(tmp_path):
+    # the apply role trusts environment:production; a pull request's branch could otherwise edit the
+    # workflow to run a job in that environment and assume it
+    from click.testing import CliRunner
+
+    from modelfleet.cli.deploy_ci import ci
+
+    result = CliRunner().invoke(ci, ["-o", str(tmp_path), "-f", "fleet.yaml", "--branch", "release"])
+    assert result.exit_code == 0, result.output
+    text = " ".join((tmp_path / ".github/workflows/modelfleet.yml").read_text().split())
+    assert "limit # that environment's deployment branches to release" in text
