@@ -275,3 +275,28 @@ def test_the_ci_workflow_says_to_pin_the_production_environment_to_the_main_bran
     assert result.exit_code == 0, result.output
     text = " ".join((tmp_path / ".github/workflows/modelfleet.yml").read_text().split())
     assert "limit # that environment's deployment branches to release" in text
+
+
+@pytest.mark.parametrize(
+    ("platform", "mine", "identity"),
+    [
+        (
+            "plat-sm: {kind: sagemaker, endpoint: plat-sm, container: messages, "
+            "create: {image: i, role_arn: 'arn:aws:iam::1:role/platform'}}",
+            "mine: {kind: sagemaker, endpoint: mine, container: messages, "
+            "create: {image: evil, role_arn: 'arn:aws:iam::1:role/platform'}}",
+            "SageMaker execution role arn:aws:iam::1:role/platform",
+        ),
+        (
+            "plat-k8s: {kind: kubernetes, model: m/m, model_cache: {claim: weights}}",
+            "mine: {kind: kubernetes, model: m/m, image: evil, model_cache: {claim: weights}}",
+            "Kubernetes volume claim 'weights' in namespace modelfleet",
+        ),
+    ],
+    ids=["execution-role", "model-cache"],
+)
+def test_a_team_cannot_borrow_the_platforms_role_or_model_cache(tmp_path, platform, mine, identity):
+    path = team(tmp_path, f"deployments:\n  {mine}\nroutes:\n  r: {{deployments: [mine]}}\n")
+    text = path.read_text().replace("deployments:\n", f"deployments:\n  {platform}\n", 1)
+    path.write_text(text)
+    assert f"the {identity} is already deployment 'plat-" in refused(path)

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from modelfleet.config.kubernetes import KubernetesDeployment
 from modelfleet.config.loader import _describe, _where, interpolate, read_yaml
 from modelfleet.config.schema import (
     NAME_PATTERN,
@@ -459,7 +460,14 @@ def _shared(share: dict[str, Any], name: str, team: str) -> bool:
 def _identities(dep: Deployment) -> list[tuple[str, tuple]]:
     """What a deployment reaches outside modelfleet: (identity, the field that says so)."""
     if isinstance(dep, SageMakerDeployment):  # one name in one region is one endpoint, whichever URL reaches it
-        return [(f"SageMaker endpoint {dep.endpoint.lower()!r} in {dep.region.strip().lower()}", ("endpoint",))]
+        found = [(f"SageMaker endpoint {dep.endpoint.lower()!r} in {dep.region.strip().lower()}", ("endpoint",))]
+        if dep.create is not None:  # its container runs with this role: another file's image would get its rights
+            found.append((f"SageMaker execution role {dep.create.role_arn}", ("create", "role_arn")))
+        return found
+    if isinstance(dep, KubernetesDeployment) and dep.model_cache is not None and dep.model_cache.claim:
+        # a shared writable model cache: another file's pods could replace the weights this one serves
+        claim = f"Kubernetes volume claim {dep.model_cache.claim!r} in namespace {dep.namespace}"
+        return [(claim, ("model_cache", "claim"))]
     if isinstance(dep, OpenAIDeployment):
         return [(f"server {_canonical(url)}", ("urls", i)) for i, url in enumerate(dep.urls)]
     return []
