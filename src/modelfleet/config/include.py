@@ -14,8 +14,10 @@ platform allows (`team_settings`). It cannot set `server`, `state`, `auth`, `pol
 declare another team, redefine another file's deployment, or reach one: its routes send traffic
 to its own deployments and to the platform deployments `share_deployments` gives it, and fall back
 only to routes it may use. Two files' deployments cannot be the same SageMaker endpoint or server
-URL. A team file reads no environment variable and no AWS secret unless the platform names it
-(`env`, `secrets`): the gateway's environment is the platform's. Every error names the file.
+URL, nor share an execution role or a model-cache claim. A team file reads no environment variable
+and no secret unless the platform names it (`env`, `secrets`): the gateway's environment is the
+platform's. Its files (chat templates, models) are read only from its own folder, and its AWS URLs
+are SageMaker's own or `aws_endpoints`. Every error names the file.
 
 Isolation: a team may use its own routes, the platform's routes (when the platform gives it `*`) and
 routes the platform `share`s with it; this is written into each team's `routes`, so the gateway's
