@@ -462,7 +462,9 @@ def _shared(share: dict[str, Any], name: str, team: str) -> bool:
 def _identities(dep: Deployment) -> list[tuple[str, tuple]]:
     """What a deployment reaches outside modelfleet: (identity, the field that says so)."""
     if isinstance(dep, SageMakerDeployment):  # one name in one region is one endpoint, whichever URL reaches it
-        found = [(f"SageMaker endpoint {dep.endpoint.lower()!r} in {dep.region.strip().lower()}", ("endpoint",))]
+        found: list[tuple[str, tuple]] = [
+            (f"SageMaker endpoint {dep.endpoint.lower()!r} in {dep.region.strip().lower()}", ("endpoint",))
+        ]
         if dep.create is not None:  # its container runs with this role: another file's image would get its rights
             found.append((f"SageMaker execution role {dep.create.role_arn}", ("create", "role_arn")))
         return found
