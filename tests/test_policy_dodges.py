@@ -178,6 +178,8 @@ def test_an_instance_count_known_only_after_apply_cannot_pass_an_instance_cap():
         ]}},
         "resource_changes": [{"address": "aws_autoscaling_group.g",
                               "change": {"after_unknown": {"desired_capacity": True, "max_size": True}}}],
+        "configuration": {"provider_config": {"aws": {"name": "aws",  # a region the plan shows
+                                                      "expressions": {"region": {"constant_value": "us-east-1"}}}}},
     }  # fmt: skip
     got = {(v.rule, v.where, v.actual) for v in check(load_fleet(POLICY / "plan-policy.yaml"), plan, period=DECEMBER)}
     assert got == {("max-instances-per-deployment", "aws_autoscaling_group.g", "instance count unknown until apply")}

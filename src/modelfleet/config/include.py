@@ -14,8 +14,10 @@ platform allows (`team_settings`). It cannot set `server`, `state`, `auth`, `pol
 declare another team, redefine another file's deployment, or reach one: its routes send traffic
 to its own deployments and to the platform deployments `share_deployments` gives it, and fall back
 only to routes it may use. Two files' deployments cannot be the same SageMaker endpoint or server
-URL. A team file reads no environment variable and no AWS secret unless the platform names it
-(`env`, `secrets`): the gateway's environment is the platform's. Every error names the file.
+URL, nor share an execution role or a model-cache claim. A team file reads no environment variable
+and no secret unless the platform names it (`env`, `secrets`): the gateway's environment is the
+platform's. Its files (chat templates, models) are read only from its own folder, and its AWS URLs
+are SageMaker's own or `aws_endpoints`. Every error names the file.
 
 Isolation: a team may use its own routes, the platform's routes (when the platform gives it `*`) and
 routes the platform `share`s with it; this is written into each team's `routes`, so the gateway's
@@ -26,7 +28,9 @@ from __future__ import annotations
 
 import copy
 import glob
+import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -35,6 +39,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from modelfleet.config.kubernetes import KubernetesDeployment
 from modelfleet.config.loader import _describe, _where, interpolate, read_yaml
 from modelfleet.config.schema import (
     NAME_PATTERN,
@@ -43,6 +48,7 @@ from modelfleet.config.schema import (
     Include,
     OpenAIDeployment,
     SageMakerDeployment,
+    Team,
     _include,
 )
 from modelfleet.errors import ConfigError
@@ -109,6 +115,7 @@ def merge_includes(data: dict[str, Any], lines: dict, *, file: str, env: Any) ->
         if team is None:
             continue
         doc = _references(doc, team, path, flines, env, include, problems)
+        _confine(doc, team, path, flines, include, problems)
         team_files[team] = path
         own_routes[team] = set()
         for key in doc:
@@ -250,6 +257,68 @@ def _references(doc: dict, team: str, path: str, lines: dict, env: Any, include:
     return doc
 
 
+# Deployment fields that name a file the gateway reads: a chat template is rendered into every prompt
+# (sent to the team's own endpoint), so `/proc/self/environ` there would hand it the gateway's secrets.
+FILE_FIELDS = ("chat_template", "model_path")
+# Where the gateway sends requests signed with its AWS credentials (the key id and session token go along).
+AWS_URL_FIELDS = ("endpoint_url", "runtime_url")
+# SageMaker's own API hosts (and VPC endpoints to them) only: much of *.amazonaws.com is someone's own
+# server (API Gateway, load balancers, EC2 public names), where a team would read the signed headers.
+_AWS_HOST = re.compile(
+    r"^([a-z0-9-]+\.)?(api|runtime)(-fips)?\.sagemaker\.[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d\.(vpce\.)?"
+    r"amazonaws\.com(\.cn)?$"
+)
+
+
+def _confine(doc: dict, team: str, path: str, lines: dict, include: Include, problems: _Problems) -> None:
+    """A team file's deployments read files only beside it (teams.d/, resolved from the team file, symlinks
+    followed), mount only the Kubernetes Secrets include.secrets names for the team, and send AWS-signed
+    requests only to AWS or to URLs the platform lists (include.aws_endpoints)."""
+    folder = Path(path).parent.resolve()
+    deployments = doc.get("deployments")
+    for name, spec in deployments.items() if isinstance(deployments, dict) else ():
+        if not isinstance(spec, dict):
+            continue
+        for field in FILE_FIELDS:
+            value = spec.get(field)
+            if not isinstance(value, str):
+                continue
+            target = (folder / value).resolve()  # an absolute value stays absolute
+            if not target.is_relative_to(folder):
+                problems.add(
+                    path,
+                    f"{_at(('deployments', name, field), lines)}: a team file's deployments read files only in "
+                    f"its own folder ({folder}); {value!r} is outside it: put the file beside the team file",
+                )
+            else:
+                spec[field] = str(target)  # relative to the team file, not to where the gateway runs
+        ref = spec.get("hf_token_secret") if spec.get("kind") == "kubernetes" else None
+        secret = ref.get("name") if isinstance(ref, dict) else None
+        allowed = include.secrets.get(team, [])
+        if isinstance(secret, str) and not any(fnmatchcase(secret, p) for p in allowed):
+            # the team's pod (its own image) would mount that Secret: the same rule as aws-secret:// names
+            problems.add(
+                path,
+                f"{_at(('deployments', name, 'hf_token_secret', 'name'), lines)}: a team file references only the "
+                f"secrets the platform fleet lets team {team!r} read (include.secrets: {', '.join(allowed) or 'none'})"
+                f"; Kubernetes Secret {secret!r} is not one of them",
+            )
+        for field in AWS_URL_FIELDS:
+            value = spec.get(field)
+            if not isinstance(value, str):
+                continue
+            u = urlsplit(value.strip())
+            aws = u.scheme.lower() == "https" and _AWS_HOST.match((u.hostname or "").lower()) is not None
+            if not aws and value.strip().rstrip("/") not in {e.rstrip("/") for e in include.aws_endpoints}:
+                problems.add(
+                    path,
+                    f"{_at(('deployments', name, field), lines)}: the gateway signs requests to this URL with its "
+                    "AWS credentials; a team file may name SageMaker's own "
+                    "(https://runtime.sagemaker.REGION.amazonaws.com) or a URL the platform lists "
+                    f"in include.aws_endpoints ({', '.join(include.aws_endpoints) or 'none'}); got {value!r}",
+                )
+
+
 def _team_of(doc: dict, path: str, lines: dict, team_files: dict[str, str], problems: _Problems) -> str | None:
     team = doc.get("team")
     if not isinstance(team, str) or not re.match(NAME_PATTERN, team):
@@ -305,6 +374,9 @@ def _merge_team_settings(
             )
             continue
         settings = settings or {}
+        if not isinstance(settings, dict):
+            problems.add(path, f"{_at(('teams', name), lines)}: expected a mapping of the team's settings")
+            continue
         for key in settings:
             if key == "routes":
                 problems.add(
@@ -320,6 +392,12 @@ def _merge_team_settings(
                     "(include.team_settings)",
                 )
         allowed = {k: v for k, v in settings.items() if k in include.team_settings}
+        try:  # the team file's own values first, so a mistake names the team file (and never meets the platform's)
+            Team.model_validate(allowed)
+        except ValidationError as exc:
+            for err in exc.errors():
+                problems.add(path, _describe({**err, "loc": ("teams", team, *err["loc"])}, lines))
+            continue
         _merge_into_platform_team(merged.setdefault("teams", {}).setdefault(team, {}), allowed)
     merged.setdefault("teams", {}).setdefault(team, {})
     owners.setdefault(f"teams.{team}", Owner(path, team))
@@ -390,9 +468,17 @@ def _shared(share: dict[str, Any], name: str, team: str) -> bool:
 
 def _identities(dep: Deployment) -> list[tuple[str, tuple]]:
     """What a deployment reaches outside modelfleet: (identity, the field that says so)."""
-    if isinstance(dep, SageMakerDeployment):
-        at = f" at {dep.endpoint_url}" if dep.endpoint_url else ""
-        return [(f"SageMaker endpoint {dep.endpoint!r} in {dep.region}{at}", ("endpoint",))]
+    if isinstance(dep, SageMakerDeployment):  # one name in one region is one endpoint, whichever URL reaches it
+        found: list[tuple[str, tuple]] = [
+            (f"SageMaker endpoint {dep.endpoint.lower()!r} in {dep.region.strip().lower()}", ("endpoint",))
+        ]
+        if dep.create is not None:  # its container runs with this role: another file's image would get its rights
+            found.append((f"SageMaker execution role {dep.create.role_arn}", ("create", "role_arn")))
+        return found
+    if isinstance(dep, KubernetesDeployment) and dep.model_cache is not None and dep.model_cache.claim:
+        # a shared writable model cache: another file's pods could replace the weights this one serves
+        claim = f"Kubernetes volume claim {dep.model_cache.claim!r} in namespace {dep.namespace}"
+        return [(claim, ("model_cache", "claim"))]
     if isinstance(dep, OpenAIDeployment):
         return [(f"server {_canonical(url)}", ("urls", i)) for i, url in enumerate(dep.urls)]
     return []
@@ -401,7 +487,23 @@ def _identities(dep: Deployment) -> list[tuple[str, tuple]]:
 def _canonical(url: str) -> str:
     u = urlsplit(url)
     port = u.port or {"http": 80, "https": 443}.get(u.scheme.lower())
-    return f"{u.scheme.lower()}://{(u.hostname or '').lower()}:{port}{u.path.rstrip('/')}"
+    return f"{u.scheme.lower()}://{_host((u.hostname or '').lower())}:{port}{u.path.rstrip('/')}"
+
+
+def _host(host: str) -> str:
+    """One spelling per IP address: 127.1, 0x7f000001, 2130706433 and ::ffff:127.0.0.1 are 127.0.0.1."""
+    try:
+        ip = ipaddress.ip_address(host)
+        mapped = getattr(ip, "ipv4_mapped", None)
+        return str(mapped or ip)
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fx.]+", host):  # the numeric forms inet_aton (and so the connection) reads
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            pass
+    return host
 
 
 def _check_same_targets(

@@ -22,6 +22,13 @@ from modelfleet.errors import ConfigError
 
 _URL_PASSWORD = re.compile(r"(//[^:/@\s]*:)[^@\s]*@")  # a password in a URL someone got wrong is not shown
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A fleet file is a few hundred nodes, a few levels deep, a few KB. Past these limits it is a mistake or an
+# attack (a team file is not the platform's to write): anchors and aliases that expand to millions of nodes
+# ("billion laughs") or nesting that overflows the parser's stack would hang or crash the gateway's start.
+MAX_BYTES = 2_000_000
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+_MERGE = "tag:yaml.org,2002:merge"
 Path_ = tuple[str | int, ...]
 
 
@@ -54,13 +61,20 @@ def read_yaml(
     text: str, *, file: str, expected: str = "a mapping with `deployments` and `routes`"
 ) -> tuple[dict[str, Any], dict[Path_, int]]:
     """A fleet (or team) file's mapping and the line of every path in it; a ConfigError naming the file."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError([f"the file is {len(text):,} characters; a fleet file is a few KB (at most {MAX_BYTES:,})"],
+                          file=file)  # fmt: skip
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_shape(root, file)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"], file=file) from None
+    except RecursionError:
+        raise ConfigError([f"nested too deeply to read; a fleet file is a few levels deep (at most {MAX_DEPTH})"],
+                          file=file) from None  # fmt: skip
     if data is None:
         raise ConfigError([f"the file is empty; expected {expected}"], file=file)
     if not isinstance(data, dict):
@@ -77,6 +91,41 @@ def interpolate(
 ) -> dict[str, Any]:
     """${NAME} and ${NAME:-default} from `env`. `may_read(NAME)` returns why NAME is off limits (a team file)."""
     return _interpolate(data, (), env, lines, problems, may_read)
+
+
+def _check_shape(root: yaml.Node | None, file: str) -> None:
+    """Refuse duplicate keys (YAML keeps the last silently, so a reviewer reads one value and the gateway
+    uses another), nesting past MAX_DEPTH, and aliases that expand past MAX_NODES: before anything walks it."""
+    sizes: dict[int, int] = {}  # an alias is the same node object: each is sized once
+
+    def size(node: yaml.Node, depth: int) -> int:
+        line = node.start_mark.line + 1
+        if depth > MAX_DEPTH:
+            raise ConfigError([f"line {line}: nested deeper than {MAX_DEPTH} levels; a fleet file is a few "
+                               "levels deep"], file=file)  # fmt: skip
+        if id(node) in sizes:
+            return sizes[id(node)]
+        n = 1
+        if isinstance(node, yaml.MappingNode):
+            keys: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE:
+                    if key.value in keys:
+                        raise ConfigError([f"line {key.start_mark.line + 1}: duplicate key {key.value!r} (first on "
+                                           f"line {keys[key.value]}); YAML would keep only the last one"],
+                                          file=file)  # fmt: skip
+                    keys[key.value] = key.start_mark.line + 1
+                n += size(key, depth + 1) + size(value, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            n += sum(size(value, depth + 1) for value in node.value)
+        sizes[id(node)] = n
+        if n > MAX_NODES:
+            raise ConfigError([f"line {line}: anchors and aliases here expand to over {MAX_NODES:,} values; a fleet "
+                               "file is a few hundred"], file=file)  # fmt: skip
+        return n
+
+    if root is not None:
+        size(root, 0)
 
 
 def _line_map(node: yaml.Node | None, path: Path_ = ()) -> dict[Path_, int]:

@@ -403,7 +403,12 @@ class Include(_Section):
         {}, description="team -> the environment variables its file may read as ${NAME}; none by default"
     )
     secrets: dict[Name, list[str]] = Field(
-        {}, description="team -> aws-secret:// names its file may reference (fnmatch: teams/search/*); none by default"
+        {},
+        description="team -> aws-secret:// names (and Kubernetes Secrets, hf_token_secret) its file may reference "
+        "(fnmatch: teams/search/*); none by default",
+    )
+    aws_endpoints: list[str] = Field(
+        [], description="URLs besides SageMaker's own a team file's endpoint_url/runtime_url may name"
     )
 
 

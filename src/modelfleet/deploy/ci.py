@@ -134,7 +134,9 @@ def _workflow(o: CIOptions) -> str:
 # AWS_PLAN_ROLE_ARN and AWS_APPLY_ROLE_ARN):
 #   plan:  read-only (e.g. ReadOnlyAccess, plus the Terraform state's lock); every pull request runs with it.
 #   apply: may change the account; trust it only for this repository's `production` environment
-#          (token.actions.githubusercontent.com:sub = repo:OWNER/REPO:environment:production).
+#          (token.actions.githubusercontent.com:sub = repo:OWNER/REPO:environment:production), and limit
+#          that environment's deployment branches to {o.branch} (Settings > Environments): otherwise a
+#          pull request's branch could edit this file to run a job in `production` and assume the role.
 name: modelfleet
 
 on:

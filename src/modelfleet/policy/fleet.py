@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from modelfleet.config.include import ownership
-from modelfleet.config.schema import Deployment, Fleet, LlamaCppDeployment, OpenAIDeployment, SageMakerDeployment
+from modelfleet.config.schema import Deployment, Fleet, OpenAIDeployment, SageMakerDeployment
 from modelfleet.cost.model import UNATTRIBUTED, billing, deployment_tags, estimate, team_of
 from modelfleet.cost.prices import PriceTable
 from modelfleet.policy.guard import allowed_types, family, is_gpu, outside_production, type_allowed
@@ -20,8 +20,7 @@ def instances(dep: Deployment) -> tuple[int, str]:
         return (dep.create.instance_count, "create.instance_count") if dep.create else (0, "create")
     if isinstance(dep, OpenAIDeployment):
         return len(dep.urls), "urls"
-    assert isinstance(dep, LlamaCppDeployment)
-    return dep.replicas, "replicas"
+    return dep.replicas, "replicas"  # the embedded engine's processes, a Kubernetes Deployment's pods
 
 
 def check_fleet(fleet: Fleet, prices: PriceTable, period: tuple[datetime, datetime]) -> list[Violation]:
@@ -51,9 +50,8 @@ def check_fleet(fleet: Fleet, prices: PriceTable, period: tuple[datetime, dateti
                     f"use one of: {allowed_types(g)}",
                     key,
                 )
-            if g.regions is not None and bill.region not in g.regions:
-                where = f"{at}.region" if isinstance(dep, SageMakerDeployment) else f"{base}.region"
-                add("region-allowed", where, bill.region, f"use one of: {', '.join(g.regions)}", key)
+            if g.regions is not None and bill.region not in g.regions and not isinstance(dep, SageMakerDeployment):
+                add("region-allowed", f"{base}.region", bill.region, f"use one of: {', '.join(g.regions)}", key)
             wrong = missing_tags(g.required_tags, tags)
             if wrong:
                 add(
@@ -74,6 +72,9 @@ def check_fleet(fleet: Fleet, prices: PriceTable, period: tuple[datetime, dateti
                     "add a schedule with stop: (cron) or idle_stop_after:, or tag it environment: production",
                     key,
                 )
+        if isinstance(dep, SageMakerDeployment) and g.regions is not None and dep.region not in g.regions:
+            # with or without `create`: the region is where the prompts go, whoever made the endpoint
+            add("region-allowed", f"{at}.region", dep.region, f"use one of: {', '.join(g.regions)}", key)
         count, field = instances(dep)
         if g.max_instances_per_deployment is not None and count > g.max_instances_per_deployment:
             add(

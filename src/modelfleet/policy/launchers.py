@@ -1,6 +1,6 @@
 """What in a plan launches instances, of which type, and how many.
 
-Instances come from SageMaker endpoint configurations, EC2 instances and spot requests, launch
+Instances come from SageMaker endpoint configurations and notebook instances, EC2 instances and spot requests, launch
 templates and launch configurations (through the Auto Scaling groups that use them, and the
 groups' mixed-instances overrides), EKS node groups, EC2 fleets and spot fleets. An instance type
 Terraform knows only after apply is reported as unknown (`type` None): policy cannot pass it.
@@ -24,6 +24,7 @@ class Machine:
     service: Service
     checked: bool = True  # False: the type is checked where it is declared (a template a group uses)
     count_known: bool = True  # False: how many is known only after apply
+    unknown_why: str = "unknown until apply"  # why `type` is None
 
 
 def unknown(after_unknown: Any, *path: str | int) -> bool:
@@ -86,6 +87,8 @@ def machines(r: dict[str, Any], au: Any, template_of: Any) -> list[Machine]:
             itype = (template.get("values") or {}).get("instance_type")
             m = Machine(address, itype, 1, "ec2", checked=False) if itype else m
         out.append(m)
+    elif kind == "aws_sagemaker_notebook_instance":  # a notebook runs on an ml. instance as well (GPU ones too)
+        out.append(_typed(address, values, au, (), 1, "sagemaker"))
     elif kind in ("aws_launch_template", "aws_launch_configuration"):
         out.append(_typed(address, values, au, (), 0, "ec2"))
     elif kind == "aws_eks_node_group":
@@ -117,6 +120,8 @@ def machines(r: dict[str, Any], au: Any, template_of: Any) -> list[Machine]:
             itype = (template or {}).get("values", {}).get("instance_type") if template else None
             if itype:
                 out.append(Machine(address, itype, n, "ec2", checked=False))
+            elif template is None:  # a template made elsewhere (by id, a data source): its type is not in the plan
+                out.append(Machine(address, None, n, "ec2", unknown_why="its launch template is not in this plan"))
     elif kind == "aws_ec2_fleet":
         n = _int(_first(values.get("target_capacity_specification")).get("total_target_capacity"))
         for i, cfg in enumerate(_list(values.get("launch_template_config"))):

@@ -25,6 +25,7 @@ from modelfleet.policy.violation import Violation
 
 HOURS_PER_MONTH = 730
 TEMPLATES = ("aws_launch_template", "aws_launch_configuration")
+STORES = ("aws_db_instance", "aws_rds_cluster", "aws_docdb_cluster", "aws_neptune_cluster")  # storage_encrypted
 
 
 def resources(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -40,20 +41,28 @@ def resources(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return list(walk((plan.get("planned_values") or {}).get("root_module") or {}))
 
 
+UNKNOWN_REGION = ""  # a provider whose region the plan does not say (a local, an expression, AWS_REGION)
+
+
 def provider_regions(plan: dict[str, Any]) -> dict[str, str]:
-    """`aws` / `aws.eu` / `module.x:aws` -> its region, from a constant or a variable."""
+    """`aws` / `aws.eu` / `module.x:aws` -> its region, from a constant or a variable; UNKNOWN_REGION when the
+    plan does not say it (policy cannot vouch for a region it cannot see). No provider block at all, with AWS
+    resources planned, is the implicit `aws` provider, its region from the environment: unknown too."""
     out: dict[str, str] = {}
     variables = plan.get("variables") or {}
     for key, cfg in ((plan.get("configuration") or {}).get("provider_config") or {}).items():
         if cfg.get("name") != "aws":
             continue
         expr = (cfg.get("expressions") or {}).get("region") or {}
+        out[key] = UNKNOWN_REGION
         if "constant_value" in expr:
             out[key] = str(expr["constant_value"])
         for ref in expr.get("references") or []:
             if ref.startswith("var.") and ref[4:] in variables:
                 out[key] = str(variables[ref[4:]].get("value"))
                 break
+    if not out and any(str(r.get("type", "")).startswith("aws_") for r in resources(plan)):
+        out["aws"] = UNKNOWN_REGION
     return out
 
 
@@ -128,9 +137,17 @@ def check_plan(plan: dict[str, Any], fleet: Fleet, prices: PriceTable, file: str
 
     regions = provider_regions(plan)
     for key, region in regions.items():
-        if top.regions is not None and region not in top.regions:
+        if top.regions is not None and region == UNKNOWN_REGION:
+            add(
+                "region-allowed",
+                f"provider.{key}.region",
+                "not in the plan (set from a local, an expression or the environment)",
+                f"set the provider's region from a literal or a variable, one of: {', '.join(top.regions)}",
+            )
+        elif top.regions is not None and region not in top.regions:
             add("region-allowed", f"provider.{key}.region", region, f"use one of: {', '.join(top.regions)}")
-    region = regions.get("aws", next(iter(regions.values()), "us-east-1"))
+    known = [r for r in regions.values() if r != UNKNOWN_REGION]
+    region = regions.get("aws") or next(iter(known), "us-east-1")
 
     all_resources = resources(plan)
     after_unknown = {
@@ -193,8 +210,9 @@ def check_plan(plan: dict[str, Any], fleet: Fleet, prices: PriceTable, file: str
                 add(
                     "instance-type-allowed",
                     f"{m.where}.instance_type",
-                    "unknown until apply",
-                    "set the instance type from a literal or a variable, so policy can check it before apply",
+                    m.unknown_why,
+                    "set the instance type from a literal or a variable in this plan, so policy can check it "
+                    "before apply",
                 )
             elif m.checked and not type_allowed(m.type, g):
                 add("instance-type-allowed", f"{m.where}.instance_type", m.type, f"use one of: {allowed_types(g)}")
@@ -316,7 +334,7 @@ def _price(found: list[Machine], team: str, region: str, hourly: Any, usd: dict,
 
 
 def _store(address: str, kind: str, values: dict[str, Any], add: Any) -> None:
-    if kind in ("aws_db_instance", "aws_rds_cluster") and not values.get("storage_encrypted"):
+    if kind in STORES and not values.get("storage_encrypted"):
         add(
             "store-encrypted",
             f"{address}.storage_encrypted",
@@ -340,7 +358,7 @@ def _open(cidrs: list[Any], cidrs_unknown: bool) -> str | None:
 
 
 def _ssh_rules(address: str, kind: str, values: dict[str, Any], au: Any) -> Iterator[tuple[str, str]]:
-    if kind == "aws_security_group":
+    if kind in ("aws_security_group", "aws_default_security_group"):  # a VPC's default group takes ingress too
         rules = values.get("ingress") or []
         everything: list[Any] = []
         flagged = False
