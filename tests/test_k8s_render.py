@@ -27,7 +27,8 @@ EXAMPLE = ROOT / "examples" / "k8s-platform" / "fleet.yaml"
 CRDS = Path(__file__).parent / "data" / "crds"
 OVERLAYS = ("dev", "staging", "prod")
 KEYS = {"QUANT_KEY": "sk-quant-secret-value-0001", "FINETUNE_KEY": "sk-finetune-secret-value-02",
-        "EVAL_KEY": "sk-eval-secret-value-000003", "MODELFLEET_ADMIN_KEY": "admin-secret-value-00000004"}  # fmt: skip
+        "EVAL_KEY": "sk-eval-secret-value-000003", "MODELFLEET_ADMIN_KEY": "admin-secret-value-00000004",
+        "MODELFLEET_METRICS_KEY": "metrics-secret-value-000005"}  # fmt: skip
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 CLUSTER_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume"}
 
@@ -86,6 +87,10 @@ def test_every_overlay_builds_and_validates_strictly(tree, built, tmp_path):
         for doc in crds:
             schema = json.loads((CRDS / f"{doc['kind'].lower()}.schema.json").read_text())
             jsonschema.validate(doc, schema)
+            if doc["kind"] == "ServiceMonitor":  # /metrics names every team: scraped with auth.metrics_key
+                (endpoint,) = doc["spec"]["endpoints"]
+                credentials = {"name": "modelfleet-env", "key": "MODELFLEET_METRICS_KEY"}
+                assert endpoint["authorization"] == {"type": "Bearer", "credentials": credentials}
 
 
 def test_the_crd_schemas_catch_a_typo():

@@ -31,6 +31,7 @@ def test_team_names_become_valid_namespaces_and_labels(tmp_path):
     long = "Research_And_Development." + "x" * 80
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(f"""\
+auth: {{metrics_key: "${{MODELFLEET_METRICS_KEY}}"}}
 deployments:
   chat: {SERVER}, namespace: team-ml-platform}}
 routes:
@@ -73,8 +74,8 @@ def test_a_fleet_that_includes_team_files_renders_and_the_pod_reads_the_same_fle
     (tmp_path / "teams.d").mkdir()
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(f"""\
-include: {{files: [teams.d/], team_settings: [keys]}}
-auth: {{admin_key: "${{MODELFLEET_ADMIN_KEY}}"}}
+include: {{files: [teams.d/], team_settings: [keys], env: {{search: [SEARCH_KEY]}}}}
+auth: {{admin_key: "${{MODELFLEET_ADMIN_KEY}}", metrics_key: "${{MODELFLEET_METRICS_KEY}}"}}
 deployments:
   base-llm: {SERVER}, namespace: team-core}}
 routes:
@@ -110,6 +111,7 @@ routes:
             (etc / item["path"]).write_text(config["data"][item["key"]])
         keys = {
             "MODELFLEET_ADMIN_KEY": "a" * 24,
+            "MODELFLEET_METRICS_KEY": "m" * 24,
             "CORE_KEY": "sk-core-" + "c" * 20,
             "SEARCH_KEY": "sk-search-" + "s" * 20,
         }

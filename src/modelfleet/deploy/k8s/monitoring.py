@@ -9,15 +9,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelfleet.deploy.k8s.options import GATEWAY, Options, labels, selector
+from modelfleet.deploy.k8s.options import GATEWAY, SECRET, Options, labels, selector
+from modelfleet.deploy.k8s.source import Source
 from modelfleet.deploy.observability.alerts import Thresholds, rule_groups
+from modelfleet.errors import ConfigError
 
 # One source of alerts: the same rules `modelfleet deploy observability` writes, with the gateway's job.
 ALERTS = rule_groups(Thresholds(job=GATEWAY))["groups"][0]["rules"]
 
 
-def objects(opts: Options) -> list[dict[str, Any]]:
+def objects(source: Source, opts: Options) -> list[dict[str, Any]]:
     meta = {"name": GATEWAY, "namespace": opts.namespace, "labels": labels(GATEWAY, "gateway")}
+    endpoint: dict[str, Any] = {"port": "http", "path": "/metrics", "interval": "30s"}
+    key = source.var("auth", "metrics_key")
+    if key is not None:  # Prometheus reads the scrape key from the gateway's own Secret
+        endpoint["authorization"] = {"type": "Bearer", "credentials": {"name": SECRET, "key": key}}
+    elif opts.monitoring and (source.fleet.teams or source.fleet.auth.admin_key is not None):
+        raise ConfigError(
+            ["auth.metrics_key: with teams, /metrics needs a key, and the ServiceMonitor takes it from the "
+             f"Secret {SECRET}; set `metrics_key: ${{MODELFLEET_METRICS_KEY}}` (or render with --no-monitoring)"],
+            file=str(source.path),
+        )  # fmt: skip
     monitor = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
@@ -25,7 +37,7 @@ def objects(opts: Options) -> list[dict[str, Any]]:
         "spec": {
             "selector": {"matchLabels": selector(GATEWAY)},
             "namespaceSelector": {"matchNames": [opts.namespace]},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+            "endpoints": [endpoint],
         },
     }
     rules = {

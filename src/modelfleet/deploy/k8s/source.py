@@ -42,7 +42,11 @@ class Source:
 
     def state_var(self, what: str) -> str | None:
         """The ${VAR} that state.store or state.counters is taken from, if it is one."""
-        value = (self.raw.get("state") or {}).get(what)
+        return self.var("state", what)
+
+    def var(self, section: str, what: str) -> str | None:
+        """The ${VAR} that `section.what` is taken from, if it is one."""
+        value = (self.raw.get(section) or {}).get(what)
         m = _ENV.fullmatch(value.strip()) if isinstance(value, str) else None
         return m.group(1) if m else None
 

@@ -26,7 +26,7 @@ def render(source: Source, opts: Options) -> dict[str, str]:
         "base/fleet.yaml": source.text,
         "base/gateway.yaml": gateway.objects(source, opts),
         # A Component, not base: base applies on a cluster without the Prometheus Operator's CRDs.
-        "components/monitoring/monitoring.yaml": monitoring.objects(opts),
+        "components/monitoring/monitoring.yaml": monitoring.objects(source, opts),
         "components/monitoring/kustomization.yaml": [monitoring.component()],
     }
     for rel, text in source.included.items():  # shipped as written, beside fleet.yaml in its ConfigMap
