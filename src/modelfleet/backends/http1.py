@@ -18,6 +18,12 @@ from urllib.parse import urlsplit
 import httptools
 
 _PAUSE_AT = 1 << 20  # buffered response bytes before the socket stops reading (a slow consumer)
+# Bounds on what one reply may make the gateway hold, so that no upstream (broken or hostile) can exhaust the
+# memory every other request shares: its head, a whole JSON body (decoded), and what one compressed piece
+# may expand to (a gzip bomb is refused before it is inflated, not after).
+MAX_HEAD = 64 * 1024
+MAX_BODY = 256 * 1024 * 1024
+MAX_INFLATE = 16 * 1024 * 1024
 
 
 class ConnectFailed(ConnectionError):
@@ -73,8 +79,9 @@ class Response:
 
 
 class Client:
-    def __init__(self, idle_timeout: float = 30.0) -> None:
+    def __init__(self, idle_timeout: float = 30.0, max_body: int = MAX_BODY) -> None:
         self._idle_timeout = idle_timeout
+        self._max_body = max_body
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._heads: dict[str, tuple[_Pool, bytes]] = {}
         self._closed = False
@@ -107,7 +114,7 @@ class Client:
         key = (parts.scheme, parts.hostname, port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(parts.hostname, port, tls, self._idle_timeout)
+            pool = self._pools[key] = _Pool(parts.hostname, port, tls, self._idle_timeout, self._max_body)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = parts.netloc.rpartition("@")[2]
         head = f"POST {target} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")
@@ -126,8 +133,9 @@ class Client:
 class _Pool:
     """Idle keep-alive connections to one origin, newest first (the most likely to be still open)."""
 
-    def __init__(self, host: str, port: int, tls: bool, idle_timeout: float) -> None:
+    def __init__(self, host: str, port: int, tls: bool, idle_timeout: float, max_body: int) -> None:
         self.host, self.port = host, port
+        self.max_body = max_body
         self.ssl = ssl.create_default_context() if tls else None
         self.idle: list[_Conn] = []
         self.idle_timeout = idle_timeout
@@ -168,6 +176,7 @@ class _Conn(asyncio.Protocol):
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
+        self.max_body = pool.max_body
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -180,6 +189,7 @@ class _Conn(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.buffered = 0
+        self.size = 0  # of the head while it arrives, then of a JSON body
         self.complete = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future | None = None
@@ -276,17 +286,30 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self.busy:  # bytes nobody asked for: the connection can no longer be trusted
+        if not self.busy or self.complete:  # bytes nobody asked for: the connection can no longer be trusted
             self.abort()
             return
         if self.stream:
             self.last = self.loop.time()
         try:
             self.parser.feed_data(data)
+            if not self.status:  # still in the head (one read past the bound at most: httptools holds it)
+                self.size += len(data)
+                if self.size > MAX_HEAD:
+                    raise BadResponse(f"the server's reply headers exceed {MAX_HEAD // 1024} KiB")
+        except BadResponse as exc:
+            self._fail(exc)
+            self.abort()
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse("the server tried to upgrade the connection"))
             self.abort()
-        except (httptools.HttpParserError, zlib.error) as exc:
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__  # one of ours (a bound, a second reply) or zlib's
+            self._fail(
+                cause if isinstance(cause, BadResponse) else BadResponse(f"the server's reply is invalid ({cause})")
+            )
+            self.abort()
+        except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"the server's reply is not valid HTTP/1.1 ({exc})"))
             self.abort()
 
@@ -305,11 +328,20 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a body longer than its framing: its tail would be taken for the next request's reply
+            raise BadResponse("the server sent bytes past the end of its reply")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim reply (100 Continue, 103 Early Hints): the real one follows
+            self.headers = {}
+            return
+        self.status = status
+        self.size = 0
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
         encoding = self.headers.get("content-encoding")
         if encoding and encoding != "identity":
@@ -328,9 +360,15 @@ class _Conn(asyncio.Protocol):
 
     def on_body(self, data: bytes) -> None:
         if self.decoder is not None:
-            data = self.decoder.decompress(data)
+            data = self.decoder.decompress(data, MAX_INFLATE)
+            if self.decoder.unconsumed_tail:
+                raise BadResponse(f"a compressed piece of the server's reply expands past {MAX_INFLATE >> 20} MiB")
         self.body.append(data)
-        if self.stream:
+        if not self.stream:
+            self.size += len(data)
+            if self.size > self.max_body:
+                raise BadResponse(f"the server's reply exceeds {self.max_body:,} bytes")
+        else:
             self.buffered += len(data)
             if self.buffered > _PAUSE_AT and not self.paused and self.transport is not None:
                 self.paused = True
@@ -338,7 +376,8 @@ class _Conn(asyncio.Protocol):
             self._wake()
 
     def on_message_complete(self) -> None:
-        self._end()
+        if self.status:  # not the end of an interim reply
+            self._end()
 
     def _end(self) -> None:
         if self.decoder is not None:

@@ -127,6 +127,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _unreachable(replica: Replica, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, http1.BadResponse):  # it was reached, and answered what cannot be relayed
+        return UpstreamError(f"deployment {replica.deployment!r} replica {replica.name} sent a bad reply: {exc}")
     return UpstreamError(
         f"deployment {replica.deployment!r} replica {replica.name} could not be reached: {_describe(exc)}",
         code="upstream_unreachable",
