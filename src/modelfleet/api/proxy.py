@@ -27,13 +27,15 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import TypeAdapter
 
 from modelfleet.access.directory import Caller
 from modelfleet.access.gate import DEFAULT_RESERVATION, OPEN_TEAM, Gate
 from modelfleet.api import schema
 from modelfleet.api.drain import ANSWERING
-from modelfleet.api.sse import DONE, DONE_EVENT, SSEDecoder, event
+from modelfleet.api.sse import DONE, DONE_EVENT, EventTooLarge, SSEDecoder, event
 from modelfleet.errors import (
     APIError,
     BodyTooLarge,
@@ -42,6 +44,7 @@ from modelfleet.errors import (
     RequestTimeout,
     Unavailable,
     UpstreamError,
+    unreadable_body,
 )
 from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
@@ -176,7 +179,7 @@ class Proxy:
                 if route is not None and caller is not None:
                     self.gate.allow(caller, route.name)  # raises 403: the route exists, but is not theirs
                 available = ", ".join(self.gate.routes_for(caller, list(self.routes)))
-                raise ModelNotFound(f"The model {body['model']!r} does not exist; available: {available}",
+                raise ModelNotFound(f"The model {body['model'][:100]!r} does not exist; available: {available}",
                                     param="model")  # fmt: skip
             route_name = route.name
             variant = route.choice.pick(self._sticky(route, request, body))
@@ -292,6 +295,8 @@ class Proxy:
             raise BodyTooLarge(
                 f"request body exceeds the limit of {self.max_body_bytes} bytes (server.max_body_bytes)"
             ) from None
+        except (HttpProcessingError, RequestPayloadError) as exc:  # not in its Content-Encoding
+            raise unreadable_body(exc) from None
         if not raw:
             raise InvalidRequest("the request body is empty; expected a JSON object")
         try:
@@ -340,7 +345,11 @@ class Proxy:
             out: list[bytes] = []
             model: tuple[bytes, bytes] | None = None  # the upstream's "model" member, and the route's
             async for chunk in upstream.chunks():
-                for data in decoder.feed(chunk):
+                try:
+                    events = decoder.feed(chunk)
+                except EventTooLarge as exc:  # no upstream may grow the gateway's memory without bound
+                    raise UpstreamError(f"deployment {target.name!r} replica {replica.name} sent {exc}") from None
+                for data in events:
                     if data == DONE:
                         done = True
                         continue

@@ -1,0 +1,184 @@
+"""Hostile clients and hostile upstreams, second round: the inputs of issue 9's classes that its first tests
+did not try. A real gateway process; upstreams are the fake, or raw asyncio servers (in a thread) that
+write whatever bytes a test gives them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+from conftest import Gateway, Upstream, chat_body, write_fleet
+
+KEY = "hostile-team-key-0123456789"
+ADMIN = "hostile-admin-key-0123456789"
+
+
+class RawUpstream:
+    """An upstream on 127.0.0.1 that answers POSTs with `answer(writer)` and GET /v1/models (health) with []."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(10)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.startswith(b"GET"):
+                    writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"data":[]}')
+                    continue
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                await self.answer(writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    async def _shutdown(self) -> None:
+        self.server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _fleet(tmp_path, deployments: dict[str, str], extra: str = "") -> str:
+    deps = "\n".join(f'  {n}: {{kind: openai, urls: ["{u}"]}}' for n, u in deployments.items())
+    rts = "\n".join(f"  {n}: {{deployments: [{n}]}}" for n in deployments)
+    return write_fleet(tmp_path, f"""\
+server: {{access_log: true}}
+state: {{store: "sqlite:///{tmp_path}/mf.db", flush_interval: 200ms}}
+{extra}
+deployments:
+{deps}
+routes:
+{rts}
+""")  # fmt: skip
+
+
+def _is_openai_error(r: httpx.Response) -> dict:
+    err = r.json()["error"]
+    assert set(err) >= {"message", "type", "param", "code"}
+    return err
+
+
+async def _endless_event(w: asyncio.StreamWriter) -> None:
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n6\r\ndata: \r\n")
+    piece = b"%x\r\n%s\r\n" % (65536, b"a" * 65536)
+    for _ in range(1024):  # 64 MiB of one event that never ends
+        w.write(piece)
+        await w.drain()
+
+
+async def _endless_headers(w: asyncio.StreamWriter) -> None:
+    w.write(b"HTTP/1.1 200 OK\r\nX-A: ")
+    for _ in range(1024):
+        w.write(b"a" * 65536)
+        await w.drain()
+
+
+def test_an_upstream_that_never_ends_its_event_or_its_headers_is_cut_off_and_blocks_no_one(tmp_path, start):
+    events, heads, up = RawUpstream(_endless_event), RawUpstream(_endless_headers), start(Upstream)
+    try:
+        gw = start(Gateway, _fleet(tmp_path, {"events": events.url, "heads": heads.url, "ok": up.url}))
+        with httpx.Client(timeout=30) as c:
+            done: dict[str, httpx.Response] = {}
+            stream = threading.Thread(target=lambda: done.setdefault("r", c.post(
+                gw.url + "/chat/completions", json={**chat_body("events"), "stream": True})))  # fmt: skip
+            stream.start()
+            # Meanwhile everyone else is served at once: the gateway's loop is not busy copying that event.
+            slowest = 0.0
+            while stream.is_alive():
+                t = time.perf_counter()
+                assert c.post(gw.url + "/chat/completions", json=chat_body("ok")).status_code == 200
+                slowest = max(slowest, time.perf_counter() - t)
+            stream.join()
+            assert slowest < 0.5
+            r = done["r"]
+            assert r.status_code == 200  # the stream had begun: it ends with an error event naming the deployment
+            last = json.loads(r.text.strip().splitlines()[-1].removeprefix("data: "))
+            assert "deployment 'events'" in last["error"]["message"] and "16 MiB" in last["error"]["message"]
+
+            r = c.post(gw.url + "/chat/completions", json=chat_body("heads"))
+            assert r.status_code == 502
+            assert "deployment 'heads'" in _is_openai_error(r)["message"]
+            assert "headers exceed 64 KiB" in r.json()["error"]["message"]
+            assert c.post(gw.url + "/chat/completions", json=chat_body("ok")).status_code == 200
+        assert "Traceback" not in gw.output
+    finally:
+        events.close()
+        heads.close()
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_odd_bytes_in_a_key_and_a_body_in_no_encoding_are_4xx_not_500(tmp_path, start):
+    up = start(Upstream)
+    extra = f"auth: {{admin_key: {ADMIN}, metrics_key: {ADMIN}-m}}\nteams: {{q: {{keys: [{KEY}]}}}}"
+    gw = start(Gateway, _fleet(tmp_path, {"up": up.url}, extra))
+    port = int(gw.base.rsplit(":", 1)[1])
+    body = json.dumps(chat_body("up")).encode()
+    for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/usage"),
+                         ("GET", "/admin/teams"), ("GET", "/metrics")):  # fmt: skip
+        # Latin-1 bytes, which aiohttp hands on as surrogates: once a 500 with a traceback.
+        sent = body if method == "POST" else b""
+        out = _raw(port, f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+                   + b"Authorization: Bearer k\xe9y\xff\r\nContent-Type: application/json\r\n"
+                   + b"Content-Length: %d\r\n\r\n%s" % (len(sent), sent))  # fmt: skip
+        assert out.startswith(b"HTTP/1.1 401 "), (path, out[:200])
+        assert b'"invalid_request_error"' in out
+
+    # A body that says it is gzip and is not: once a 500 and an ERROR traceback from aiohttp.
+    r = httpx.post(gw.url + "/chat/completions", content=body,
+                   headers={"Authorization": f"Bearer {KEY}", "Content-Encoding": "gzip"})  # fmt: skip
+    assert r.status_code == 400
+    assert "could not be read" in _is_openai_error(r)["message"]
+    r = httpx.post(gw.base + "/admin/teams", content=body,
+                   headers={"Authorization": f"Bearer {ADMIN}", "Content-Encoding": "deflate"})  # fmt: skip
+    assert r.status_code == 400 and "could not be read" in _is_openai_error(r)["message"]
+    assert httpx.post(gw.url + "/chat/completions", json=chat_body("up"),
+                      headers={"Authorization": f"Bearer {KEY}"}).status_code == 200  # fmt: skip
+    time.sleep(0.3)  # aiohttp logs what it drains after the answer
+    assert "Traceback" not in gw.output and "ERROR" not in gw.output
+
+
+def test_errors_name_a_map_by_its_name_and_echo_no_huge_value(tmp_path, start):
+    up = start(Upstream)
+    gw = start(Gateway, _fleet(tmp_path, {"up": up.url}))
+    r = httpx.post(gw.url + "/chat/completions", json={**chat_body("up"), "logit_bias": {"abc": 1}})
+    err = _is_openai_error(r)
+    assert (r.status_code, err["param"]) == (400, "logit_bias")
+    assert "'abc'" in err["message"]
+    huge = "x" * 1_000_000
+    for body in ({**chat_body("up"), "temperature": huge}, {**chat_body("up"), huge: 1}, chat_body(huge)):
+        r = httpx.post(gw.url + "/chat/completions", json=body)
+        assert r.status_code in (400, 404) and len(r.content) < 2000, (r.status_code, len(r.content))
+        _is_openai_error(r)
