@@ -12,7 +12,7 @@ import threading
 import time
 
 import httpx
-from conftest import Gateway, Upstream, chat_body, write_fleet
+from conftest import Gateway, Upstream, chat_body, eventually, write_fleet
 
 KEY = "hostile-team-key-0123456789"
 ADMIN = "hostile-admin-key-0123456789"
@@ -182,3 +182,27 @@ def test_errors_name_a_map_by_its_name_and_echo_no_huge_value(tmp_path, start):
         r = httpx.post(gw.url + "/chat/completions", json=body)
         assert r.status_code in (400, 404) and len(r.content) < 2000, (r.status_code, len(r.content))
         _is_openai_error(r)
+
+
+def test_a_cancelled_request_with_many_choices_is_billed_each_of_them(tmp_path, start):
+    up = start(Upstream, "--delay", "5")  # still generating when the client gives up
+    gw = start(Gateway, _fleet(tmp_path, {"up": up.url}, f"teams: {{q: {{keys: [{KEY}], limits: {{tpm: 100000}}}}}}"))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    chat = {**chat_body("up"), "n": 4, "max_tokens": 50}
+    completion = {"model": "up", "prompt": "x", "n": 2, "best_of": 3, "max_tokens": 10}
+    for path, body in (("/chat/completions", chat), ("/completions", completion)):
+        try:
+            httpx.post(gw.url + path, json=body, headers=auth, timeout=1)
+            raise AssertionError("the reply came before the client gave up")
+        except httpx.ReadTimeout:
+            pass
+        gw.wait_for(f"POST /v1{path} 499", 10)
+
+    def billed() -> int:
+        rows = httpx.get(gw.url + "/usage", headers=auth, params={"by": "team"}).json()["data"]
+        return rows[0]["completion_tokens"] if rows else 0
+
+    # 4 choices of 50, and best_of 3 of 10: what the deployment was asked to generate, as admission reserved.
+    assert eventually(lambda: billed() == 4 * 50 + 3 * 10 or None, 5, "both cancelled requests are in the ledger")
+    r = httpx.post(gw.url + "/completions", json={"model": "up", "prompt": "x", "best_of": 21}, headers=auth)
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "best_of")

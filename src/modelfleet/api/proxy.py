@@ -107,7 +107,8 @@ class _Exchange:
 
         A stream: the prompt (estimated at four bytes a token) and one token per event relayed, since
         generation stopped there. A JSON answer: the prompt and all of max_tokens (or the reservation
-        for a request without it), since what the deployment generated before it stopped is unknown.
+        for a request without it) for each of its n (or best_of) choices, since what the deployment
+        generated before it stopped is unknown.
         """
         if self.usage is not None:
             return self.usage
@@ -117,7 +118,8 @@ class _Exchange:
         if self.operation is EMBEDDINGS:
             return Usage(prompt, 0)  # embeddings generate nothing
         asked = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
-        return Usage(prompt, asked if isinstance(asked, int) else DEFAULT_RESERVATION)
+        choices = max(self.body.get("n") or 1, self.body.get("best_of") or 1)  # each generates its own, as admitted
+        return Usage(prompt, (asked if isinstance(asked, int) else DEFAULT_RESERVATION) * choices)
 
 
 class Proxy:

@@ -126,7 +126,7 @@ class ChatRequest(_Sampling, total=False):
 class CompletionRequest(_Sampling, total=False):
     prompt: Required[StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]]
     echo: StrictBool | None
-    best_of: PositiveInt | None
+    best_of: Annotated[StrictInt, Field(ge=1, le=20)] | None  # OpenAI's bound; each one is generated
     logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None
     suffix: StrictStr | None
 
