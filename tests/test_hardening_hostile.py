@@ -206,3 +206,27 @@ def test_a_cancelled_request_with_many_choices_is_billed_each_of_them(tmp_path, 
     assert eventually(lambda: billed() == 4 * 50 + 3 * 10 or None, 5, "both cancelled requests are in the ledger")
     r = httpx.post(gw.url + "/completions", json={"model": "up", "prompt": "x", "best_of": 21}, headers=auth)
     assert (r.status_code, r.json()["error"]["param"]) == (400, "best_of")
+
+
+async def _stream_without_usage(w: asyncio.StreamWriter) -> None:
+    events = [{"choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}]}] * 3
+    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    body = b"".join(b"data: %s\n\n" % json.dumps({"model": "m", **e}).encode() for e in events) + b"data: [DONE]\n\n"
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_a_stream_from_a_deployment_that_sends_no_usage_is_billed_what_was_relayed(tmp_path, start):
+    terse = RawUpstream(_stream_without_usage)  # as servers that ignore stream_options.include_usage do
+    try:
+        gw = start(Gateway, _fleet(tmp_path, {"terse": terse.url}, f"teams: {{q: {{keys: [{KEY}]}}}}"))
+        auth = {"Authorization": f"Bearer {KEY}"}
+        r = httpx.post(gw.url + "/chat/completions", json={**chat_body("terse"), "stream": True}, headers=auth)
+        assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
+
+        def billed() -> int:
+            rows = httpx.get(gw.url + "/usage", headers=auth, params={"by": "team"}).json()["data"]
+            return rows[0]["completion_tokens"] if rows else 0
+
+        assert eventually(lambda: billed() == 4 or None, 5, "the stream is in the ledger")  # one per event relayed
+    finally:
+        terse.close()

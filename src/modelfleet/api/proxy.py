@@ -411,7 +411,8 @@ class Proxy:
             out.append(DONE_EVENT)
             await response.write_eof(b"".join(out))
             self.router.answered(replica)  # only a whole stream clears a replica's failures in a row
-            return response, 200, usage, ttft
+            # A deployment that ignores stream_options.include_usage is billed what was relayed, never nothing.
+            return response, 200, usage if usage is not None else ex.billed(), ttft
         except APIError as exc:
             if not response.prepared:
                 raise
