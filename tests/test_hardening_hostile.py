@@ -123,7 +123,7 @@ def test_an_upstream_that_never_ends_its_event_or_its_headers_is_cut_off_and_blo
             r = c.post(gw.url + "/chat/completions", json=chat_body("heads"))
             assert r.status_code == 502
             assert "deployment 'heads'" in _is_openai_error(r)["message"]
-            assert "headers exceed 64 KiB" in r.json()["error"]["message"]
+            assert "exceed 64 KiB" in r.json()["error"]["message"]
             assert c.post(gw.url + "/chat/completions", json=chat_body("ok")).status_code == 200
         assert "Traceback" not in gw.output
     finally:

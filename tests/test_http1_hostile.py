@@ -65,8 +65,28 @@ async def test_endless_headers_are_cut_off_at_64_kib():
     async with RawServer(answer) as s:
         client = http1.Client()
         for _ in range(2):
-            with pytest.raises(http1.BadResponse, match="headers exceed 64 KiB"):
+            with pytest.raises(http1.BadResponse, match="exceed 64 KiB"):
                 await post(client, s.url)
+        await client.aclose()
+
+
+@aio
+async def test_endless_trailers_end_a_stream_instead_of_holding_it_forever():
+    async def answer(w, n):
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: ")
+        for _ in range(1024):  # bytes keep coming, so no gap timer ever fires
+            w.write(b"a" * 65536)
+            await w.drain()
+
+    async with RawServer(answer) as s:
+        client = http1.Client()
+        for stream in (True, False):
+            got = b""
+            with pytest.raises(http1.BadResponse, match="trailers"):
+                resp = await post(client, s.url, stream=stream)
+                async for c in resp.chunks():
+                    got += c
+            assert got in (b"hello", b"")
         await client.aclose()
 
 

@@ -189,7 +189,9 @@ class _Conn(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.buffered = 0
-        self.size = 0  # of the head while it arrives, then of a JSON body
+        self.size = 0  # of a JSON body
+        self.bodies = 0  # body pieces so far
+        self.overhead = 0  # bytes read since the last piece of body: a head, chunk framing, trailers
         self.complete = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future | None = None
@@ -292,11 +294,14 @@ class _Conn(asyncio.Protocol):
         if self.stream:
             self.last = self.loop.time()
         try:
+            bodies = self.bodies
             self.parser.feed_data(data)
-            if not self.status:  # still in the head (one read past the bound at most: httptools holds it)
-                self.size += len(data)
-                if self.size > MAX_HEAD:
-                    raise BadResponse(f"the server's reply headers exceed {MAX_HEAD // 1024} KiB")
+            if self.bodies == bodies:  # not a byte of body in this read (httptools holds any header it is in)
+                self.overhead += len(data)
+                if self.overhead > MAX_HEAD:
+                    raise BadResponse(f"the server's reply headers (or trailers) exceed {MAX_HEAD // 1024} KiB")
+            else:
+                self.overhead = 0
         except BadResponse as exc:
             self._fail(exc)
             self.abort()
@@ -341,7 +346,6 @@ class _Conn(asyncio.Protocol):
             self.headers = {}
             return
         self.status = status
-        self.size = 0
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
         encoding = self.headers.get("content-encoding")
         if encoding and encoding != "identity":
@@ -364,6 +368,7 @@ class _Conn(asyncio.Protocol):
             if self.decoder.unconsumed_tail:
                 raise BadResponse(f"a compressed piece of the server's reply expands past {MAX_INFLATE >> 20} MiB")
         self.body.append(data)
+        self.bodies += 1
         if not self.stream:
             self.size += len(data)
             if self.size > self.max_body:
