@@ -6,6 +6,8 @@ write whatever bytes a test gives them.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import itertools
 import json
 import socket
 import threading
@@ -230,3 +232,43 @@ def test_a_stream_from_a_deployment_that_sends_no_usage_is_billed_what_was_relay
         assert eventually(lambda: billed() == 4 or None, 5, "the stream is in the ledger")  # one per event relayed
     finally:
         terse.close()
+
+
+_DEEP = b"[" * 300 + b"]" * 300  # orjson parses it, but will not encode past 255 levels
+
+
+_CALLS = itertools.count(1)
+
+
+async def _deep_or_odd(w: asyncio.StreamWriter) -> None:
+    n = next(_CALLS)
+    if n == 1:  # a JSON reply nested too deeply
+        body = b'{"choices":[],"x":%s}' % _DEEP
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    elif n == 2:  # a stream event nested too deeply
+        ev = b'data: {"choices":[{"index":0,"delta":{"content":"a"}}],"x":%s}\n\ndata: [DONE]\n\n' % _DEEP
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(ev), ev))
+    elif n == 3:  # busy, with a Retry-After no client should be told
+        w.write(b"HTTP/1.1 429 Too Many\r\nRetry-After: 99999999999999999999\r\nContent-Length: 2\r\n\r\n{}")
+    else:  # gzip, spelled in capitals (tokens are case-insensitive)
+        body = gzip.compress(b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}')
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: GZIP\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_replies_the_gateway_cannot_reencode_are_502_not_500(tmp_path, start):
+    odd = RawUpstream(_deep_or_odd)
+    try:
+        gw = start(Gateway, _fleet(tmp_path, {"odd": odd.url}))
+        with httpx.Client(timeout=10) as c:
+            r = c.post(gw.url + "/chat/completions", json=chat_body("odd"))
+            assert r.status_code == 502 and "deployment 'odd'" in _is_openai_error(r)["message"]
+            r = c.post(gw.url + "/chat/completions", json={**chat_body("odd"), "stream": True})
+            last = json.loads(r.text.strip().splitlines()[-1].removeprefix("data: "))
+            assert "deployment 'odd'" in last["error"]["message"] and "nested too deeply" in last["error"]["message"]
+            r = c.post(gw.url + "/chat/completions", json=chat_body("odd"))
+            assert (r.status_code, r.headers["Retry-After"]) == (429, "1")
+            r = c.post(gw.url + "/chat/completions", json=chat_body("odd"))
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+        assert "Traceback" not in gw.output
+    finally:
+        odd.close()

@@ -153,8 +153,9 @@ class UpstreamBusy(UpstreamError):
     code = "upstream_busy"
 
     def __init__(self, message: str, retry_after: str | None = None) -> None:
-        seconds = retry_after if retry_after and retry_after.strip().isdigit() else "1"
-        super().__init__(message, headers={"Retry-After": seconds.strip()})
+        seconds = retry_after.strip() if retry_after else ""
+        ok = seconds.isascii() and seconds.isdigit() and len(seconds) <= 6  # not '²', not 10^20 s
+        super().__init__(message, headers={"Retry-After": seconds if ok else "1"})
 
 
 def unreadable_body(exc: Exception) -> InvalidRequest:

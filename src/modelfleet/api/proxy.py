@@ -397,7 +397,12 @@ class Proxy:
                         if u and not obj.get("choices"):
                             continue  # the usage-only chunk we asked for ourselves
                         obj.pop("usage", None)
-                    out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
+                    try:
+                        out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
+                    except TypeError:  # nesting orjson parsed but will not encode (over 255 levels)
+                        raise UpstreamError(
+                            f"deployment {target.name!r} replica {replica.name} sent an event nested too deeply"
+                        ) from None
                 if out and not done:
                     await response.write(b"".join(out))
                     out = []
@@ -500,7 +505,11 @@ def _rewrite_reply(
         u = doc.get("usage")
         if isinstance(u, dict):
             usage = Usage.reported(u)
-    return web.Response(body=orjson.dumps(doc), content_type="application/json", headers=headers), usage
+    try:
+        body = orjson.dumps(doc)
+    except TypeError:  # nesting orjson parsed but will not encode (over 255 levels)
+        raise UpstreamError(f"deployment {target.name!r} answered with JSON nested too deeply to relay") from None
+    return web.Response(body=body, content_type="application/json", headers=headers), usage
 
 
 def _upstream_stream_error(target: Target, replica: Replica, err: object) -> UpstreamError:

@@ -349,7 +349,7 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
         encoding = self.headers.get("content-encoding")
         if encoding and encoding != "identity":
-            if encoding in ("gzip", "x-gzip", "deflate"):
+            if encoding.lower() in ("gzip", "x-gzip", "deflate"):  # a token, case-insensitive
                 self.decoder = zlib.decompressobj(47)  # gzip or zlib, told apart by their headers
             else:
                 self._fail(
