@@ -272,3 +272,18 @@ def test_replies_the_gateway_cannot_reencode_are_502_not_500(tmp_path, start):
         assert "Traceback" not in gw.output
     finally:
         odd.close()
+
+
+def test_a_sticky_header_with_any_bytes_routes_and_is_not_a_500(tmp_path, start):
+    up = start(Upstream)
+    path = _fleet(tmp_path, {"up": up.url})
+    path.write_text(
+        path.read_text().replace("{deployments: [up]}", '{deployments: [up], sticky: "header:X-Session-ID"}')
+    )
+    gw = start(Gateway, path)
+    body = json.dumps(chat_body("up")).encode()
+    out = _raw(int(gw.base.rsplit(":", 1)[1]),
+               b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Session-ID: s\xe9\xff\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+    assert out.startswith(b"HTTP/1.1 200 "), out[:200]
+    assert "Traceback" not in gw.output
