@@ -287,3 +287,27 @@ def test_a_sticky_header_with_any_bytes_routes_and_is_not_a_500(tmp_path, start)
                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
     assert out.startswith(b"HTTP/1.1 200 "), out[:200]
     assert "Traceback" not in gw.output
+
+
+async def _breaks_off(w: asyncio.StreamWriter) -> None:
+    event = b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n'
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100000\r\n\r\n" + event * 3)
+    await w.drain()
+    w.transport.abort()  # mid-stream, before any usage
+
+
+def test_a_stream_its_deployment_breaks_off_is_billed_what_was_relayed(tmp_path, start):
+    broken = RawUpstream(_breaks_off)
+    try:
+        gw = start(Gateway, _fleet(tmp_path, {"broken": broken.url}, f"teams: {{q: {{keys: [{KEY}]}}}}"))
+        auth = {"Authorization": f"Bearer {KEY}"}
+        r = httpx.post(gw.url + "/chat/completions", json={**chat_body("broken"), "stream": True}, headers=auth)
+        assert r.text.count("tok ") == 3 and "deployment 'broken'" in r.text.strip().splitlines()[-1]
+
+        def billed() -> int:
+            rows = httpx.get(gw.url + "/usage", headers=auth, params={"by": "team"}).json()["data"]
+            return rows[0]["completion_tokens"] if rows else 0
+
+        assert eventually(lambda: billed() == 3 or None, 5, "the broken stream is in the ledger")
+    finally:
+        broken.close()

@@ -431,7 +431,8 @@ class Proxy:
                 self.router.failed(replica, exc.message)
             # Headers are gone: end with an explicit error event, never a silent truncation.
             await response.write_eof(event(exc.body()))
-            return response, exc.status, usage, ttft
+            # What was relayed was generated (and delivered): billed, as a dropped stream's is.
+            return response, exc.status, usage if usage is not None else ex.billed(), ttft
         except asyncio.CancelledError:
             if stall.stalled:
                 log.warning("cut off a stream whose client took no bytes for %gs (server.write_timeout)",
