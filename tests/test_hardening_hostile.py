@@ -14,6 +14,7 @@ import threading
 import time
 
 import httpx
+import pytest
 from conftest import Gateway, Upstream, chat_body, eventually, write_fleet
 
 KEY = "hostile-team-key-0123456789"
@@ -311,3 +312,30 @@ def test_a_stream_its_deployment_breaks_off_is_billed_what_was_relayed(tmp_path,
         assert eventually(lambda: billed() == 3 or None, 5, "the broken stream is in the ledger")
     finally:
         broken.close()
+
+
+@pytest.mark.slow
+def test_the_engine_says_plainly_what_it_cannot_take(tmp_path, start):
+    gw = start(Gateway, write_fleet(tmp_path, f"""\
+state: {{store: "sqlite:///{tmp_path}/mf.db"}}
+deployments: {{smollm2: {{kind: llama-cpp, threads: 1}}}}
+routes: {{smollm2: {{deployments: [smollm2]}}}}
+"""), timeout=180)  # fmt: skip
+    user = [{"role": "user", "content": "hi"}]
+    call = [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    cases = [  # once an AssertionError, a TypeError or an AttributeError from inside llama-cpp-python
+        ("/completions", {"prompt": "", "max_tokens": 2}, "prompt", "prompt is empty"),
+        ("/completions", {"prompt": "hi", "echo": True, "max_tokens": 2}, "echo", "echo is not supported"),
+        ("/completions", {"prompt": "hi", "echo": True, "stream": True}, "echo", "echo is not supported"),
+        ("/chat/completions", {"messages": [*user, {"role": "assistant", "content": None, "tool_calls": call}]},
+         "messages", "tool calls are not supported"),
+        ("/chat/completions", {"messages": user, "response_format": {"type": "json_schema", "json_schema": 5}},
+         "response_format.json_schema", "must be an object"),
+    ]  # fmt: skip
+    for path, body, param, message in cases:
+        r = httpx.post(gw.url + path, json={"model": "smollm2", **body}, timeout=120)
+        err = _is_openai_error(r)
+        assert (r.status_code, err["param"]) == (400, param), (path, body, r.text[:300])
+        assert message in err["message"] and "Error:" not in err["message"], err["message"]
+    r = httpx.post(gw.url + "/chat/completions", json={"model": "smollm2", "messages": user, "max_tokens": 2})
+    assert r.status_code == 200
