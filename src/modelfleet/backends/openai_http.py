@@ -170,7 +170,7 @@ def _error_fields(payload: bytes) -> tuple[str, str | None, str | None]:
         param, code = err.get("param"), err.get("code")
         return (
             redact(str(msg)[: _SNIPPET * 4]),
-            param if isinstance(param, str) else None,
-            code if isinstance(code, str) else None,
+            param[:100] if isinstance(param, str) else None,  # relayed to the client: bounded like the message
+            code[:100] if isinstance(code, str) else None,
         )
     return redact(str(err)[:_SNIPPET]), None, None
