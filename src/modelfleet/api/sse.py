@@ -6,6 +6,7 @@ import orjson
 
 DONE = b"[DONE]"
 MAX_EVENT = 16 * 1024 * 1024  # the most one event may hold unfinished: no upstream grows it without bound
+_JOIN_BELOW = 64 * 1024  # a shorter unfinished event is simply joined to the next read (cheapest when small)
 
 
 class EventTooLarge(ValueError):
@@ -21,9 +22,13 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[bytes]:
         """Return the data payload of every event completed by `chunk` (multi-line data joined by \\n)."""
         rest = self._buf
-        if rest:
-            # An unfinished event: appended in place and searched only where an end could now be, so an event
-            # that arrives in many pieces costs its length, not its length times its pieces.
+        if not rest:
+            buf = chunk
+        elif len(rest) < _JOIN_BELOW:  # the usual case: an event split across two reads
+            buf = rest + chunk
+        else:
+            # A long unfinished event: appended in place and searched only where an end could now be, so an
+            # event that arrives in many pieces costs its length, not its length times its pieces.
             if not isinstance(rest, bytearray):
                 rest = self._buf = bytearray(rest)
             seen = len(rest)
@@ -34,8 +39,6 @@ class SSEDecoder:
                     raise EventTooLarge(f"an event that ran past {MAX_EVENT >> 20} MiB without ending")
                 return []
             buf = bytes(rest)
-        else:
-            buf = chunk
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
         *events, self._buf = buf.split(b"\n\n")
