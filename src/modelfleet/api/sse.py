@@ -23,9 +23,9 @@ class SSEDecoder:
         """Return the data payload of every event completed by `chunk` (multi-line data joined by \\n)."""
         rest = self._buf
         if not rest:
-            buf = chunk
+            buf: bytes = chunk
         elif len(rest) < _JOIN_BELOW:  # the usual case: an event split across two reads
-            buf = rest + chunk
+            buf = rest + chunk  # type: ignore[assignment]  # bytes: only a long event is a bytearray
         else:
             # A long unfinished event: appended in place and searched only where an end could now be, so an
             # event that arrives in many pieces costs its length, not its length times its pieces.
