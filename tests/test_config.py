@@ -177,3 +177,9 @@ def test_fallbacks_sticky_and_strict_routes():
         text.replace("header:X-Session-ID", "cookie"), {"VLLM_KEY": "x"}
     )
     assert "state.store" in problems(GOOD + "state: {store: mysql://x}\n", {"VLLM_KEY": "x"})
+
+
+def test_a_real_field_in_the_wrong_section_is_not_suggested_as_itself():
+    msg = problems(GOOD.replace("    threads: 1", "    threads: 1\n    timeout: 20s"), {"VLLM_KEY": "x"})
+    assert "deployments.local.timeout (line 12): unknown field 'timeout'; it is a field of another section" in msg
+    assert "did you mean 'timeout'" not in msg

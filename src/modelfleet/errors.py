@@ -153,5 +153,13 @@ class UpstreamBusy(UpstreamError):
     code = "upstream_busy"
 
     def __init__(self, message: str, retry_after: str | None = None) -> None:
-        seconds = retry_after if retry_after and retry_after.strip().isdigit() else "1"
-        super().__init__(message, headers={"Retry-After": seconds.strip()})
+        seconds = retry_after.strip() if retry_after else ""
+        ok = seconds.isascii() and seconds.isdigit() and len(seconds) <= 6  # not '²', not 10^20 s
+        super().__init__(message, headers={"Retry-After": seconds if ok else "1"})
+
+
+def unreadable_body(exc: Exception) -> InvalidRequest:
+    """A body aiohttp could not read (a Content-Encoding it is not in, broken chunking): the client's fault."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc  # aiohttp wraps the parser's own error
+    detail = " ".join(str(getattr(cause, "message", "") or cause).split())[:200]
+    return InvalidRequest(f"the request body could not be read: {detail}")

@@ -11,12 +11,14 @@ from collections.abc import Callable, Collection
 
 import orjson
 from aiohttp import HttpVersion11, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestPayloadError
 
 from modelfleet.api.drain import Drain, shutting_down
 from modelfleet.api.proxy import CLIENT_CLOSED, REQUEST_ID, _StallWatch
 from modelfleet.config import Cors
-from modelfleet.errors import APIError, BodyTooLarge, InvalidRequest
+from modelfleet.errors import APIError, BodyTooLarge, InvalidRequest, unreadable_body
 from modelfleet.observability.logging import request_id
 
 log = logging.getLogger("modelfleet.api")
@@ -80,6 +82,8 @@ def context(drain: Drain, write_timeout: float, observe: Observe, recorded: Coll
             if not drain.was_cut(task):
                 raise
             response = error_response(shutting_down("its drain_timeout ran out"), rid)
+        except (HttpProcessingError, RequestPayloadError) as exc:  # a body that cannot be read (its encoding)
+            response = error_response(unreadable_body(exc), rid)
         except ConnectionResetError:  # the client left mid-reply: the proxy has billed and logged it already
             response = web.Response(status=499)  # aiohttp's attempt to send it fails quietly
         except Exception:

@@ -27,13 +27,15 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import TypeAdapter
 
 from modelfleet.access.directory import Caller
 from modelfleet.access.gate import DEFAULT_RESERVATION, OPEN_TEAM, Gate
 from modelfleet.api import schema
 from modelfleet.api.drain import ANSWERING
-from modelfleet.api.sse import DONE, DONE_EVENT, SSEDecoder, event
+from modelfleet.api.sse import DONE, DONE_EVENT, EventTooLarge, SSEDecoder, event
 from modelfleet.errors import (
     APIError,
     BodyTooLarge,
@@ -42,6 +44,7 @@ from modelfleet.errors import (
     RequestTimeout,
     Unavailable,
     UpstreamError,
+    unreadable_body,
 )
 from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
@@ -104,7 +107,8 @@ class _Exchange:
 
         A stream: the prompt (estimated at four bytes a token) and one token per event relayed, since
         generation stopped there. A JSON answer: the prompt and all of max_tokens (or the reservation
-        for a request without it), since what the deployment generated before it stopped is unknown.
+        for a request without it) for each of its n (or best_of) choices, since what the deployment
+        generated before it stopped is unknown.
         """
         if self.usage is not None:
             return self.usage
@@ -114,7 +118,8 @@ class _Exchange:
         if self.operation is EMBEDDINGS:
             return Usage(prompt, 0)  # embeddings generate nothing
         asked = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
-        return Usage(prompt, asked if isinstance(asked, int) else DEFAULT_RESERVATION)
+        choices = max(self.body.get("n") or 1, self.body.get("best_of") or 1)  # each generates its own, as admitted
+        return Usage(prompt, (asked if isinstance(asked, int) else DEFAULT_RESERVATION) * choices)
 
 
 class Proxy:
@@ -176,7 +181,7 @@ class Proxy:
                 if route is not None and caller is not None:
                     self.gate.allow(caller, route.name)  # raises 403: the route exists, but is not theirs
                 available = ", ".join(self.gate.routes_for(caller, list(self.routes)))
-                raise ModelNotFound(f"The model {body['model']!r} does not exist; available: {available}",
+                raise ModelNotFound(f"The model {body['model'][:100]!r} does not exist; available: {available}",
                                     param="model")  # fmt: skip
             route_name = route.name
             variant = route.choice.pick(self._sticky(route, request, body))
@@ -294,6 +299,8 @@ class Proxy:
             raise BodyTooLarge(
                 f"request body exceeds the limit of {self.max_body_bytes} bytes (server.max_body_bytes)"
             ) from None
+        except (HttpProcessingError, RequestPayloadError) as exc:  # not in its Content-Encoding
+            raise unreadable_body(exc) from None
         if not raw:
             raise InvalidRequest("the request body is empty; expected a JSON object")
         try:
@@ -342,7 +349,11 @@ class Proxy:
             out: list[bytes] = []
             model: tuple[bytes, bytes] | None = None  # the upstream's "model" member, and the route's
             async for chunk in upstream.chunks():
-                for data in decoder.feed(chunk):
+                try:
+                    events = decoder.feed(chunk)
+                except EventTooLarge as exc:  # no upstream may grow the gateway's memory without bound
+                    raise UpstreamError(f"deployment {target.name!r} replica {replica.name} sent {exc}") from None
+                for data in events:
                     if data == DONE:
                         done = True
                         continue
@@ -388,7 +399,12 @@ class Proxy:
                         if u and not obj.get("choices"):
                             continue  # the usage-only chunk we asked for ourselves
                         obj.pop("usage", None)
-                    out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
+                    try:
+                        out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
+                    except TypeError:  # nesting orjson parsed but will not encode (over 255 levels)
+                        raise UpstreamError(
+                            f"deployment {target.name!r} replica {replica.name} sent an event nested too deeply"
+                        ) from None
                 if out and not done:
                     await response.write(b"".join(out))
                     out = []
@@ -402,7 +418,8 @@ class Proxy:
             out.append(DONE_EVENT)
             await response.write_eof(b"".join(out))
             self.router.answered(replica)  # only a whole stream clears a replica's failures in a row
-            return response, 200, usage, ttft
+            # A deployment that ignores stream_options.include_usage is billed what was relayed, never nothing.
+            return response, 200, usage if usage is not None else ex.billed(), ttft
         except APIError as exc:
             if not response.prepared:
                 raise
@@ -416,7 +433,8 @@ class Proxy:
                 self.router.failed(replica, exc.message)
             # Headers are gone: end with an explicit error event, never a silent truncation.
             await response.write_eof(event(exc.body()))
-            return response, exc.status, usage, ttft
+            # What was relayed was generated (and delivered): billed, as a dropped stream's is.
+            return response, exc.status, usage if usage is not None else ex.billed(), ttft
         except asyncio.CancelledError:
             if stall.stalled:
                 log.warning("cut off a stream whose client took no bytes for %gs (server.write_timeout)",
@@ -490,7 +508,11 @@ def _rewrite_reply(
         u = doc.get("usage")
         if isinstance(u, dict):
             usage = Usage.reported(u)
-    return web.Response(body=orjson.dumps(doc), content_type="application/json", headers=headers), usage
+    try:
+        body = orjson.dumps(doc)
+    except TypeError:  # nesting orjson parsed but will not encode (over 255 levels)
+        raise UpstreamError(f"deployment {target.name!r} answered with JSON nested too deeply to relay") from None
+    return web.Response(body=body, content_type="application/json", headers=headers), usage
 
 
 def _upstream_stream_error(target: Target, replica: Replica, err: object) -> UpstreamError:

@@ -126,7 +126,7 @@ class ChatRequest(_Sampling, total=False):
 class CompletionRequest(_Sampling, total=False):
     prompt: Required[StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]]
     echo: StrictBool | None
-    best_of: PositiveInt | None
+    best_of: Annotated[StrictInt, Field(ge=1, le=20)] | None  # OpenAI's bound; each one is generated
     logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None
     suffix: StrictStr | None
 
@@ -159,13 +159,20 @@ def param_name(loc: tuple[Any, ...]) -> str | None:
     """A pydantic location as a person writes it: messages[0].content, not messages.0.other.content.str."""
     out = ""
     for i, part in enumerate(loc):
+        if part == "[key]" or (i + 1 < len(loc) and loc[i + 1] == "[key]"):
+            continue  # a bad key of a map (logit_bias): the map is the parameter, the key is in the message
         if isinstance(part, int):
             out += f"[{part}]"
         elif _TYPE_NAME.match(str(part)) or (part in _MESSAGE_TAGS and i and isinstance(loc[i - 1], int)):
             continue  # a union member pydantic names in the path, not a field
         else:
             out += f".{part}" if out else str(part)
-    return out or None
+    return _clip(out) or None
+
+
+def _clip(text: str, most: int = 100) -> str:
+    """What an error echoes of the client's input: enough to recognise it, never the whole of a huge value."""
+    return text if len(text) <= most else text[:most] + "..."
 
 
 _TYPE_NAME = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|literal)\[.*\]|function-.*|constrained-.*)$")
@@ -178,11 +185,11 @@ def _as_invalid_request(exc: ValidationError) -> InvalidRequest:
     err = max(errors, key=lambda e: len(param_name(tuple(e["loc"])) or ""))
     loc = err["loc"]
     param = param_name(loc)
-    top = str(loc[0]) if loc else None
+    top = _clip(str(loc[0])) if loc else None
     if err["type"] == "extra_forbidden" and len(loc) == 1:
         return InvalidRequest(f"Unrecognized request argument supplied: {top}", param=top)
     if err["type"] == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'", param=param)
     got = err.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    shown = "" if isinstance(got, dict | list) else f" (got {_clip(repr(got))})"
     return InvalidRequest(f"Invalid value for '{param}': {err['msg'].lower()}{shown}", param=param)

@@ -5,20 +5,46 @@ from __future__ import annotations
 import orjson
 
 DONE = b"[DONE]"
+MAX_EVENT = 16 * 1024 * 1024  # the most one event may hold unfinished: no upstream grows it without bound
+_JOIN_BELOW = 64 * 1024  # a shorter unfinished event is simply joined to the next read (cheapest when small)
+
+
+class EventTooLarge(ValueError):
+    """An event went on past MAX_EVENT bytes without ending."""
 
 
 class SSEDecoder:
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf: bytes | bytearray = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Return the data payload of every event completed by `chunk` (multi-line data joined by \\n)."""
-        buf = self._buf + chunk
+        rest = self._buf
+        if not rest:
+            buf: bytes = chunk
+        elif len(rest) < _JOIN_BELOW:  # the usual case: an event split across two reads
+            buf = rest + chunk  # type: ignore[assignment]  # bytes: only a long event is a bytearray
+        else:
+            # A long unfinished event: appended in place and searched only where an end could now be, so an
+            # event that arrives in many pieces costs its length, not its length times its pieces.
+            if not isinstance(rest, bytearray):
+                rest = self._buf = bytearray(rest)
+            seen = len(rest)
+            rest += chunk
+            if rest.find(b"\n\n", seen - 1) < 0 and rest.find(b"\n\r\n", max(0, seen - 2)) < 0:
+                if len(rest) > MAX_EVENT:
+                    self._buf = b""
+                    raise EventTooLarge(f"an event that ran past {MAX_EVENT >> 20} MiB without ending")
+                return []
+            buf = bytes(rest)
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
         *events, self._buf = buf.split(b"\n\n")
+        if len(self._buf) > MAX_EVENT:
+            self._buf = b""
+            raise EventTooLarge(f"an event that ran past {MAX_EVENT >> 20} MiB without ending")
         out = []
         for event in events:
             data = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]

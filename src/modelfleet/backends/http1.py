@@ -18,9 +18,12 @@ from urllib.parse import urlsplit
 import httptools
 
 _PAUSE_AT = 1 << 20  # buffered response bytes before the socket stops reading (a slow consumer)
-# What no model server sends, and a broken or hostile one could: memory is bounded by these, not by it.
-_MAX_HEAD = 64 << 10  # bytes of response headers
-_MAX_BODY = 256 << 20  # bytes of one reply's body, decoded (a stream's, all together)
+# Bounds on what one reply may make the gateway hold, so that no upstream (broken or hostile) can exhaust the
+# memory every other request shares: its head, a whole JSON body (decoded), and what one compressed piece
+# may expand to (a gzip bomb is refused before it is inflated, not after).
+MAX_HEAD = 64 * 1024
+MAX_BODY = 256 * 1024 * 1024
+MAX_INFLATE = 16 * 1024 * 1024
 
 
 class ConnectFailed(ConnectionError):
@@ -87,8 +90,9 @@ class Response:
 
 
 class Client:
-    def __init__(self, idle_timeout: float = 30.0) -> None:
+    def __init__(self, idle_timeout: float = 30.0, max_body: int = MAX_BODY) -> None:
         self._idle_timeout = idle_timeout
+        self._max_body = max_body
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._heads: dict[str, tuple[_Pool, bytes]] = {}
         self._closed = False
@@ -121,7 +125,7 @@ class Client:
         key = (parts.scheme, parts.hostname, port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(parts.hostname, port, tls, self._idle_timeout)
+            pool = self._pools[key] = _Pool(parts.hostname, port, tls, self._idle_timeout, self._max_body)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = parts.netloc.rpartition("@")[2]
         head = f"POST {target} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")
@@ -140,8 +144,9 @@ class Client:
 class _Pool:
     """Idle keep-alive connections to one origin, newest first (the most likely to be still open)."""
 
-    def __init__(self, host: str, port: int, tls: bool, idle_timeout: float) -> None:
+    def __init__(self, host: str, port: int, tls: bool, idle_timeout: float, max_body: int) -> None:
         self.host, self.port = host, port
+        self.max_body = max_body
         self.ssl = ssl.create_default_context() if tls else None
         self.idle: list[_Conn] = []
         self.idle_timeout = idle_timeout
@@ -186,6 +191,7 @@ class _Conn(asyncio.Protocol):
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
+        self.max_body = pool.max_body
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -198,6 +204,9 @@ class _Conn(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.buffered = 0
+        self.size = 0  # of a JSON body
+        self.bodies = 0  # body pieces so far
+        self.overhead = 0  # bytes read since the last piece of body: a head, chunk framing, trailers
         self.complete = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future | None = None
@@ -209,9 +218,6 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self.busy = False
         self.keep_alive = False
-        self.interim = False  # inside a 1xx reply (100 Continue, 103 Early Hints): the real one follows
-        self.head_bytes = 0
-        self.body_bytes = 0
 
     # -- the exchange, from the caller's side
 
@@ -308,31 +314,35 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self.busy:  # bytes nobody asked for: the connection can no longer be trusted
+        if not self.busy or self.complete:  # bytes nobody asked for: the connection can no longer be trusted
             self.abort()
             return
         if self.stream:
             self.last = self.loop.time()
-        if not self.status:  # still in the head: httptools would buffer a header line of any length
-            self.head_bytes += len(data)
-            if self.head_bytes > _MAX_HEAD and not self._head_done(data):
-                self._fail(BadResponse(f"the server's reply headers exceed {_MAX_HEAD >> 10} KiB"))
-                self.abort()
-                return
         try:
+            bodies = self.bodies
             self.parser.feed_data(data)
+            if self.bodies == bodies:  # not a byte of body in this read (httptools holds any header it is in)
+                self.overhead += len(data)
+                if self.overhead > MAX_HEAD:
+                    raise BadResponse(f"the server's reply headers (or trailers) exceed {MAX_HEAD // 1024} KiB")
+            else:
+                self.overhead = 0
+        except BadResponse as exc:
+            self._fail(exc)
+            self.abort()
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse("the server tried to upgrade the connection"))
             self.abort()
-        except (httptools.HttpParserError, zlib.error) as exc:
-            own = exc.__context__ if isinstance(exc.__context__, BadResponse) else None  # raised by a callback
-            self._fail(own or BadResponse(f"the server's reply is not valid HTTP/1.1 ({exc})"))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__  # one of ours (a bound, a second reply) or zlib's
+            self._fail(
+                cause if isinstance(cause, BadResponse) else BadResponse(f"the server's reply is invalid ({cause})")
+            )
             self.abort()
-
-    def _head_done(self, data: bytes) -> bool:
-        """Whether the head ends within the limit (the bytes past it are body, and may be many)."""
-        end = data.find(b"\r\n\r\n")
-        return end >= 0 and self.head_bytes - len(data) + end <= _MAX_HEAD
+        except httptools.HttpParserError as exc:
+            self._fail(BadResponse(f"the server's reply is not valid HTTP/1.1 ({exc})"))
+            self.abort()
 
     def eof_received(self) -> bool:
         return False
@@ -351,23 +361,22 @@ class _Conn(asyncio.Protocol):
     # -- httptools callbacks
 
     def on_message_begin(self) -> None:
-        if self.complete:  # a second reply to one request: keep the first intact, and trust the connection no more
-            raise BadResponse("the server sent a reply nobody asked for")
+        if self.complete:  # a body longer than its framing: its tail would be taken for the next request's reply
+            raise BadResponse("the server sent bytes past the end of its reply")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        if status < 200:  # interim (101 raises an upgrade): taken as the reply, the real one would answer the next
-            self.interim = True
+        if status < 200:  # an interim reply (100 Continue, 103 Early Hints): the real one follows
             self.headers = {}
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
         encoding = self.headers.get("content-encoding")
         if encoding and encoding != "identity":
-            if encoding in ("gzip", "x-gzip", "deflate"):
+            if encoding.lower() in ("gzip", "x-gzip", "deflate"):  # a token, case-insensitive
                 self.decoder = zlib.decompressobj(47)  # gzip or zlib, told apart by their headers
             else:
                 self._fail(
@@ -381,13 +390,17 @@ class _Conn(asyncio.Protocol):
             self._wake()
 
     def on_body(self, data: bytes) -> None:
-        if self.decoder is not None:  # bounded, so a small gzip bomb cannot expand all at once
-            data = self.decoder.decompress(data, _MAX_BODY - self.body_bytes + 1)
-        self.body_bytes += len(data)
-        if self.body_bytes > _MAX_BODY:
-            raise BadResponse(f"the server's reply exceeds {_MAX_BODY >> 20} MiB")
+        if self.decoder is not None:
+            data = self.decoder.decompress(data, MAX_INFLATE)
+            if self.decoder.unconsumed_tail:
+                raise BadResponse(f"a compressed piece of the server's reply expands past {MAX_INFLATE >> 20} MiB")
         self.body.append(data)
-        if self.stream:
+        self.bodies += 1
+        if not self.stream:
+            self.size += len(data)
+            if self.size > self.max_body:
+                raise BadResponse(f"the server's reply exceeds {self.max_body:,} bytes")
+        else:
             self.buffered += len(data)
             if self.buffered > _PAUSE_AT and not self.paused and self.transport is not None:
                 self.paused = True
@@ -395,10 +408,8 @@ class _Conn(asyncio.Protocol):
             self._wake()
 
     def on_message_complete(self) -> None:
-        if self.interim:
-            self.interim = False
-            return
-        self._end()
+        if self.status:  # not the end of an interim reply
+            self._end()
 
     def _end(self) -> None:
         if self.decoder is not None:

@@ -129,6 +129,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _unreachable(replica: Replica, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, http1.BadResponse):  # it was reached, and answered what cannot be relayed
+        return UpstreamError(f"deployment {replica.deployment!r} replica {replica.name} sent a bad reply: {exc}")
     return UpstreamError(
         f"deployment {replica.deployment!r} replica {replica.name} could not be reached: {_describe(exc)}",
         code="upstream_unreachable",
@@ -172,7 +174,7 @@ def _error_fields(payload: bytes) -> tuple[str, str | None, str | None]:
         param, code = err.get("param"), err.get("code")
         return (
             redact(str(msg)[: _SNIPPET * 4]),
-            param if isinstance(param, str) else None,
-            code if isinstance(code, str) else None,
+            param[:100] if isinstance(param, str) else None,  # relayed to the client: bounded like the message
+            code[:100] if isinstance(code, str) else None,
         )
     return redact(str(err)[:_SNIPPET]), None, None

@@ -195,7 +195,10 @@ def _describe(err: Any, lines: dict[Path_, int]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         field = str(loc[-1])
-        hint = difflib.get_close_matches(field, _all_field_names(), n=1)
+        names = _all_field_names()
+        if field in names:  # a real field, in the wrong place: suggesting its own name would not help
+            return f"{_where(loc, lines)}: unknown field {field!r}; it is a field of another section, not of this one"
+        hint = difflib.get_close_matches(field, names, n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
         return f"{_where(loc, lines)}: unknown field {field!r}{suggestion}"
     if kind == "union_tag_invalid":

@@ -105,8 +105,8 @@ class Engine:
         kw["max_tokens"] = max_tokens if max_tokens else None
         if not chat:
             kw["max_tokens"] = kw["max_tokens"] or 16  # OpenAI's default for completions
-            if body.get("echo"):
-                kw["echo"] = True
+            if body.get("echo"):  # llama.cpp echoes only a prompt given as text, and the engine passes tokens
+                raise _bad("echo is not supported by the llama-cpp engine.", "echo")
         return kw
 
     def generate(self, body: dict, chat: bool, stream: bool, cancel: _Cancelled) -> Any:
@@ -118,6 +118,8 @@ class Engine:
                 if len(prompt) != 1 or not isinstance(prompt[0], str):
                     raise _bad("the llama-cpp engine takes one prompt string per request.", "prompt")
                 prompt = prompt[0]
+            if not prompt:
+                raise _bad("prompt is empty; the llama-cpp engine needs some text to continue.", "prompt")
             tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
             cancel.prompt_tokens = len(tokens)
             return self.llm.create_completion(prompt=tokens, stream=stream, stopping_criteria=criteria, **kw)
@@ -145,7 +147,11 @@ class Engine:
         if kind == "text":
             return None
         if kind == "json_schema":  # OpenAI's structured outputs -> llama.cpp's JSON-schema grammar
-            schema = (response_format.get("json_schema") or {}).get("schema")
+            spec = response_format.get("json_schema") or {}
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+                raise _bad("response_format.json_schema must be an object whose schema is an object.",
+                           "response_format.json_schema")  # fmt: skip
+            schema = spec.get("schema")
             response_format = {"type": "json_object", **({"schema": schema} if schema else {})}
         if response_format.get("type") != "json_object":
             raise _bad(f"response_format type {kind!r} is not supported", "response_format")
@@ -157,6 +163,8 @@ class Engine:
 
 def _text_only(message: dict) -> dict:
     """OpenAI allows content as a list of parts; chat templates expect a string, so join the text parts."""
+    if message.get("tool_calls") or message.get("function_call"):
+        raise _bad("tool calls are not supported by the llama-cpp engine.", "messages")
     content = message.get("content")
     if not isinstance(content, list):
         return message

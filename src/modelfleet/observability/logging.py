@@ -70,8 +70,9 @@ class _RedactingFilter(logging.Filter):
 
 def _is_bad_request(exc: BaseException | None) -> bool:
     from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.web_protocol import RequestPayloadError  # a body aiohttp could not decode, found as it drains it
 
-    return isinstance(exc, HttpProcessingError)
+    return isinstance(exc, HttpProcessingError | RequestPayloadError)
 
 
 class JSONFormatter(logging.Formatter):

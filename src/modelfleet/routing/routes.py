@@ -18,7 +18,8 @@ _SCALE = float(1 << 64)
 
 def sticky_point(route: str, key: str) -> float:
     """A stable point in [0, 1) for `key`; salted by the route so routes split independently."""
-    h = hashlib.blake2b(key.encode(), digest_size=8, key=route.encode()[:64]).digest()
+    # surrogateescape: a header may hold any byte (aiohttp hands on non-UTF-8 ones as surrogates)
+    h = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8, key=route.encode()[:64]).digest()
     return int.from_bytes(h, "big") / _SCALE
 
 
