@@ -234,7 +234,8 @@ def report(results: dict, args: argparse.Namespace) -> None:
                 f"  {mode:6}: {name:13} RPS {ratio:.2f}x bare"
                 + (f" (goal >= {goal})" if goal else "")
                 + f"; p99@32 {tail:.2f}x bare (goal <= {P99_C32_GOAL}); added p50@1 +{added50:.3f} ms "
-                f"(goal <= {ADDED_P50_GOAL_MS})  [{', '.join(verdicts)}]"
+                f"(goal <= {ADDED_P50_GOAL_MS}; its own work over the bare proxy's "
+                f"{r['p50_ms_c1'] - bare['p50_ms_c1']:+.3f} ms)  [{', '.join(verdicts)}]"
             )
     if args.json:
         args.json.write_text(json.dumps({"results": results, "summary": summary, "cpus": os.cpu_count()}, indent=2))
