@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -171,13 +172,21 @@ def run_terraform(folder: Path, title: str, *args: str) -> str:
                     status.update(f"{title} ({time.monotonic() - started:.0f}s): {line[:100]}")
             return proc.wait()
 
+        # terraform gets the same Ctrl-C: it lets the calls in flight finish and saves its state. Leaving then
+        # would close its output pipe and could kill it before it writes what it created, so a Ctrl-C is only
+        # noted here (a KeyboardInterrupt raised mid-read could also lose the lines terraform prints then).
+        interrupted: list[bool] = []
+
+        def on_ctrl_c(*_: object) -> None:
+            interrupted.append(True)
+            status.update(f"{title}: interrupted; terraform is finishing the calls in flight and saving its state")
+
+        previous = signal.signal(signal.SIGINT, on_ctrl_c)
         try:
             code = follow()
-        except KeyboardInterrupt:
-            # terraform got the same Ctrl-C: it lets the calls in flight finish and saves its state. Leaving
-            # now would close its output pipe and could kill it before it writes what it created.
-            status.update(f"{title}: interrupted; terraform is finishing the calls in flight and saving its state")
-            code = follow()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if interrupted:
             console.print("\n".join(tail), markup=False, highlight=False)
             fail(
                 f"{title} interrupted after {time.monotonic() - started:.0f}s (terraform exited {code}); "
