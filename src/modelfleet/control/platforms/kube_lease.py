@@ -6,7 +6,8 @@ applies its schedule and idle stop, reconciles drift); the others route requests
     holder   renews every duration/3; it counts itself the leader only until `now + duration * 0.8` of its
              last successful renewal began, so it has stopped acting before anyone may take over
     others   take the Lease when its holder is empty (released on shutdown) or when its record has not
-             changed for a whole `duration` measured on their own clock (no trust in another pod's clock)
+             changed for a whole `duration` measured on their own clock (no trust in another pod's clock),
+             from when the GET that first showed it *answered* (a renewal may land while a GET is slow)
     writes   carry the resourceVersion they read: of two pods racing for an expired Lease, one gets 409
 
 Identity: the pod name (HOSTNAME) and the process id, so two workers or two pods never share one.
@@ -54,11 +55,14 @@ class LeaderLease:
         """Take or renew the Lease if it is ours to take; whether we lead now. API errors propagate."""
         began = time.monotonic()
         lease = await self.api.get_lease()
+        # The holder's renewal may have been written at any time during a slow GET: count the record's age
+        # from when the answer arrived (later is safe here; `began` is the safe side only for the holder).
+        answered = time.monotonic()
         spec = lease.spec if lease is not None else None
         holder = spec.holderIdentity if spec is not None else None
         record = (holder, spec.renewTime, spec.leaseTransitions) if spec is not None else None
         if record != self._seen:
-            self._seen, self._seen_at = record, began
+            self._seen, self._seen_at = record, answered
         duration = spec.leaseDurationSeconds if spec is not None and spec.leaseDurationSeconds else self.duration
         if holder and holder != self.me and began < self._seen_at + duration:
             self._lose(f"held by {holder}")

@@ -1,0 +1,54 @@
+"""A hostile API server and racing gateway pods, against the fake Kubernetes API server over HTTP
+(modelfleet.testing.fake_kube, with injected slow answers and errors), through the real client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from test_kubernetes import FakeKube
+
+from modelfleet.config import parse_fleet
+from modelfleet.control.platforms.kube_api import KubeAPI
+from modelfleet.control.platforms.kube_lease import LeaderLease
+
+
+@pytest.fixture
+def kube(start) -> FakeKube:
+    return start(FakeKube)
+
+
+def fault(kube: FakeKube, **spec) -> None:
+    httpx.post(kube.url + "/fake/faults", json=spec).raise_for_status()
+
+
+def lease_api(kube: FakeKube) -> KubeAPI:
+    fleet = parse_fleet(f'deployments:\n  chat: {{kind: kubernetes, model: m, namespace: ml, api_url: "{kube.url}"}}\n'
+                        "routes:\n  chat: {deployments: [chat]}\n", env={})  # fmt: skip
+    return KubeAPI(fleet.deployments["chat"], "chat")
+
+
+def test_a_renewal_landing_during_a_slow_get_is_aged_from_the_answer_not_the_question(kube):
+    """No split brain: the observer's slow GET shows a renewal written mid-way; it must not date it from before."""
+    d = 4.0
+
+    async def main():
+        a, b = LeaderLease(lease_api(kube), d, "a"), LeaderLease(lease_api(kube), d, "b")
+        try:
+            assert await a.step()
+            fault(kube, method="GET", path="/leases/", delay=d / 2)  # b's next GET is slow
+            asked = time.monotonic()
+            observing = asyncio.create_task(b.step())
+            await asyncio.sleep(0.3 * d)
+            assert await a.step()  # a renews while b's GET is on its way: a leads until ~asked + 1.1d
+            assert not await observing
+            await asyncio.sleep(asked + d + 0.05 - time.monotonic())  # a stalls (no renewal); b looks again
+            took = await b.step()
+            assert not (took and a.leading), "two gateway pods hold the Lease at once"
+        finally:
+            await a.api.aclose()
+            await b.api.aclose()
+
+    asyncio.run(main())
