@@ -8,11 +8,13 @@ import time
 
 import httpx
 import pytest
-from test_kubernetes import FakeKube
+from test_kube_lease import control_plane
+from test_kubernetes import FakeKube, until
 
 from modelfleet.config import parse_fleet
 from modelfleet.control.platforms.kube_api import KubeAPI
 from modelfleet.control.platforms.kube_lease import LeaderLease
+from modelfleet.values import ReplicaState
 
 
 @pytest.fixture
@@ -50,5 +52,41 @@ def test_a_renewal_landing_during_a_slow_get_is_aged_from_the_answer_not_the_que
         finally:
             await a.api.aclose()
             await b.api.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_wake_from_a_follower_whose_clock_is_behind_still_reaches_the_holder(kube):
+    """Pods' wall clocks differ: what a follower publishes is news because it was written later, whatever its time."""
+    kube.seed("chat", replicas=0)
+
+    async def main():
+        clock, behind = [1_000_000.0], [1_000_000.0 - 120]  # pod b's clock is two minutes slow
+        a, pa, _ = control_plane(kube, clock, wake_on_request="true", wake_timeout="3s")
+        b, pb, reps_b = control_plane(kube, behind, wake_on_request="true", wake_timeout="3s")
+        await a.start()
+        await b.start()
+        clock[0] += 1
+        await a.set("chat", "stop", "test")
+        await until(lambda: reps_b[0].state is ReplicaState.STOPPED)
+
+        async def holder():  # pod a's control loop, as its Periodic runs it
+            while True:
+                await a.tick()
+                await asyncio.sleep(0.1)
+
+        loop = asyncio.create_task(holder())
+        try:
+            await b.wake("chat")  # raised Unavailable: the holder took b's wake for an old one
+            assert kube.deployment("chat")["spec"]["replicas"] == 1
+            assert a.desired["chat"].state == "running"
+            # and a person's stop through the slow pod too
+            await until(lambda: pb.published() is not None and pb.published().state == "running")
+            await b.set("chat", "stop", "asked on the slow pod")
+            await until(lambda: kube.deployment("chat")["spec"]["replicas"] == 0, timeout=5)
+        finally:
+            loop.cancel()
+            await a.shutdown()
+            await b.shutdown()
 
     asyncio.run(main())

@@ -225,9 +225,10 @@ class Deployments:
         theirs = platform.last_request()
         if theirs is not None and theirs > self._last_request.get(name, float("-inf")):
             self._last_request[name] = theirs
-        published, want = platform.published(), self.desired.get(name)
+        want = self.desired.get(name)
+        # Written by another pod since this one last wrote or took it (by resourceVersion, not by wall clocks).
         # A new gateway pod (a rollout, the HPA) knows only the schedule: what the pods decided wins over it.
-        newer = published is not None and (want is None or name in self._undecided or published.since > want.since)
+        newer = published = platform.news()
         if newer:
             self._undecided.discard(name)
         if not platform.leading:

@@ -119,19 +119,21 @@ class KubeAPI:
             raise
         return str(scale.metadata.resourceVersion or "")
 
-    async def annotate(self, annotations: dict[str, str]) -> None:
-        """Merge annotations into the Deployment's metadata (how gateway pods share what they know)."""
+    async def annotate(self, annotations: dict[str, str]) -> str:
+        """Merge annotations into the Deployment's metadata (how gateway pods share what they know); its new
+        resourceVersion."""
         from lightkube import ApiError
         from lightkube.resources.apps_v1 import Deployment
         from lightkube.types import PatchType
 
         try:
-            await self.client().patch(Deployment, self.name, {"metadata": {"annotations": annotations}},
+            patched = await self.client().patch(Deployment, self.name, {"metadata": {"annotations": annotations}},
                                       namespace=self.namespace, patch_type=PatchType.MERGE)  # fmt: skip
         except ApiError as exc:
             if exc.status.code == 404:
                 raise DeploymentMissing(self.where) from None
             raise
+        return str(patched.metadata.resourceVersion or "")
 
     @property
     def lease_name(self) -> str:
