@@ -62,7 +62,7 @@ def test_a_wake_from_a_follower_whose_clock_is_behind_still_reaches_the_holder(k
 
     async def main():
         clock, behind = [1_000_000.0], [1_000_000.0 - 120]  # pod b's clock is two minutes slow
-        a, pa, _ = control_plane(kube, clock, wake_on_request="true", wake_timeout="3s")
+        a, _pa, _ = control_plane(kube, clock, wake_on_request="true", wake_timeout="3s")
         b, pb, reps_b = control_plane(kube, behind, wake_on_request="true", wake_timeout="3s")
         await a.start()
         await b.start()
