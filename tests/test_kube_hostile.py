@@ -90,3 +90,27 @@ def test_a_wake_from_a_follower_whose_clock_is_behind_still_reaches_the_holder(k
             await b.shutdown()
 
     asyncio.run(main())
+
+
+def test_long_deployment_names_that_differ_near_their_end_get_their_own_leases(kube):
+    """Two Deployments, two Leases: a shared one would elect a holder for only one of the two deployments."""
+    long = "qwen2-5-72b-instruct-awq-tensor-parallel-4-team-quant-eval"
+    fleet = parse_fleet(f"""\
+deployments:
+  {long}-a: {{kind: kubernetes, model: m, namespace: ml, api_url: "{kube.url}"}}
+  {long}-b: {{kind: kubernetes, model: m, namespace: ml, api_url: "{kube.url}"}}
+routes:
+  r: {{deployments: [{long}-a, {long}-b]}}
+""", env={})  # fmt: skip
+
+    async def main():
+        apis = [KubeAPI(fleet.deployments[n], n) for n in (f"{long}-a", f"{long}-b")]
+        a, b = (LeaderLease(api, 2.0) for api in apis)
+        try:
+            assert apis[0].name != apis[1].name and apis[0].lease_name != apis[1].lease_name
+            assert await a.step() and await b.step()  # each deployment has a holder
+        finally:
+            for api in apis:
+                await api.aclose()
+
+    asyncio.run(main())
