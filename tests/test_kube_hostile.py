@@ -114,3 +114,24 @@ routes:
                 await api.aclose()
 
     asyncio.run(main())
+
+
+def test_a_holder_whose_renewals_failed_still_hands_the_lease_on_at_shutdown(kube):
+    """It stopped acting (could not renew), but the Lease still names it: shutdown empties it for the next pod."""
+
+    async def main():
+        a, b = LeaderLease(lease_api(kube), 1.0, "a"), LeaderLease(lease_api(kube), 1.0, "b")
+        try:
+            assert await a.step()
+            fault(kube, method="PUT", path="/leases/", status=500)
+            with pytest.raises(Exception, match="injected fault 500"):
+                await a.step()
+            await asyncio.sleep(0.9)  # past the renew deadline: a no longer leads
+            assert not a.leading
+            await a.release()
+            assert await b.step()  # at once, not a whole lease duration later
+        finally:
+            await a.api.aclose()
+            await b.api.aclose()
+
+    asyncio.run(main())

@@ -42,6 +42,7 @@ class LeaderLease:
         self._valid_until = 0.0  # monotonic: leading while now is before this
         self._seen: tuple[Any, ...] | None = None  # the Lease record last read
         self._seen_at = 0.0  # monotonic: when it last changed
+        self._wrote = False  # this pod's name is in the Lease as far as it knows (so release it on shutdown)
 
     @property
     def leading(self) -> bool:
@@ -64,6 +65,7 @@ class LeaderLease:
         if record != self._seen:
             self._seen, self._seen_at = record, answered
         duration = spec.leaseDurationSeconds if spec is not None and spec.leaseDurationSeconds else self.duration
+        self._wrote = holder == self.me
         if holder and holder != self.me and began < self._seen_at + duration:
             self._lose(f"held by {holder}")
             return False
@@ -80,6 +82,7 @@ class LeaderLease:
         if not await self.api.write_lease(lease, new):
             self._lose("another gateway pod took it first")
             return False
+        self._wrote = True
         if taking:
             log.info("this gateway pod (%s) now holds the Lease %s/%s: it acts on %s", self.me,
                      self.api.namespace, self.api.lease_name, self.api.where)  # fmt: skip
@@ -93,10 +96,13 @@ class LeaderLease:
         self._valid_until = 0.0
 
     async def release(self) -> None:
-        """On a clean shutdown: empty the holder, so another pod takes over at once instead of after `duration`."""
-        if not self.leading:
-            return
+        """On a clean shutdown: empty the holder, so another pod takes over at once instead of after `duration`.
+
+        Also when this pod stopped leading because its renewals failed: the Lease may still name it.
+        """
         self._valid_until = 0.0
+        if not self._wrote:  # the Lease names another pod, or never named this one
+            return
         lease = await self.api.get_lease()
         if lease is None or lease.spec is None or lease.spec.holderIdentity != self.me:
             return
