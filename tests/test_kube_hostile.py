@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import httpx
@@ -133,5 +134,28 @@ def test_a_holder_whose_renewals_failed_still_hands_the_lease_on_at_shutdown(kub
         finally:
             await a.api.aclose()
             await b.api.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_watch_hung_on_a_half_open_connection_is_abandoned_and_listed_again(kube):
+    """The API server's answer never comes (a load balancer dropped the connection silently): list again anyway."""
+    kube.seed("chat", replicas=0)
+    fault(kube, method="GET", path="/deployments", watch=True, delay=120)  # the first watch hangs
+
+    async def main():
+        api = KubeAPI(lease_api(kube).dep, "chat", watch_seconds=1)
+        views = []
+        follow = asyncio.create_task(api.follow_deployment(views.append))
+        try:
+            await until(lambda: views)
+            httpx.patch(f"{kube.url}/apis/apps/v1/namespaces/ml/deployments/chat/scale", json={"spec": {"replicas": 2}},
+                        headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()  # fmt: skip
+            await until(lambda: views[-1].replicas == 2, timeout=8)
+        finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+            await api.aclose()
 
     asyncio.run(main())

@@ -28,8 +28,9 @@ serves, and then gone. Tests steer it on /fake/...:
     GET  /fake/writes       every successful write as {"verb", "resource", "name", "holder"} (the Lease holder
                             at the time: which gateway pod acted)
     POST /fake/faults       {"method": "GET", "path": "leases", "times": 1, "delay": 0.5, "status": 500}: the next
-                            `times` matching API calls (path contains `path`) wait `delay` seconds before they are
-                            served, then answer `status` as a Status error (when given) instead
+                            `times` matching API calls (path contains `path`; only watches or no watches with
+                            "watch": true|false) wait `delay` seconds before they are served (a hung connection,
+                            when long), then answer `status` as a Status error (when given) instead
 """
 
 from __future__ import annotations
@@ -500,10 +501,12 @@ def build_app(cluster: FakeCluster) -> web.Application:
     @web.middleware
     async def faults(request: web.Request, handler: Any) -> web.StreamResponse:
         for f in cluster.faults if not request.path.startswith("/fake/") else []:
+            watch = request.query.get("watch") in ("true", "1")
             if (
                 f["times"] > 0
                 and f.get("method", request.method) == request.method
                 and f.get("path", "") in request.path
+                and f.get("watch", watch) == watch
             ):
                 f["times"] -= 1
                 await asyncio.sleep(f["delay"])  # then served as the cluster is now (a slow API server)
