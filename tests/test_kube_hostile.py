@@ -41,7 +41,7 @@ def test_a_renewal_landing_during_a_slow_get_is_aged_from_the_answer_not_the_que
         a, b = LeaderLease(lease_api(kube), d, "a"), LeaderLease(lease_api(kube), d, "b")
         try:
             assert await a.step()
-            fault(kube, method="GET", path="/leases/", delay=d / 2)  # b's next GET is slow
+            fault(kube, method="GET", path="/leases/modelfleet-chat", delay=d / 2)  # b's next GET is slow
             asked = time.monotonic()
             observing = asyncio.create_task(b.step())
             await asyncio.sleep(0.3 * d)
@@ -124,7 +124,7 @@ def test_a_holder_whose_renewals_failed_still_hands_the_lease_on_at_shutdown(kub
         a, b = LeaderLease(lease_api(kube), 1.0, "a"), LeaderLease(lease_api(kube), 1.0, "b")
         try:
             assert await a.step()
-            fault(kube, method="PUT", path="/leases/", status=500)
+            fault(kube, method="PUT", path="/leases/modelfleet-chat", status=500)
             with pytest.raises(Exception, match="injected fault 500"):
                 await a.step()
             await asyncio.sleep(0.9)  # past the renew deadline: a no longer leads
@@ -157,5 +157,47 @@ def test_a_watch_hung_on_a_half_open_connection_is_abandoned_and_listed_again(ku
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
             await api.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_wake_racing_the_holders_stop_is_not_overwritten_by_it(kube):
+    """The holder stops the model; a follower sees it stopped and wakes it at once. The holder's own record of the
+    stop goes on the Deployment before the stop, so it cannot land after the wake and erase it (a 503). (The
+    holder's own 1s loop may also catch the wake while the slow write is on its way: this is the scenario, not
+    a proof of the ordering.)"""
+    kube.seed("chat", replicas=0)
+
+    async def main():
+        clock = [1_000_000.0]
+        a, pa, _ = control_plane(kube, clock, wake_on_request="true", wake_timeout="3s")
+        b, _pb, reps_b = control_plane(kube, clock, wake_on_request="true", wake_timeout="3s")
+        await a.start()
+        await b.start()
+        assert pa.leading
+        await until(lambda: reps_b[0].ready)
+
+        async def holder():  # pod a's control loop, as its Periodic runs it
+            while True:
+                await a.tick()
+                await asyncio.sleep(0.1)
+
+        loop = None
+        try:
+            clock[0] += 1
+            fault(kube, method="PATCH", path="/deployments/chat", delay=1.0)  # the holder's annotation is slow
+            stopping = asyncio.create_task(a.set("chat", "stop", "by a person"))
+            await until(lambda: reps_b[0].state is ReplicaState.STOPPED)
+            clock[0] += 1
+            waking = asyncio.create_task(b.wake("chat"))
+            await stopping  # the holder's next tick comes after its stop (ticks do not overlap a person's stop)
+            loop = asyncio.create_task(holder())
+            await waking  # raised Unavailable: the stop's late annotation erased the wake
+            await until(lambda: kube.deployment("chat")["spec"]["replicas"] == 1, timeout=5)
+        finally:
+            if loop is not None:
+                loop.cancel()
+            await a.shutdown()
+            await b.shutdown()
 
     asyncio.run(main())

@@ -278,14 +278,20 @@ class Deployments:
                     self.errors[name] = f"start failed: {type(exc).__name__}: {exc}"
                     raise
                 self.errors.pop(name, None)
+                await self._publish(name, want)
             else:
                 self._woken_at.pop(name, None)
+                # Published before the stop: a follower that sees it stopped and is woken by a request then
+                # writes its wake after this, and it is news; published after, it could erase that wake.
+                await self._publish(name, want)
                 await self.platforms[name].stop()
-            if self._shared(name):  # so the other gateway pods show it, and a new holder resumes it
-                try:
-                    await self.platforms[name].publish(want)  # type: ignore[attr-defined]
-                except Exception as exc:
-                    log.warning("deployment %s: cannot publish its desired state: %s", name, exc)
+
+    async def _publish(self, name: str, want: Desired) -> None:
+        if self._shared(name):  # so the other gateway pods show it, and a new holder resumes it
+            try:
+                await self.platforms[name].publish(want)  # type: ignore[attr-defined]
+            except Exception as exc:
+                log.warning("deployment %s: cannot publish its desired state: %s", name, exc)
 
     async def wake(self, name: str) -> float:
         """A request found `name` stopped: start it (once, however many ask) and say how long to wait.

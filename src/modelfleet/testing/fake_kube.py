@@ -28,7 +28,7 @@ serves, and then gone. Tests steer it on /fake/...:
     GET  /fake/writes       every successful write as {"verb", "resource", "name", "holder"} (the Lease holder
                             at the time: which gateway pod acted)
     POST /fake/faults       {"method": "GET", "path": "leases", "times": 1, "delay": 0.5, "status": 500}: the next
-                            `times` matching API calls (path contains `path`; only watches or no watches with
+                            `times` matching API calls (path ends with `path`; only watches or no watches with
                             "watch": true|false) wait `delay` seconds before they are served (a hung connection,
                             when long), then answer `status` as a Status error (when given) instead
 """
@@ -505,7 +505,7 @@ def build_app(cluster: FakeCluster) -> web.Application:
             if (
                 f["times"] > 0
                 and f.get("method", request.method) == request.method
-                and f.get("path", "") in request.path
+                and request.path.endswith(f.get("path", ""))
                 and f.get("watch", watch) == watch
             ):
                 f["times"] -= 1
