@@ -229,8 +229,9 @@ class Deployments:
         # Written by another pod since this one last wrote or took it (by resourceVersion, not by wall clocks).
         # A new gateway pod (a rollout, the HPA) knows only the schedule: what the pods decided wins over it.
         newer = published = platform.news()
-        if newer:
+        if published is not None:  # dated by this pod's clock: another pod's may be off (idle stop counts from it)
             self._undecided.discard(name)
+            published = Desired(published.state, published.reason, now)
         if not platform.leading:
             self._led.discard(name)
             if newer:
