@@ -203,3 +203,30 @@ def test_a_wake_racing_the_holders_stop_is_not_overwritten_by_it(kube):
             await b.shutdown()
 
     asyncio.run(main())
+
+
+def test_a_request_time_lost_to_a_concurrent_write_is_written_again(kube):
+    """Two pods publish their last request at once; the older one lands last. The newer one's pod notices."""
+    kube.seed("chat", replicas=1)
+
+    async def main():
+        clock = [1_000_000.0]
+        _a, pa, _ = control_plane(kube, clock)
+        _b, pb, _ = control_plane(kube, clock)
+        await pa.watch()
+        await pb.watch()
+        try:
+            await until(lambda: pa.seen and pb.seen)
+            fault(kube, method="PATCH", path="/deployments/chat", delay=0.5)  # b's write is slow: it lands last
+            slow = asyncio.create_task(pb.publish_activity(995.0, 0.0, 1.0))
+            await asyncio.sleep(0.1)
+            await pa.publish_activity(1000.0, 0.0, 1.0)
+            await slow
+            await until(lambda: pa.last_request() == 995.0)  # a's newer time was overwritten
+            await pa.publish_activity(1000.0, 2.0, 1.0)  # a's next turn, no new request on a
+            await until(lambda: pb.last_request() == 1000.0, timeout=3)
+        finally:
+            await pa.shutdown()
+            await pb.shutdown()
+
+    asyncio.run(main())

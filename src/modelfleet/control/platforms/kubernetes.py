@@ -163,13 +163,18 @@ class KubernetesWorkload:
         """This pod's latest request time `at`, written at most once per `every` seconds (an API write each).
 
         Throttled on when it was written, not on `at`: the newest time always goes out within `every`, so
-        the holder sees a pod's last request at most `every` late (and idle stop waits for it).
+        the holder sees a pod's last request at most `every` late (and idle stop waits for it). Two pods
+        that write at once race (a merge patch has no precondition), and an older time may land last: a
+        pod that then sees an older time than its own writes it again, in its next turn.
         """
-        if at <= self._published_request or now - self._published_at < every:
+        if now - self._published_at < every:
             return
         theirs = self.last_request()
-        if theirs is None or at > theirs:
-            await self.api.annotate({LAST_REQUEST: f"{at:.3f}"})
+        if theirs is not None and theirs >= at:
+            return  # another pod's later request covers it: no write
+        if at <= self._published_request and (theirs is None or not self.seen):
+            return  # written already, and nothing says it was lost
+        await self.api.annotate({LAST_REQUEST: f"{at:.3f}"})
         self._published_request, self._published_at = at, now
 
     async def scaled_up(self, timeout: float) -> bool:
