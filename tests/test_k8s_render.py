@@ -142,6 +142,8 @@ def test_model_servers_run_vllm_with_their_settings_and_gpus(built):
     assert args[args.index("--served-model-name") + 1] == "qwen-7b-awq"
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A10G"}
+    assert pod["automountServiceAccountToken"] is False  # an engine never calls the API: it gets no token
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     lora = docs[("Deployment", "team-finetune", "support-v1")]["spec"]["template"]["spec"]["containers"][0]
     assert "--enable-lora" in lora["args"] and "support-v1=your-org/support-lora-v1" in lora["args"]

@@ -146,5 +146,9 @@ def workload_name(deployment: str) -> str:
 
 
 def lease_name(deployment: str) -> str:
-    """The coordination.k8s.io Lease that elects the one gateway pod acting on a deployment."""
-    return f"modelfleet-{workload_name(deployment)}"[:63].rstrip("-")
+    """The coordination.k8s.io Lease that elects the one gateway pod acting on a deployment.
+
+    Not cut to 63 characters: a Lease name is a DNS subdomain (up to 253), and two workload names that differ
+    only near their end would share one Lease, so only one of the two deployments would ever have a holder.
+    """
+    return f"modelfleet-{workload_name(deployment)}"

@@ -225,11 +225,13 @@ class Deployments:
         theirs = platform.last_request()
         if theirs is not None and theirs > self._last_request.get(name, float("-inf")):
             self._last_request[name] = theirs
-        published, want = platform.published(), self.desired.get(name)
+        want = self.desired.get(name)
+        # Written by another pod since this one last wrote or took it (by resourceVersion, not by wall clocks).
         # A new gateway pod (a rollout, the HPA) knows only the schedule: what the pods decided wins over it.
-        newer = published is not None and (want is None or name in self._undecided or published.since > want.since)
-        if newer:
+        newer = published = platform.news()
+        if published is not None:  # dated by this pod's clock: another pod's may be off (idle stop counts from it)
             self._undecided.discard(name)
+            published = Desired(published.state, published.reason, now)
         if not platform.leading:
             self._led.discard(name)
             if newer:
@@ -277,14 +279,20 @@ class Deployments:
                     self.errors[name] = f"start failed: {type(exc).__name__}: {exc}"
                     raise
                 self.errors.pop(name, None)
+                await self._publish(name, want)
             else:
                 self._woken_at.pop(name, None)
+                # Published before the stop: a follower that sees it stopped and is woken by a request then
+                # writes its wake after this, and it is news; published after, it could erase that wake.
+                await self._publish(name, want)
                 await self.platforms[name].stop()
-            if self._shared(name):  # so the other gateway pods show it, and a new holder resumes it
-                try:
-                    await self.platforms[name].publish(want)  # type: ignore[attr-defined]
-                except Exception as exc:
-                    log.warning("deployment %s: cannot publish its desired state: %s", name, exc)
+
+    async def _publish(self, name: str, want: Desired) -> None:
+        if self._shared(name):  # so the other gateway pods show it, and a new holder resumes it
+            try:
+                await self.platforms[name].publish(want)  # type: ignore[attr-defined]
+            except Exception as exc:
+                log.warning("deployment %s: cannot publish its desired state: %s", name, exc)
 
     async def wake(self, name: str) -> float:
         """A request found `name` stopped: start it (once, however many ask) and say how long to wait.

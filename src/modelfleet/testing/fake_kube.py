@@ -27,6 +27,10 @@ serves, and then gone. Tests steer it on /fake/...:
     GET  /fake/pods         the pods, their ports, ready and terminating flags, and requests served
     GET  /fake/writes       every successful write as {"verb", "resource", "name", "holder"} (the Lease holder
                             at the time: which gateway pod acted)
+    POST /fake/faults       {"method": "GET", "path": "leases", "times": 1, "delay": 0.5, "status": 500}: the next
+                            `times` matching API calls (path ends with `path`; only watches or no watches with
+                            "watch": true|false) wait `delay` seconds before they are served (a hung connection,
+                            when long), then answer `status` as a Status error (when given) instead
 """
 
 from __future__ import annotations
@@ -132,6 +136,7 @@ class FakeCluster:
         self.drops = 0  # bumped to end every open watch (an API server restart, a load balancer timeout)
         self.compacted = 0  # watches from a resourceVersion before this one get 410 Expired
         self._timers: set[asyncio.Task[None]] = set()
+        self.faults: list[dict[str, Any]] = []  # injected by tests: slow answers and error codes
 
     # ---- the store: every write bumps the one version counter and is kept for watches
     async def _record(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
@@ -489,10 +494,34 @@ def build_app(cluster: FakeCluster) -> web.Application:
             for (ns, name), w in sorted(cluster.workloads.items()) for p in w.pods
         ])  # fmt: skip
 
+    async def fake_faults(request: web.Request) -> web.Response:
+        cluster.faults.append({"times": 1, "delay": 0.0, **await request.json()})
+        return _json(cluster.faults)
+
+    @web.middleware
+    async def faults(request: web.Request, handler: Any) -> web.StreamResponse:
+        for f in cluster.faults if not request.path.startswith("/fake/") else []:
+            watch = request.query.get("watch") in ("true", "1")
+            if (
+                f["times"] > 0
+                and f.get("method", request.method) == request.method
+                and request.path.endswith(f.get("path", ""))
+                and f.get("watch", watch) == watch
+            ):
+                f["times"] -= 1
+                await asyncio.sleep(f["delay"])  # then served as the cluster is now (a slow API server)
+                if f.get("status"):
+                    code = int(f["status"])
+                    return status_error(code, {409: "Conflict", 410: "Expired"}.get(code, "InternalError"),
+                                        f"injected fault {code}")  # fmt: skip
+                break
+        return await handler(request)
+
     async def on_cleanup(_: web.Application) -> None:
         await cluster.close()
 
-    app = web.Application()
+    app = web.Application(middlewares=[faults])
+    app.router.add_post("/fake/faults", fake_faults)
     base = "/apis/apps/v1/namespaces/{ns}/deployments"
     app.router.add_get(base, deployments)
     app.router.add_get(base + "/{name}", get_deployment)

@@ -22,6 +22,7 @@ expired version list again, so a missed event can never leave a stale address be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ from modelfleet.errors import ConfigError
 log = logging.getLogger("modelfleet.control")
 
 _RETRY, _RETRY_MAX = 1.0, 30.0  # between listings after an error, doubling while the API server stays away
+# A watch asks the API server to end it after this long, and is abandoned (listed again) a little later if
+# it has not ended: on a half-open connection (a NAT or load balancer that dropped it silently) nothing else
+# would ever tell, and the pods' addresses would go stale for good.
+WATCH_SECONDS = 290
 
 
 class DeploymentMissing(Exception):
@@ -57,8 +62,9 @@ class Endpoint:
 
 
 class KubeAPI:
-    def __init__(self, dep: KubernetesDeployment, deployment: str) -> None:
+    def __init__(self, dep: KubernetesDeployment, deployment: str, watch_seconds: int = WATCH_SECONDS) -> None:
         self.dep = dep
+        self.watch_seconds = watch_seconds
         self.deployment = deployment
         self.namespace = dep.namespace
         self.name = workload_name(deployment)
@@ -119,19 +125,21 @@ class KubeAPI:
             raise
         return str(scale.metadata.resourceVersion or "")
 
-    async def annotate(self, annotations: dict[str, str]) -> None:
-        """Merge annotations into the Deployment's metadata (how gateway pods share what they know)."""
+    async def annotate(self, annotations: dict[str, str]) -> str:
+        """Merge annotations into the Deployment's metadata (how gateway pods share what they know); its new
+        resourceVersion."""
         from lightkube import ApiError
         from lightkube.resources.apps_v1 import Deployment
         from lightkube.types import PatchType
 
         try:
-            await self.client().patch(Deployment, self.name, {"metadata": {"annotations": annotations}},
+            patched = await self.client().patch(Deployment, self.name, {"metadata": {"annotations": annotations}},
                                       namespace=self.namespace, patch_type=PatchType.MERGE)  # fmt: skip
         except ApiError as exc:
             if exc.status.code == 404:
                 raise DeploymentMissing(self.where) from None
             raise
+        return str(patched.metadata.resourceVersion or "")
 
     @property
     def lease_name(self) -> str:
@@ -196,14 +204,17 @@ class KubeAPI:
                 changed(list(objs.values()))
                 retry = _RETRY
                 version = listing.resourceVersion
-                async for event, obj in self.client().watch(
-                    res, namespace=self.namespace, resource_version=version, **select
-                ):
-                    if event == "DELETED":
-                        objs.pop(obj.metadata.name, None)
-                    else:
-                        objs[obj.metadata.name] = obj
-                    changed(list(objs.values()))
+                with contextlib.suppress(TimeoutError):  # abandoned: listed again below
+                    async with asyncio.timeout(self.watch_seconds + min(30, self.watch_seconds)):
+                        async for event, obj in self.client().watch(
+                            res, namespace=self.namespace, resource_version=version, server_timeout=self.watch_seconds,
+                            **select,
+                        ):  # fmt: skip
+                            if event == "DELETED":
+                                objs.pop(obj.metadata.name, None)
+                            else:
+                                objs[obj.metadata.name] = obj
+                            changed(list(objs.values()))
             except asyncio.CancelledError:
                 raise
             except ConfigError as exc:  # no credentials: listing again will not help

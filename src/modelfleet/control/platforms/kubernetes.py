@@ -17,7 +17,9 @@ scaled it by hand). What the pods must agree on lives on the Deployment itself, 
 may write and every pod watches already:
 
     modelfleet.dev/desired       {"state", "reason", "since"}: what the holder applied, or what another pod
-                                 asks it for (a person's start or stop, a wake); the newest `since` wins
+                                 asks it for (a person's start or stop, a wake); the last one written wins,
+                                 ordered by the Deployment's resourceVersion, never by `since` (pods' wall
+                                 clocks differ: a pod whose clock is behind would be ignored)
     modelfleet.dev/last-request  when a request last reached this deployment on any pod (for idle stop);
                                  each pod writes its own latest, at most every idle_stop_after/4 (<= 30s)
 
@@ -72,6 +74,10 @@ class KubernetesWorkload:
         # Replicas a start or stop is asking for right now: until its answer, a view saying otherwise was
         # written before it (an annotation another pod published) and would undo a wake's "starting".
         self._pending: int | None = None
+        # The desired-state annotation this pod last wrote or took, and the Deployment's resourceVersion then:
+        # a different value in a view at least that new was written by another pod since (news).
+        self._known: tuple[str, str] = ("", "")
+        self._annotated_at = ""  # the resourceVersion of the view the annotations came from
         self._published_request = 0.0  # the last-request time this pod wrote last
         self._published_at = float("-inf")  # and when (the control plane's clock)
         # Each reports its own failures (the Lease step raises an API error; reconcile logs what it fixed).
@@ -139,21 +145,36 @@ class KubernetesWorkload:
         except ValueError:
             return None
 
+    def news(self) -> Desired | None:
+        """The published desired state if another pod wrote it after what this pod last wrote or took (then taken)."""
+        raw = (self.view.annotations if self.view else {}).get(DESIRED) or ""
+        known, at = self._known
+        if not raw or raw == known or _older(self._annotated_at, at):
+            return None
+        self._known = (raw, self._annotated_at)
+        return self.published()
+
     async def publish(self, desired: Desired) -> None:
         body = {"state": desired.state, "reason": desired.reason, "since": desired.since}
-        await self.api.annotate({DESIRED: json.dumps(body, sort_keys=True)})
+        raw = json.dumps(body, sort_keys=True)
+        self._known = (raw, await self.api.annotate({DESIRED: raw}))
 
     async def publish_activity(self, at: float, now: float, every: float) -> None:
         """This pod's latest request time `at`, written at most once per `every` seconds (an API write each).
 
         Throttled on when it was written, not on `at`: the newest time always goes out within `every`, so
-        the holder sees a pod's last request at most `every` late (and idle stop waits for it).
+        the holder sees a pod's last request at most `every` late (and idle stop waits for it). Two pods
+        that write at once race (a merge patch has no precondition), and an older time may land last: a
+        pod that then sees an older time than its own writes it again, in its next turn.
         """
-        if at <= self._published_request or now - self._published_at < every:
+        if now - self._published_at < every:
             return
         theirs = self.last_request()
-        if theirs is None or at > theirs:
-            await self.api.annotate({LAST_REQUEST: f"{at:.3f}"})
+        if theirs is not None and theirs >= at:
+            return  # another pod's later request covers it: no write
+        if at <= self._published_request and (theirs is None or not self.seen):
+            return  # written already, and nothing says it was lost
+        await self.api.annotate({LAST_REQUEST: f"{at:.3f}"})
         self._published_request, self._published_at = at, now
 
     async def scaled_up(self, timeout: float) -> bool:
@@ -200,12 +221,14 @@ class KubernetesWorkload:
         for replica in self.replicas:
             self._mark(replica, state, reason)
 
-    def _deployment_seen(self, view: DeploymentView | None) -> None:
+    def _deployment_seen(self, view: DeploymentView | None, made_up: bool = False) -> None:
         if view is not None and _older(view.version, self._scaled_at):
             return  # an event from before our own scale, still on its way through the watch
         if view is not None and self._pending is not None and view.replicas != self._pending:
             return  # from before the scale under way: its answer says what is
         self.missing, self.view = view is None, view
+        if view is not None and not made_up:  # a view made after a scale keeps older annotations
+            self._annotated_at = view.version
         self._refresh()
 
     def _endpoints_seen(self, endpoints: list[Endpoint]) -> None:
@@ -252,7 +275,7 @@ class KubernetesWorkload:
             # Known now, before the watch says so. Scaled up: an old failure condition no longer applies.
             # Scaled to 0: no new request goes to a terminating pod; requests in flight finish on it.
             kept = self.view.annotations if self.view else {}  # until the watch brings the object itself
-            self._deployment_seen(DeploymentView(replicas, 0, None, self._scaled_at, kept))
+            self._deployment_seen(DeploymentView(replicas, 0, None, self._scaled_at, kept), made_up=True)
         finally:
             self._pending = None  # also when cancelled
         await self.watch()  # after the scale, so its first listing cannot predate it

@@ -88,6 +88,9 @@ def objects(name: str, dep: KubernetesDeployment) -> list[dict[str, Any]]:
         tolerations.append({"key": GPU, "operator": "Exists", "effect": "NoSchedule"})
     startup = dep.startup_probe.period_seconds * dep.startup_probe.failure_threshold
     pod: dict[str, Any] = {
+        # A model server never calls the Kubernetes API: no token in the pod for a compromised engine to use.
+        "automountServiceAccountToken": False,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         # Longer than the preStop hook's drain, so the kubelet never cuts it short.
         "terminationGracePeriodSeconds": drain.grace_seconds(dep.drain_timeout),
