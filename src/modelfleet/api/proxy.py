@@ -396,7 +396,7 @@ class Proxy:
                     if ex.output is not None:
                         ex.output.append(data)
                     if not client_wants_usage:
-                        if u and not obj.get("choices"):
+                        if u and not choices:
                             continue  # the usage-only chunk we asked for ourselves
                         obj.pop("usage", None)
                     try:

@@ -95,7 +95,6 @@ class Client:
         self._max_body = max_body
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._heads: dict[str, tuple[_Pool, bytes]] = {}
-        self._closed = False
 
     async def post(
         self, url: str, body: bytes, headers: bytes, timeout: float, connect_timeout: float, stream: bool
