@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from test_kube_lease import control_plane
+from test_kube_lease import control_plane, ticking
 from test_kubernetes import FakeKube, until
 
 from modelfleet.config import parse_fleet
@@ -71,12 +71,7 @@ def test_a_wake_from_a_follower_whose_clock_is_behind_still_reaches_the_holder(k
         await a.set("chat", "stop", "test")
         await until(lambda: reps_b[0].state is ReplicaState.STOPPED)
 
-        async def holder():  # pod a's control loop, as its Periodic runs it
-            while True:
-                await a.tick()
-                await asyncio.sleep(0.1)
-
-        loop = asyncio.create_task(holder())
+        loop = ticking(a)
         try:
             await b.wake("chat")  # raised Unavailable: the holder took b's wake for an old one
             assert kube.deployment("chat")["spec"]["replicas"] == 1
@@ -179,11 +174,6 @@ def test_a_wake_racing_the_holders_stop_is_not_overwritten_by_it(kube):
         assert pa.leading
         await until(lambda: reps_b[0].ready)
 
-        async def holder():  # pod a's control loop, as its Periodic runs it
-            while True:
-                await a.tick()
-                await asyncio.sleep(0.1)
-
         loop = None
         try:
             clock[0] += 1
@@ -193,7 +183,7 @@ def test_a_wake_racing_the_holders_stop_is_not_overwritten_by_it(kube):
             clock[0] += 1
             waking = asyncio.create_task(b.wake("chat"))
             await stopping  # the holder's next tick comes after its stop (ticks do not overlap a person's stop)
-            loop = asyncio.create_task(holder())
+            loop = ticking(a)
             await waking  # raised Unavailable: the stop's late annotation erased the wake
             await until(lambda: kube.deployment("chat")["spec"]["replicas"] == 1, timeout=5)
         finally:

@@ -28,6 +28,17 @@ def kube(start) -> FakeKube:
     return start(FakeKube)
 
 
+def ticking(cp: Deployments) -> asyncio.Task[None]:
+    """A control plane's loop, as its Periodic runs it: a tick every 0.1 s until cancelled."""
+
+    async def loop() -> None:
+        while True:
+            await cp.tick()
+            await asyncio.sleep(0.1)
+
+    return asyncio.create_task(loop())
+
+
 def control_plane(kube: FakeKube, clock, **settings: str) -> tuple[Deployments, KubernetesWorkload, list[Replica]]:
     """One gateway pod's control plane for the deployment `chat`, with time for schedules taken from `clock`."""
     extra = "".join(f", {k}: {v}" for k, v in settings.items())
@@ -135,12 +146,7 @@ def test_a_wake_on_a_follower_is_started_by_the_holder(kube):
         await a.set("chat", "stop", "test")
         await until(lambda: reps_b[0].state is ReplicaState.STOPPED)
 
-        async def holder():  # pod a's control loop, as its Periodic runs it
-            while True:
-                await a.tick()
-                await asyncio.sleep(0.1)
-
-        loop = asyncio.create_task(holder())
+        loop = ticking(a)
         clock[0] += 1
         started = time.monotonic()
         assert await b.wake("chat") == 600.0  # returns once the holder has scaled the Deployment up
