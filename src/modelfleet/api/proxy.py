@@ -35,7 +35,8 @@ from modelfleet.access.directory import Caller
 from modelfleet.access.gate import DEFAULT_RESERVATION, OPEN_TEAM, Gate
 from modelfleet.api import schema
 from modelfleet.api.drain import ANSWERING
-from modelfleet.api.sse import DONE, DONE_EVENT, EventTooLarge, SSEDecoder, event
+from modelfleet.api.sse import DONE_EVENT, EventTooLarge, SSEDecoder, event
+from modelfleet.api.stream_events import StreamEvents
 from modelfleet.errors import (
     APIError,
     BodyTooLarge,
@@ -48,7 +49,6 @@ from modelfleet.errors import (
 )
 from modelfleet.observability import tracing
 from modelfleet.observability.access_log import AccessLog
-from modelfleet.observability.logging import redact
 from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.plan import Route, Router, Target
 from modelfleet.routing.routes import sticky_point
@@ -325,8 +325,7 @@ class Proxy:
     async def _relay(
         self, ex: _Exchange, target: Target, replica: Replica, payload: bytes, timeout: float
     ) -> tuple[web.StreamResponse, int, Usage | None, float | None]:
-        request, route, rid, started = ex.request, ex.route, ex.rid, ex.started
-        client_wants_usage = ex.client_wants_usage
+        request, rid = ex.request, ex.rid
         upstream = await target.backend.open_stream(replica, ex.operation.path, payload, rid, timeout)
         relay = tracing.start("stream relay") if tracing.TRACER is not None else None
         response = web.StreamResponse(
@@ -337,89 +336,32 @@ class Proxy:
                 **ex.headers,
             }
         )
-        usage: Usage | None = None
-        ttft: float | None = None
-        done = finished = False
+        events = StreamEvents(ex, ex.route.name, f"deployment {target.name!r} replica {replica.name}")
         stall = _StallWatch(request, response, self.write_timeout)
         try:
             self._streams.add(upstream)
             request[ANSWERING] = True  # the drain deadline ends it with an event, never a second answer
             await response.prepare(request)
             decoder = SSEDecoder()
-            out: list[bytes] = []
-            model: tuple[bytes, bytes] | None = None  # the upstream's "model" member, and the route's
             async for chunk in upstream.chunks():
                 try:
-                    events = decoder.feed(chunk)
+                    run = decoder.complete(chunk)
                 except EventTooLarge as exc:  # no upstream may grow the gateway's memory without bound
                     raise UpstreamError(f"deployment {target.name!r} replica {replica.name} sent {exc}") from None
-                for data in events:
-                    if data == DONE:
-                        done = True
-                        continue
-                    if model is not None and model[0] in data and b'"usage"' not in data and b'"error"' not in data:
-                        # Most events are compact deltas whose one change is the model's name: rewritten
-                        # as bytes, not parsed and re-encoded. (Quotes inside JSON strings are escaped, so
-                        # these needles only match members; anything else takes the full parse below.)
-                        if b'"choices":[' in data and b'"choices":[]' not in data:
-                            if ttft is None:
-                                ttft = time.perf_counter() - started
-                            ex.generated += 1
-                            finished = finished or (b'"finish_reason":' in data and b'"finish_reason":null' not in data)
-                        if ex.output is not None:
-                            ex.output.append(data)
-                        out.append(b"data: " + data.replace(model[0], model[1], 1) + b"\n\n")
-                        continue
-                    try:
-                        obj = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        raise UpstreamError(
-                            f"deployment {target.name!r} replica {replica.name} sent a malformed event"
-                        ) from None
-                    if not isinstance(obj, dict):
-                        continue
-                    if "error" in obj:  # the upstream's own terminal error event
-                        raise _upstream_stream_error(target, replica, obj["error"])
-                    if model is None and isinstance(obj.get("model"), str):
-                        model = (b'"model":' + orjson.dumps(obj["model"]), b'"model":' + orjson.dumps(route.name))
-                    obj["model"] = route.name
-                    choices = obj.get("choices")
-                    if choices and isinstance(choices, list):
-                        if ttft is None:
-                            ttft = time.perf_counter() - started
-                        ex.generated += 1
-                        first = choices[0]
-                        finished = finished or (isinstance(first, dict) and first.get("finish_reason") is not None)
-                    u = obj.get("usage")
-                    if isinstance(u, dict) and u:
-                        usage = ex.usage = Usage.reported(u)
-                    if ex.output is not None:
-                        ex.output.append(data)
-                    if not client_wants_usage:
-                        if u and not choices:
-                            continue  # the usage-only chunk we asked for ourselves
-                        obj.pop("usage", None)
-                    try:
-                        out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
-                    except TypeError:  # nesting orjson parsed but will not encode (over 255 levels)
-                        raise UpstreamError(
-                            f"deployment {target.name!r} replica {replica.name} sent an event nested too deeply"
-                        ) from None
-                if out and not done:
-                    await response.write(b"".join(out))
-                    out = []
-            if not done and not (finished and (usage is not None or not client_wants_usage)):
-                # Complete but for [DONE] (it finished, and usage came if asked): not broken, just terse.
+                if run:
+                    events.take(run)
+                    if events.out and not events.done:
+                        await response.write(events.flush())
+            if not events.whole(ex.client_wants_usage):
                 raise UpstreamError(
                     f"deployment {target.name!r} replica {replica.name} ended the stream without [DONE]",
                     code="upstream_stream_error",
                 )
             # The last events, [DONE] and the end of the chunked body leave in one write.
-            out.append(DONE_EVENT)
-            await response.write_eof(b"".join(out))
+            await response.write_eof(events.flush() + DONE_EVENT)
             self.router.answered(replica)  # only a whole stream clears a replica's failures in a row
             # A deployment that ignores stream_options.include_usage is billed what was relayed, never nothing.
-            return response, 200, usage if usage is not None else ex.billed(), ttft
+            return response, 200, ex.billed(), events.ttft
         except APIError as exc:
             if not response.prepared:
                 raise
@@ -428,13 +370,13 @@ class Proxy:
                                     retry_after=1, code="shutting_down")  # fmt: skip
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await response.write_eof(event(going.body()))
-                return response, going.status, ex.billed(), ttft
+                return response, going.status, ex.billed(), events.ttft
             if isinstance(exc, UpstreamError):  # a replica that breaks streams off is a failing replica
                 self.router.failed(replica, exc.message)
             # Headers are gone: end with an explicit error event, never a silent truncation.
             await response.write_eof(event(exc.body()))
             # What was relayed was generated (and delivered): billed, as a dropped stream's is.
-            return response, exc.status, usage if usage is not None else ex.billed(), ttft
+            return response, exc.status, ex.billed(), events.ttft
         except asyncio.CancelledError:
             if stall.stalled:
                 log.warning("cut off a stream whose client took no bytes for %gs (server.write_timeout)",
@@ -513,11 +455,3 @@ def _rewrite_reply(
     except TypeError:  # nesting orjson parsed but will not encode (over 255 levels)
         raise UpstreamError(f"deployment {target.name!r} answered with JSON nested too deeply to relay") from None
     return web.Response(body=body, content_type="application/json", headers=headers), usage
-
-
-def _upstream_stream_error(target: Target, replica: Replica, err: object) -> UpstreamError:
-    message = err.get("message", err) if isinstance(err, dict) else err
-    return UpstreamError(
-        f"deployment {target.name!r} replica {replica.name} failed mid-stream: {redact(str(message))}",
-        code="upstream_stream_error",
-    )

@@ -21,6 +21,11 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Return the data payload of every event completed by `chunk` (multi-line data joined by \\n)."""
+        return payloads(self.complete(chunk))
+
+    def complete(self, chunk: bytes) -> bytes:
+        """The events `chunk` completes, as one run of bytes ending in a blank line (b"" if none); line
+        ends are \\n. What follows the last complete event waits for the next chunk."""
         rest = self._buf
         if not rest:
             buf: bytes = chunk
@@ -37,20 +42,26 @@ class SSEDecoder:
                 if len(rest) > MAX_EVENT:
                     self._buf = b""
                     raise EventTooLarge(f"an event that ran past {MAX_EVENT >> 20} MiB without ending")
-                return []
+                return b""
             buf = bytes(rest)
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        *events, self._buf = buf.split(b"\n\n")
+        end = buf.rfind(b"\n\n") + 2
+        self._buf = buf[end:] if end > 1 else buf
         if len(self._buf) > MAX_EVENT:
             self._buf = b""
             raise EventTooLarge(f"an event that ran past {MAX_EVENT >> 20} MiB without ending")
-        out = []
-        for event in events:
-            data = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
-            if data:
-                out.append(data[0] if len(data) == 1 else b"\n".join(data))
-        return out
+        return buf[:end] if end > 1 else b""
+
+
+def payloads(run: bytes) -> list[bytes]:
+    """The data payload of each event in a run of complete events (SSEDecoder.complete)."""
+    out = []
+    for ev in run[:-2].split(b"\n\n") if run else ():
+        data = [line[5:].lstrip(b" ") for line in ev.split(b"\n") if line.startswith(b"data:")]
+        if data:
+            out.append(data[0] if len(data) == 1 else b"\n".join(data))
+    return out
 
 
 def event(payload: dict) -> bytes:

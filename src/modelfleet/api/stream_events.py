@@ -1,0 +1,151 @@
+"""One stream's events on their way from a deployment to the client: the model renamed to the route's,
+usage and errors read, time to first token and generated events counted, [DONE] noticed.
+
+Most events are compact deltas whose one change is the model's name. A run of them is checked and
+renamed as bytes in a few C-level scans (`compact_run`), never parsed and re-encoded; only the first
+event (to learn the upstream's model name) and events that carry usage or an error are parsed.
+Quotes inside JSON strings are escaped, so the byte needles below only ever match members.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+from modelfleet.api.sse import DONE, DONE_EVENT, payloads
+from modelfleet.errors import UpstreamError
+from modelfleet.observability.logging import redact
+from modelfleet.values import Usage
+
+if TYPE_CHECKING:
+    from modelfleet.api.proxy import _Exchange
+
+
+class StreamEvents:
+    __slots__ = ("done", "ex", "finished", "model", "out", "route_name", "ttft", "usage", "where")
+
+    def __init__(self, ex: _Exchange, route_name: str, where: str) -> None:
+        self.ex = ex
+        self.route_name = route_name
+        self.where = where  # "deployment 'x' replica y", for error messages
+        self.model: tuple[bytes, bytes] | None = None  # the upstream's "model" member, and the route's
+        self.out: list[bytes] = []  # events to relay
+        self.usage: Usage | None = None
+        self.ttft: float | None = None
+        self.done = False  # [DONE] came
+        self.finished = False  # a choice came with its finish_reason
+
+    def take(self, run: bytes) -> None:
+        """Every event in `run` (complete events, SSEDecoder.complete), relayed to `out` or acted on."""
+        head, middle, tail = _pieces(run, self.model is None)
+        for data in payloads(head):
+            self._event(data)
+        if middle and not (self.model is not None and self.ex.output is None and self._compact(middle)):
+            for data in payloads(middle):
+                self._event(data)
+        for data in payloads(tail):
+            self._event(data)
+
+    def flush(self) -> bytes:
+        out, self.out = self.out, []
+        return b"".join(out)
+
+    def whole(self, client_wants_usage: bool) -> bool:
+        """Complete, even without [DONE]: it finished, and usage came if the client asked for it."""
+        return self.done or (self.finished and (self.usage is not None or not client_wants_usage))
+
+    def _generated(self, n: int) -> None:
+        if self.ttft is None:
+            self.ttft = time.perf_counter() - self.ex.started
+        self.ex.generated += n
+
+    def _compact(self, middle: bytes) -> bool:
+        """A run of compact deltas (and maybe [DONE]) renamed as bytes; False if it is not one."""
+        assert self.model is not None
+        body = middle[: -len(DONE_EVENT)] if middle.endswith(DONE_EVENT) else middle
+        n = _compact_run(body, self.model[0]) if body else 0
+        if body and not n:
+            return False
+        if n:
+            self._generated(n)
+            # A finish_reason that is not null is a string.
+            self.finished = self.finished or b'"finish_reason":"' in body
+            self.out.append(body.replace(self.model[0], self.model[1]))
+        self.done = self.done or body is not middle
+        return True
+
+    def _event(self, data: bytes) -> None:
+        if data == DONE:
+            self.done = True
+            return
+        ex, model = self.ex, self.model
+        if model is not None and model[0] in data and b'"usage"' not in data and b'"error"' not in data:
+            if b'"choices":[' in data and b'"choices":[]' not in data:  # one compact delta, renamed as bytes
+                self._generated(1)
+                self.finished = self.finished or (b'"finish_reason":' in data and b'"finish_reason":null' not in data)
+            if ex.output is not None:
+                ex.output.append(data)
+            self.out.append(b"data: " + data.replace(model[0], model[1], 1) + b"\n\n")
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"{self.where} sent a malformed event") from None
+        if not isinstance(obj, dict):
+            return
+        if "error" in obj:  # the upstream's own terminal error event
+            raise stream_error(self.where, obj["error"])
+        if model is None and isinstance(obj.get("model"), str):
+            self.model = (b'"model":' + orjson.dumps(obj["model"]), b'"model":' + orjson.dumps(self.route_name))
+        obj["model"] = self.route_name
+        choices = obj.get("choices")
+        if choices and isinstance(choices, list):
+            self._generated(1)
+            first = choices[0]
+            self.finished = self.finished or (isinstance(first, dict) and first.get("finish_reason") is not None)
+        u = obj.get("usage")
+        if isinstance(u, dict) and u:
+            self.usage = ex.usage = Usage.reported(u)
+        if ex.output is not None:
+            ex.output.append(data)
+        if not ex.client_wants_usage:
+            if u and not choices:
+                return  # the usage-only chunk we asked for ourselves
+            obj.pop("usage", None)
+        try:
+            self.out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
+        except TypeError:  # nesting orjson parsed but will not encode (over 255 levels)
+            raise UpstreamError(f"{self.where} sent an event nested too deeply") from None
+
+
+def _pieces(run: bytes, first_alone: bool) -> tuple[bytes, bytes, bytes]:
+    """`run` cut in three where the byte path's conditions change: the first event, while the upstream's
+    model is unknown (parsed to learn it); the compact deltas that may follow; from the first event that
+    carries usage or an error on (parsed for them)."""
+    start = run.find(b"\n\n") + 2 if first_alone else 0
+    found = [i for i in (run.find(b'"usage"', start), run.find(b'"error"', start)) if i >= 0]
+    cut = len(run)
+    if found:
+        sep = run.rfind(b"\n\n", start, min(found))
+        cut = sep + 2 if sep >= 0 else start
+    return run[:start], run[start:cut], run[cut:]
+
+
+def _compact_run(run: bytes, model: bytes) -> int:
+    """How many events are in `run` (cut by _pieces before any usage or error) if each holds `model` (the
+    upstream's compact `"model":"..."` member) and a non-empty choices list, as counted; else 0.
+
+    A raw quote never occurs inside a JSON string, so these needles count members. (Counts could only
+    balance wrongly if one event held a nested copy of a member and another lacked it; an OpenAI chunk
+    has no place for either.) [DONE], comments and empty events hold neither, so they never pass. The
+    events' SSE framing is relayed as the upstream wrote it: the client reads the same data.
+    """
+    n = run.count(b"\n\n")
+    return n if run.count(model) == n and run.count(b'"choices":[{') == n else 0
+
+
+def stream_error(where: str, err: object) -> UpstreamError:
+    message = err.get("message", err) if isinstance(err, dict) else err
+    return UpstreamError(f"{where} failed mid-stream: {redact(str(message))}", code="upstream_stream_error")

@@ -1,0 +1,104 @@
+"""The byte path for stream events relays exactly what the event-by-event parse would, for any events
+and any way the reads split them."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelfleet.api.sse import SSEDecoder, payloads
+from modelfleet.api.stream_events import StreamEvents
+from modelfleet.errors import UpstreamError
+
+TRICKY = ['"model":"up"', "[DONE]", "data: x", "\n\n", '"usage"', '"choices":[{', "é", '"finish_reason":"stop"', ""]
+
+
+def _exchange(parse_all: bool, wants_usage: bool) -> SimpleNamespace:
+    # `output` set is what makes a route keep the answer's text; it also turns the byte path off.
+    return SimpleNamespace(started=time.perf_counter(), generated=0, output=[] if parse_all else None,
+                           usage=None, client_wants_usage=wants_usage)  # fmt: skip
+
+
+def _relay(raw: bytes, cuts: list[int], parse_all: bool, wants_usage: bool) -> tuple[bytes, int, bool, bool, object]:
+    ex = _exchange(parse_all, wants_usage)
+    events = StreamEvents(ex, "route", "deployment 'd' replica r")  # type: ignore[arg-type]
+    decoder = SSEDecoder()
+    out = []
+    for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True):
+        run = decoder.complete(raw[a:b])
+        if run:
+            events.take(run)
+            out.append(events.flush())
+    return b"".join(out), ex.generated, events.done, events.finished, ex.usage
+
+
+def _event(obj: object) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[bytes, list[int]]:
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up"}
+    raw = [_event({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})]
+    texts = draw(st.lists(st.one_of(st.sampled_from(TRICKY), st.text(max_size=8)), max_size=12))
+    for i, text in enumerate(texts):
+        last = i == len(texts) - 1
+        raw.append(_event({**chunk, "choices": [{"index": 0, "delta": {"content": text},
+                                                 "finish_reason": "stop" if last else None}]}))  # fmt: skip
+        odd = draw(st.integers(0, 14))  # odd events: parsed, never renamed as bytes
+        if odd == 0:
+            raw.append(_event({**chunk, "choices": []}))
+        elif odd == 1:
+            raw.append(b": keep-alive\n\n")
+        elif odd == 2:
+            raw.append(_event({**chunk, "model": "other", "choices": [{"index": 0, "delta": {}}]}))
+        elif odd == 3:
+            raw.append(_event({k: v for k, v in chunk.items() if k != "model"} | {"choices": [{"delta": {}}]}))
+        elif odd == 4:
+            raw.append(b"id: 7\n" + _event({**chunk, "choices": [{"index": 0, "delta": {}}]}))
+        elif odd == 5:
+            raw.append(b"data:" + _event({**chunk, "choices": [{"index": 0, "delta": {}}]})[6:])
+    if draw(st.booleans()):
+        raw.append(_event({**chunk, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": len(texts)}}))
+    if draw(st.booleans()):
+        raw.append(b"data: [DONE]\n\n")
+    data = b"".join(raw)
+    if draw(st.booleans()):
+        data = data.replace(b"\n", b"\r\n")
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(data)), max_size=6))))
+    return data, cuts
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=streams(), wants_usage=st.booleans())
+def test_the_byte_path_relays_what_the_full_parse_would(stream: tuple[bytes, list[int]], wants_usage: bool) -> None:
+    raw, cuts = stream
+    fast = _relay(raw, cuts, parse_all=False, wants_usage=wants_usage)
+    slow = _relay(raw, cuts, parse_all=True, wants_usage=wants_usage)
+    assert fast[1:] == slow[1:]
+    assert [orjson.loads(p) for p in payloads(fast[0])] == [orjson.loads(p) for p in payloads(slow[0])]
+    for p in payloads(fast[0]):  # every relayed event is valid JSON that names the route, not the upstream
+        assert orjson.loads(p)["model"] == "route"
+
+
+def test_a_read_of_compact_deltas_is_renamed_as_one_run_of_bytes() -> None:
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "model": "up"}
+    first = _event({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+    deltas = b"".join(_event({**chunk, "choices": [{"index": 0, "delta": {"content": f"t{i}"}}]}) for i in range(5))
+    out, generated, done, _, _ = _relay(first + deltas + b"data: [DONE]\n\n", [], parse_all=False, wants_usage=False)
+    assert out == _event({**chunk, "model": "route", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}) + (
+        deltas.replace(b'"model":"up"', b'"model":"route"')
+    )
+    assert (generated, done) == (6, True)
+
+
+def test_an_error_event_after_deltas_is_still_raised() -> None:
+    chunk = {"model": "up", "choices": [{"index": 0, "delta": {"content": "x"}}]}
+    raw = _event(chunk) + _event(chunk) + _event({"error": {"message": "engine died"}})
+    with pytest.raises(UpstreamError, match="engine died"):
+        _relay(raw, [], parse_all=False, wants_usage=False)
