@@ -32,8 +32,13 @@ async def app_factory(upstream: str) -> web.Application:
                 return out
             return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
 
+    async def close(_: web.Application) -> None:
+        if session is not None:
+            await session.close()
+
     app = web.Application()
     app.router.add_post("/{tail:.*}", forward)
+    app.on_cleanup.append(close)
     return app
 
 

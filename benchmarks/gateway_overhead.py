@@ -5,7 +5,8 @@
 A fast fake OpenAI upstream and wrk share core 1; the proxy under test gets core 0 to itself,
 and only one proxy is loaded at a time. For each of upstream / bare proxy / modelfleet, streaming
 and not, it prints RPS at concurrency 32 and p50/p99 latency at concurrency 1, then modelfleet's
-ratios to the bare proxy and its added latency over the upstream alone.
+ratios to the bare proxy and its added latency over the upstream alone. A TCP byte relay
+(`tcp_relay.py`, no HTTP) on core 0 shows what one more hop costs on this machine before any parsing.
 modelfleet runs its full path: validation, routing, dispatch, metrics, access log (to a file),
 usage ledger. Two more modelfleet gateways add auth and limits (a team key; rpm, tpm, concurrency
 and a daily token budget, all checked per request, none reached): one keeps its counters in
@@ -14,7 +15,8 @@ Two more trace every request (OpenTelemetry, exported over OTLP/HTTP to a sink o
 1.0 and 0.01; their RPS and latency are reported as ratios to the same gateway with tracing off.
 Every target gets the same request, Authorization header included. Targets are measured in
 interleaved rounds and each number is the median over rounds, so a slow minute on a shared machine
-touches every target alike instead of whichever ran then.
+touches every target alike instead of whichever ran then. Ratios are paired: each is taken within
+one round (targets measured minutes apart never meet in one ratio) and the median over rounds reported.
 """
 
 from __future__ import annotations
@@ -91,13 +93,13 @@ def _pct(out: str, p: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5, help="seconds per measurement (default 5)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported (default 5)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument(
         "--only",
         nargs="+",
         metavar="TARGET",
-        help="measure only these targets (upstream, bare-proxy, modelfleet, mf+auth, mf+auth+redis, "
+        help="measure only these targets (upstream, tcp-relay, bare-proxy, modelfleet, mf+auth, mf+auth+redis, "
         "mf+trace1.0, mf+trace0.01, baseline, baseline+auth); ratios need their references",
     )
     ap.add_argument("--baseline", type=Path, metavar="SRC",
@@ -119,6 +121,8 @@ def main() -> None:
 
         bare_port = free_port()
         procs.append(start([PY, str(HERE / "bare_proxy.py"), upstream + "/v1", str(bare_port)], core=0))
+        relay_port = free_port()
+        procs.append(start([PY, str(HERE / "tcp_relay.py"), str(up_port), str(relay_port)], core=0))
 
         redis_port = free_port()
         procs.append(start(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], core=1,
@@ -158,7 +162,8 @@ def main() -> None:
 
         results: dict[str, dict[str, dict[str, float]]] = {}
         samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-        targets = (("upstream", upstream), ("bare-proxy", f"http://127.0.0.1:{bare_port}"), *gateways.items())
+        targets = (("upstream", upstream), ("tcp-relay", f"http://127.0.0.1:{relay_port}"),
+                   ("bare-proxy", f"http://127.0.0.1:{bare_port}"), *gateways.items())  # fmt: skip
         targets = tuple((n, b) for n, b in targets if not args.only or n in args.only)
         for rnd in range(args.rounds):
             for stream in (False, True):
@@ -185,7 +190,7 @@ def main() -> None:
                                                   "p99_ms_c1": p99}  # fmt: skip
             print(f"{mode:6} {name:13} rps@32={rps:8.0f}  p99@32={p99_32:6.2f}ms  p50@1={p50:6.3f}ms  "
                   f"p99@1={p99:6.3f}ms")  # fmt: skip
-        report(results, args)
+        report(results, samples, args)
     finally:
         for p in procs:
             p.terminate()
@@ -194,48 +199,66 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def report(results: dict, args: argparse.Namespace) -> None:
-    print("\nmodelfleet against the bare aiohttp proxy and the upstream alone (gateway pinned to one core):")
+def report(results: dict, samples: dict, args: argparse.Namespace) -> None:
+    """Ratios and differences paired within each round, then the median over rounds."""
+
+    def paired(mode: str, name: str, ref: str, col: int, op) -> float:
+        a, b = samples[(mode, name)], samples[(mode, ref)]
+        return statistics.median(op(x[col], y[col]) for x, y in zip(a, b, strict=True))
+
+    def ratio(x: float, y: float) -> float:
+        return x / y
+
+    def minus(x: float, y: float) -> float:
+        return x - y
+
+    rps, p99_32, p50_1, p99_1 = range(4)  # columns of a sample
+    print("\nmodelfleet against the bare aiohttp proxy and the upstream alone (gateway pinned to one core;")
+    print("ratios and differences paired within each round, median over rounds):")
     summary: dict[str, dict[str, float]] = {}
     for mode, rows in results.items():
         summary[mode] = {}
         if "modelfleet" in rows:
             for name in ("mf+trace1.0", "mf+trace0.01"):
                 if name in rows:
-                    r, mf = rows[name], rows["modelfleet"]
-                    summary[mode][f"{name}_rps_ratio_vs_modelfleet"] = r["rps_c32"] / mf["rps_c32"]
-                    summary[mode][f"{name}_p50_ratio_vs_modelfleet"] = r["p50_ms_c1"] / mf["p50_ms_c1"]
-                    rps, p50, p99 = (r[k] / mf[k] for k in ("rps_c32", "p50_ms_c1", "p99_ms_c1"))
-                    print(f"  {mode:6}: {name}: RPS {rps:.2f}x tracing off; p50 {p50:.2f}x, p99 {p99:.2f}x")
+                    r, p50, p99 = (paired(mode, name, "modelfleet", c, ratio) for c in (rps, p50_1, p99_1))
+                    summary[mode][f"{name}_rps_ratio_vs_modelfleet"] = r
+                    summary[mode][f"{name}_p50_ratio_vs_modelfleet"] = p50
+                    print(f"  {mode:6}: {name}: RPS {r:.2f}x tracing off; p50 {p50:.2f}x, p99 {p99:.2f}x")
         for name, ref in (("modelfleet", "baseline"), ("mf+auth", "baseline+auth")):
             if name in rows and ref in rows:
-                rps = rows[name]["rps_c32"] / rows[ref]["rps_c32"]
-                p50 = rows[name]["p50_ms_c1"] - rows[ref]["p50_ms_c1"]
-                summary[mode][f"{name}_rps_ratio_vs_{ref}"] = rps
-                print(f"  {mode:6}: {name}: RPS {rps:.2f}x {ref}; p50 {p50:+.3f} ms over {ref}")
+                r, p50 = paired(mode, name, ref, rps, ratio), paired(mode, name, ref, p50_1, minus)
+                summary[mode][f"{name}_rps_ratio_vs_{ref}"] = r
+                print(f"  {mode:6}: {name}: RPS {r:.2f}x {ref}; p50 {p50:+.3f} ms over {ref}")
+        if "upstream" in rows and "tcp-relay" in rows:
+            floor = paired(mode, "tcp-relay", "upstream", p50_1, minus)
+            summary[mode]["tcp_relay_added_p50_ms"] = floor
+            print(f"  {mode:6}: a TCP byte relay (one more hop, no HTTP) adds +{floor:.3f} ms p50 at c=1: "
+                  "this machine's floor for any proxy")  # fmt: skip
         if not all(n in rows for n in ("bare-proxy", "upstream")):
             continue
-        bare, up = rows["bare-proxy"], rows["upstream"]
-        print(f"  {mode:6}: the bare proxy adds +{bare['p50_ms_c1'] - up['p50_ms_c1']:.3f} ms p50 at c=1, "
-              f"p99 at c=32 {bare['p99_ms_c32']:.2f} ms")  # fmt: skip
+        bare_added = paired(mode, "bare-proxy", "upstream", p50_1, minus)
+        print(f"  {mode:6}: the bare proxy adds +{bare_added:.3f} ms p50 at c=1, "
+              f"p99 at c=32 {rows['bare-proxy']['p99_ms_c32']:.2f} ms")  # fmt: skip
         for name in ("modelfleet", "mf+auth", "mf+auth+redis"):
             if name not in rows:
                 continue
-            r = rows[name]
-            ratio, tail = r["rps_c32"] / bare["rps_c32"], r["p99_ms_c32"] / bare["p99_ms_c32"]
-            added50 = r["p50_ms_c1"] - up["p50_ms_c1"]
-            summary[mode].update({f"{name}_rps_ratio_vs_bare": ratio, f"{name}_p99_c32_ratio_vs_bare": tail,
+            r = paired(mode, name, "bare-proxy", rps, ratio)
+            tail = paired(mode, name, "bare-proxy", p99_32, ratio)
+            added50 = paired(mode, name, "upstream", p50_1, minus)
+            own = paired(mode, name, "bare-proxy", p50_1, minus)
+            summary[mode].update({f"{name}_rps_ratio_vs_bare": r, f"{name}_p99_c32_ratio_vs_bare": tail,
                                   f"{name}_added_p50_ms": added50})  # fmt: skip
             goal = GOALS.get((mode, name, "rps"))
             verdicts = [_verdict(tail <= P99_C32_GOAL), _verdict(added50 <= ADDED_P50_GOAL_MS)]
             if goal is not None:
-                verdicts.insert(0, _verdict(ratio >= goal))
+                verdicts.insert(0, _verdict(r >= goal))
             print(
-                f"  {mode:6}: {name:13} RPS {ratio:.2f}x bare"
+                f"  {mode:6}: {name:13} RPS {r:.2f}x bare"
                 + (f" (goal >= {goal})" if goal else "")
                 + f"; p99@32 {tail:.2f}x bare (goal <= {P99_C32_GOAL}); added p50@1 +{added50:.3f} ms "
-                f"(goal <= {ADDED_P50_GOAL_MS}; its own work over the bare proxy's "
-                f"{r['p50_ms_c1'] - bare['p50_ms_c1']:+.3f} ms)  [{', '.join(verdicts)}]"
+                f"(goal <= {ADDED_P50_GOAL_MS}; its own work over the bare proxy's {own:+.3f} ms)  "
+                f"[{', '.join(verdicts)}]"
             )
     if args.json:
         args.json.write_text(json.dumps({"results": results, "summary": summary, "cpus": os.cpu_count()}, indent=2))

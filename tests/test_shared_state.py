@@ -89,6 +89,23 @@ def test_a_token_budget_holds_across_gateways_under_concurrency(pair):
     assert used <= 1000, f"{len(ok)} requests used {used} tokens of a 1000-token budget"
 
 
+def test_admission_survives_redis_forgetting_its_scripts(pair, redis_server):
+    import asyncio
+
+    from modelfleet.state.resp import RedisConnection
+
+    async def flush() -> None:
+        conn = RedisConnection(redis_server.url)
+        await conn.call("SCRIPT", "FLUSH")
+        conn.close()
+
+    gws, _ = pair
+    assert _post(gws[0].url, "single", max_tokens=5).status_code == 200
+    asyncio.run(flush())  # the gateways' connections stay up, but EVALSHA now answers NOSCRIPT
+    for i in range(4):  # the script is loaded again, and the settlement (also NOSCRIPT) is sent again
+        eventually(lambda: _post(gws[i % 2].url, "single", max_tokens=5).status_code == 200, 5, "admitted again")
+
+
 def test_limited_teams_get_503_while_redis_is_away_and_recover_on_a_fresh_one(pair, redis_server):
     gws, _ = pair
     redis_server.stop()

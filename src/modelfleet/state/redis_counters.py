@@ -91,10 +91,19 @@ class RedisCounters:
         args = [repr(now), tokens, lease, LEASE_TTL, limits.rpm or 0, limits.tpm or 0, limits.concurrency or 0,
                 limits.tokens_per_day or 0, limits.tokens_per_month or 0, day_left, month_left, WINDOW]  # fmt: skip
         keys = _keys(team, day, month)
-        # Shielded: a client that goes away while Redis admits it must not leave its lease and tokens behind.
-        reply = asyncio.ensure_future(self._admit(keys, args))
+        # Written at once on the live connection (a Task only to connect first); shielded: a client that
+        # goes away while Redis admits it must not leave its lease and tokens behind.
+        reply = self._admit.nowait(keys, args) or asyncio.ensure_future(self._admit(keys, args))
         try:
-            ok, limit, retry, rem_req, rem_tok = await asyncio.shield(reply)
+            try:
+                result = await asyncio.shield(reply)
+            except RedisError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                # Redis lost its scripts with the connection up (SCRIPT FLUSH); nothing ran: load, run again.
+                reply = asyncio.ensure_future(self._admit(keys, args))
+                result = await asyncio.shield(reply)
+            ok, limit, retry, rem_req, rem_tok = result
         except asyncio.CancelledError:
             reply.add_done_callback(lambda r: self._undo(r, keys, int(now), tokens, lease))
             raise
