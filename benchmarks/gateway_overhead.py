@@ -16,13 +16,15 @@ Two more trace every request (OpenTelemetry, exported over OTLP/HTTP to a sink o
 Every target gets the same request, Authorization header included. Targets are measured in
 interleaved rounds and each number is the median over rounds, so a slow minute on a shared machine
 touches every target alike instead of whichever ran then. Ratios are paired: each is taken within
-one round (targets measured minutes apart never meet in one ratio) and the median over rounds reported.
+one round, never across rounds, and the median over rounds reported; the order of targets rotates
+each round, so none is always measured first or last.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import re
 import shutil
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -161,7 +164,7 @@ def main() -> None:
         time.sleep(1.0)
 
         results: dict[str, dict[str, dict[str, float]]] = {}
-        samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        samples: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
         targets = (("upstream", upstream), ("tcp-relay", f"http://127.0.0.1:{relay_port}"),
                    ("bare-proxy", f"http://127.0.0.1:{bare_port}"), *gateways.items())  # fmt: skip
         targets = tuple((n, b) for n, b in targets if not args.only or n in args.only)
@@ -175,7 +178,7 @@ def main() -> None:
                     f"wrk.body = '{json.dumps(body)}'\n"
                 )
                 mode = "stream" if stream else "json"
-                for name, base in targets:
+                for name, base in targets[rnd % len(targets) :] + targets[: rnd % len(targets)]:
                     url = base + "/v1/chat/completions"
                     wrk(url, lua, 32, 1)  # warm-up
                     rps, _, p99_32 = wrk(url, lua, 32, args.duration)
@@ -202,17 +205,12 @@ def main() -> None:
 def report(results: dict, samples: dict, args: argparse.Namespace) -> None:
     """Ratios and differences paired within each round, then the median over rounds."""
 
-    def paired(mode: str, name: str, ref: str, col: int, op) -> float:
+    def paired(mode: str, name: str, ref: str, col: int, op: Callable[[float, float], float]) -> float:
         a, b = samples[(mode, name)], samples[(mode, ref)]
         return statistics.median(op(x[col], y[col]) for x, y in zip(a, b, strict=True))
 
-    def ratio(x: float, y: float) -> float:
-        return x / y
-
-    def minus(x: float, y: float) -> float:
-        return x - y
-
-    rps, p99_32, p50_1, p99_1 = range(4)  # columns of a sample
+    ratio, minus = operator.truediv, operator.sub
+    rps, p99_32, p50_1, p99_1 = range(4)  # the columns of a sample
     print("\nmodelfleet against the bare aiohttp proxy and the upstream alone (gateway pinned to one core;")
     print("ratios and differences paired within each round, median over rounds):")
     summary: dict[str, dict[str, float]] = {}

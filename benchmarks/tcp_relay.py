@@ -29,17 +29,30 @@ class _Upstream(asyncio.Protocol):
 class _Client(asyncio.Protocol):
     def __init__(self, port: int) -> None:
         self.port = port
+        self.transport: asyncio.Transport | None = None
         self.upstream: asyncio.Transport | None = None
         self.early: list[bytes] = []  # what the client sent before the upstream connection was up
+        self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-        asyncio.get_running_loop().create_task(self._connect())
+        self.transport = transport  # type: ignore[assignment]
+        self.task = asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.upstream, _ = await loop.create_connection(lambda: _Upstream(self.transport), "127.0.0.1", self.port)
-        self.upstream.write(b"".join(self.early))
+        client = self.transport
+        assert client is not None
+        try:
+            upstream, _ = await asyncio.get_running_loop().create_connection(
+                lambda: _Upstream(client), "127.0.0.1", self.port
+            )
+        except OSError:
+            client.close()  # the upstream is away: so is this hop
+            return
+        if client.is_closing():  # the client left while the upstream connection was made
+            upstream.close()
+            return
+        self.upstream = upstream
+        upstream.write(b"".join(self.early))
 
     def data_received(self, data: bytes) -> None:
         if self.upstream is None:

@@ -21,12 +21,13 @@ TRICKY = ['"model":"up"', "[DONE]", "data: x", "\n\n", '"usage"', '"choices":[{'
 def _exchange(parse_all: bool, wants_usage: bool) -> SimpleNamespace:
     # `output` set is what makes a route keep the answer's text; it also turns the byte path off.
     return SimpleNamespace(started=time.perf_counter(), generated=0, output=[] if parse_all else None,
-                           usage=None, client_wants_usage=wants_usage)  # fmt: skip
+                           usage=None, client_wants_usage=wants_usage,
+                           route=SimpleNamespace(name="route"))  # fmt: skip
 
 
 def _relay(raw: bytes, cuts: list[int], parse_all: bool, wants_usage: bool) -> tuple[bytes, int, bool, bool, object]:
     ex = _exchange(parse_all, wants_usage)
-    events = StreamEvents(ex, "route", "deployment 'd' replica r")  # type: ignore[arg-type]
+    events = StreamEvents(ex, "d", "r")  # type: ignore[arg-type]
     decoder = SSEDecoder()
     out = []
     for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True):
@@ -39,6 +40,26 @@ def _relay(raw: bytes, cuts: list[int], parse_all: bool, wants_usage: bool) -> t
 
 def _event(obj: object) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _oracle(raw: bytes, wants_usage: bool) -> tuple[list, int, bool, bool]:
+    """What the client should get, by parsing every event: the reference the byte paths are held to."""
+    out, generated, done, finished = [], 0, False, False
+    for data in SSEDecoder().feed(raw):
+        if data == b"[DONE]":
+            done = True
+            continue
+        obj = orjson.loads(data)
+        obj["model"] = "route"
+        if choices := obj.get("choices"):
+            generated += 1
+            finished = finished or any(c.get("finish_reason") for c in choices)
+        if not wants_usage:
+            if obj.get("usage") and not choices:
+                continue
+            obj.pop("usage", None)
+        out.append(obj)
+    return out, generated, done, finished
 
 
 @st.composite
@@ -63,6 +84,17 @@ def streams(draw: st.DrawFn) -> tuple[bytes, list[int]]:
             raw.append(b"id: 7\n" + _event({**chunk, "choices": [{"index": 0, "delta": {}}]}))
         elif odd == 5:
             raw.append(b"data:" + _event({**chunk, "choices": [{"index": 0, "delta": {}}]})[6:])
+        elif odd == 6:
+            raw.append(b"event: delta\nretry: 1\n" + _event({**chunk, "choices": [{"index": 0, "delta": {}}]}))
+        elif odd == 7:  # one JSON document over two data lines
+            doc = orjson.dumps({**chunk, "choices": [{"index": 0, "delta": {"content": "x"}}]})
+            raw.append(b"data: " + doc[:20] + b"\ndata: " + doc[20:] + b"\n\n")
+        elif odd == 8:  # two choices, only the second finished
+            raw.append(
+                _event(
+                    {**chunk, "choices": [{"index": 0, "finish_reason": None}, {"index": 1, "finish_reason": "length"}]}
+                )
+            )
     if draw(st.booleans()):
         raw.append(_event({**chunk, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": len(texts)}}))
     if draw(st.booleans()):
@@ -81,9 +113,13 @@ def test_the_byte_path_relays_what_the_full_parse_would(stream: tuple[bytes, lis
     fast = _relay(raw, cuts, parse_all=False, wants_usage=wants_usage)
     slow = _relay(raw, cuts, parse_all=True, wants_usage=wants_usage)
     assert fast[1:] == slow[1:]
+    relayed = [orjson.loads(p) for p in payloads(fast[0])]
+    assert (relayed, *fast[1:4]) == _oracle(raw, wants_usage)
     assert [orjson.loads(p) for p in payloads(fast[0])] == [orjson.loads(p) for p in payloads(slow[0])]
     for p in payloads(fast[0]):  # every relayed event is valid JSON that names the route, not the upstream
         assert orjson.loads(p)["model"] == "route"
+    # Only the upstream's data reaches the client: no event:, retry:, id: or comment lines of its own.
+    assert all(line.startswith(b"data: ") for line in fast[0].split(b"\n") if line)
 
 
 def test_a_read_of_compact_deltas_is_renamed_as_one_run_of_bytes() -> None:

@@ -336,7 +336,7 @@ class Proxy:
                 **ex.headers,
             }
         )
-        events = StreamEvents(ex, ex.route.name, f"deployment {target.name!r} replica {replica.name}")
+        events = StreamEvents(ex, target.name, replica.name)
         stall = _StallWatch(request, response, self.write_timeout)
         try:
             self._streams.add(upstream)
@@ -350,8 +350,8 @@ class Proxy:
                     raise UpstreamError(f"deployment {target.name!r} replica {replica.name} sent {exc}") from None
                 if run:
                     events.take(run)
-                    if events.out and not events.done:
-                        await response.write(events.flush())
+                    if not events.done and (ready := events.flush()):
+                        await response.write(ready)
             if not events.whole(ex.client_wants_usage):
                 raise UpstreamError(
                     f"deployment {target.name!r} replica {replica.name} ended the stream without [DONE]",

@@ -1,10 +1,12 @@
 """One stream's events on their way from a deployment to the client: the model renamed to the route's,
 usage and errors read, time to first token and generated events counted, [DONE] noticed.
 
-Most events are compact deltas whose one change is the model's name. A run of them is checked and
-renamed as bytes in a few C-level scans (`compact_run`), never parsed and re-encoded; only the first
-event (to learn the upstream's model name) and events that carry usage or an error are parsed.
-Quotes inside JSON strings are escaped, so the byte needles below only ever match members.
+Most events are compact deltas whose one change is the model's name. A read of them is checked and
+renamed as bytes in a few C-level scans (`_compact_run`), never parsed and re-encoded. The first event
+(to learn the upstream's model name), events that carry usage or an error, and any read with an odd
+event in it (a comment, an `event:` line, data over several lines) go event by event, and an event
+the byte checks do not vouch for is parsed. Quotes inside JSON strings are escaped and raw newlines
+never occur in them, so the byte needles below only ever match members and lines.
 """
 
 from __future__ import annotations
@@ -19,23 +21,24 @@ from modelfleet.errors import UpstreamError
 from modelfleet.observability.logging import redact
 from modelfleet.values import Usage
 
+_FINISHED = b'"finish_reason":"'  # a finish_reason that is not null is a string
+
 if TYPE_CHECKING:
     from modelfleet.api.proxy import _Exchange
 
 
 class StreamEvents:
-    __slots__ = ("done", "ex", "finished", "model", "out", "route_name", "ttft", "usage", "where")
+    __slots__ = ("deployment", "done", "ex", "finished", "model", "out", "replica", "ttft", "usage")
 
-    def __init__(self, ex: _Exchange, route_name: str, where: str) -> None:
+    def __init__(self, ex: _Exchange, deployment: str, replica: str) -> None:
         self.ex = ex
-        self.route_name = route_name
-        self.where = where  # "deployment 'x' replica y", for error messages
+        self.deployment, self.replica = deployment, replica  # named in error messages
         self.model: tuple[bytes, bytes] | None = None  # the upstream's "model" member, and the route's
         self.out: list[bytes] = []  # events to relay
         self.usage: Usage | None = None
         self.ttft: float | None = None
         self.done = False  # [DONE] came
-        self.finished = False  # a choice came with its finish_reason
+        self.finished = False  # a choice came with a finish_reason (one rule on every path: any choice)
 
     def take(self, run: bytes) -> None:
         """Every event in `run` (complete events, SSEDecoder.complete), relayed to `out` or acted on."""
@@ -49,8 +52,13 @@ class StreamEvents:
             self._event(data)
 
     def flush(self) -> bytes:
+        """What is ready to relay (b"" if nothing)."""
         out, self.out = self.out, []
         return b"".join(out)
+
+    @property
+    def where(self) -> str:
+        return f"deployment {self.deployment!r} replica {self.replica}"
 
     def whole(self, client_wants_usage: bool) -> bool:
         """Complete, even without [DONE]: it finished, and usage came if the client asked for it."""
@@ -64,16 +72,16 @@ class StreamEvents:
     def _compact(self, middle: bytes) -> bool:
         """A run of compact deltas (and maybe [DONE]) renamed as bytes; False if it is not one."""
         assert self.model is not None
-        body = middle[: -len(DONE_EVENT)] if middle.endswith(DONE_EVENT) else middle
+        ends = middle.endswith(DONE_EVENT)
+        body = middle[: -len(DONE_EVENT)] if ends else middle
         n = _compact_run(body, self.model[0]) if body else 0
         if body and not n:
             return False
         if n:
             self._generated(n)
-            # A finish_reason that is not null is a string.
-            self.finished = self.finished or b'"finish_reason":"' in body
+            self.finished = self.finished or _FINISHED in body
             self.out.append(body.replace(self.model[0], self.model[1]))
-        self.done = self.done or body is not middle
+        self.done = self.done or ends
         return True
 
     def _event(self, data: bytes) -> None:
@@ -81,13 +89,19 @@ class StreamEvents:
             self.done = True
             return
         ex, model = self.ex, self.model
-        if model is not None and model[0] in data and b'"usage"' not in data and b'"error"' not in data:
+        if (
+            model is not None
+            and data.count(model[0]) == 1
+            and b"\n" not in data  # data over several lines goes back as one line: parsed
+            and b'"usage"' not in data
+            and b'"error"' not in data
+        ):
             if b'"choices":[' in data and b'"choices":[]' not in data:  # one compact delta, renamed as bytes
                 self._generated(1)
-                self.finished = self.finished or (b'"finish_reason":' in data and b'"finish_reason":null' not in data)
+                self.finished = self.finished or _FINISHED in data
             if ex.output is not None:
                 ex.output.append(data)
-            self.out.append(b"data: " + data.replace(model[0], model[1], 1) + b"\n\n")
+            self.out.append(b"data: " + data.replace(model[0], model[1]) + b"\n\n")
             return
         try:
             obj = orjson.loads(data)
@@ -96,15 +110,14 @@ class StreamEvents:
         if not isinstance(obj, dict):
             return
         if "error" in obj:  # the upstream's own terminal error event
-            raise stream_error(self.where, obj["error"])
+            raise _stream_error(self.where, obj["error"])
         if model is None and isinstance(obj.get("model"), str):
-            self.model = (b'"model":' + orjson.dumps(obj["model"]), b'"model":' + orjson.dumps(self.route_name))
-        obj["model"] = self.route_name
+            self.model = (b'"model":' + orjson.dumps(obj["model"]), b'"model":' + orjson.dumps(ex.route.name))
+        obj["model"] = ex.route.name
         choices = obj.get("choices")
         if choices and isinstance(choices, list):
             self._generated(1)
-            first = choices[0]
-            self.finished = self.finished or (isinstance(first, dict) and first.get("finish_reason") is not None)
+            self.finished = self.finished or any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
         u = obj.get("usage")
         if isinstance(u, dict) and u:
             self.usage = ex.usage = Usage.reported(u)
@@ -134,18 +147,22 @@ def _pieces(run: bytes, first_alone: bool) -> tuple[bytes, bytes, bytes]:
 
 
 def _compact_run(run: bytes, model: bytes) -> int:
-    """How many events are in `run` (cut by _pieces before any usage or error) if each holds `model` (the
-    upstream's compact `"model":"..."` member) and a non-empty choices list, as counted; else 0.
-
-    A raw quote never occurs inside a JSON string, so these needles count members. (Counts could only
-    balance wrongly if one event held a nested copy of a member and another lacked it; an OpenAI chunk
-    has no place for either.) [DONE], comments and empty events hold neither, so they never pass. The
-    events' SSE framing is relayed as the upstream wrote it: the client reads the same data.
-    """
+    """How many events are in `run` (cut by _pieces before any usage or error) if each is one `data: `
+    line holding `model` (the upstream's compact `"model":"..."` member) and a non-empty choices list,
+    as counted; else 0. Counting lines first makes the member counts per event: an event holding a
+    second copy could only balance one lacking it, which an OpenAI chunk has no place for."""
     n = run.count(b"\n\n")
-    return n if run.count(model) == n and run.count(b'"choices":[{') == n else 0
+    if (
+        run.count(b"\n") != 2 * n  # every event one line: no comment, event:, id: or multi-line data
+        or not run.startswith(b"data: ")
+        or run.count(b"\n\ndata: ") != n - 1  # and each of them a data line
+        or run.count(model) != n
+        or run.count(b'"choices":[{') != n
+    ):
+        return 0
+    return n
 
 
-def stream_error(where: str, err: object) -> UpstreamError:
+def _stream_error(where: str, err: object) -> UpstreamError:
     message = err.get("message", err) if isinstance(err, dict) else err
     return UpstreamError(f"{where} failed mid-stream: {redact(str(message))}", code="upstream_stream_error")

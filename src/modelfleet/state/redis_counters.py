@@ -137,9 +137,16 @@ class RedisCounters:
         self._tasks.add(fut)
         fut.add_done_callback(lambda f: self._settled(f, keys, args))
 
-    def _settled(self, fut: asyncio.Future[Any], keys: list[str], args: list[Any]) -> None:
+    def _settled(self, fut: asyncio.Future[Any], keys: list[str], args: list[Any], again: bool = False) -> None:
         self._tasks.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
+        exc = None if fut.cancelled() else fut.exception()
+        if isinstance(exc, RedisError) and str(exc).startswith("NOSCRIPT") and not again:
+            # Redis lost its scripts (SCRIPT FLUSH): sent again at once, by the call that loads them first.
+            resent = asyncio.ensure_future(self._settle(keys, args))
+            self._tasks.add(resent)
+            resent.add_done_callback(lambda f: self._settled(f, keys, args, again=True))
+            return
+        if exc is not None:
             if not self._failing:
                 log.warning("could not settle a request's limits (%s); sending it again when Redis answers",
                             fut.exception())  # fmt: skip

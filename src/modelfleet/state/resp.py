@@ -110,7 +110,6 @@ class RedisConnection:
         _, proto = await asyncio.wait_for(
             loop.create_connection(_Protocol, self.host, self.port, ssl=self.tls or None), _TIMEOUT
         )
-        self._proto = proto
         if self.password:
             auth = (self.username, self.password) if self.username else (self.password,)
             await proto.send(("AUTH", *auth))
@@ -118,6 +117,7 @@ class RedisConnection:
             await proto.send(("SELECT", self.db))
         for command in self.on_connect:
             await proto.send(command)
+        self._proto = proto  # only now: a command written sooner would reach another database, or none
         return proto
 
     async def call(self, *args: Any) -> Any:
