@@ -103,7 +103,8 @@ def test_admission_survives_redis_forgetting_its_scripts(pair, redis_server):
     assert _post(gws[0].url, "single", max_tokens=5).status_code == 200
     asyncio.run(flush())  # the gateways' connections stay up, but EVALSHA now answers NOSCRIPT
     for i in range(4):  # the script is loaded again, and the settlement (also NOSCRIPT) is sent again
-        eventually(lambda: _post(gws[i % 2].url, "single", max_tokens=5).status_code == 200, 5, "admitted again")
+        gw = gws[i % 2]
+        eventually(lambda gw=gw: _post(gw.url, "single", max_tokens=5).status_code == 200, 5, "admitted again")
 
 
 def test_limited_teams_get_503_while_redis_is_away_and_recover_on_a_fresh_one(pair, redis_server):
