@@ -77,3 +77,33 @@ def test_periods_and_since():
     assert since_day("2026-11-01") == "2026-11-01"
     with pytest.raises(InvalidRequest, match="expected a span"):
         since_day("last week")
+
+
+def test_a_refused_redis_password_leaves_no_connection_behind() -> None:
+    """A Redis that refuses AUTH: every call fails with its answer, and each try's connection is closed."""
+    from modelfleet.state.resp import RedisConnection, RedisError
+
+    async def scenario() -> tuple[int, int]:
+        opened, open_now = 0, set()
+
+        async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal opened
+            opened += 1
+            open_now.add(writer)
+            while await reader.read(4096):
+                writer.write(b"-WRONGPASS invalid username-password pair\r\n")
+            open_now.discard(writer)
+            writer.close()
+
+        server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = RedisConnection(f"redis://:wrong@127.0.0.1:{port}/0")
+        for _ in range(5):
+            with pytest.raises(RedisError, match="WRONGPASS"):
+                await conn.call("PING")
+        await asyncio.sleep(0.2)
+        server.close()
+        return opened, len(open_now)
+
+    opened, still_open = asyncio.run(scenario())
+    assert opened == 5 and still_open == 0

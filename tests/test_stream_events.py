@@ -138,3 +138,58 @@ def test_an_error_event_after_deltas_is_still_raised() -> None:
     raw = _event(chunk) + _event(chunk) + _event({"error": {"message": "engine died"}})
     with pytest.raises(UpstreamError, match="engine died"):
         _relay(raw, [], parse_all=False, wants_usage=False)
+
+
+# What a hostile or broken deployment tried, in one read after the first event: each must come out as a
+# parse of every event would have it.
+ROLE = _event({"model": "up", "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+DELTA = b'{"model":"up","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}'
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        # a second model member, spaced, beside the compact one; and counts that balance across events
+        b'data: {"model":"up","model" : "SECRET","choices":[{"delta":{}}]}\n\n',
+        b'data: {"model":"up","choices":[{"delta":{}}],"meta":{"model":"up"}}\n\n'
+        b'data: {"model" : "SECRET","choices":[{"delta":{}}]}\n\n',
+        # members spelled with \u escapes, which JSON clients decode
+        b'data: {"model":"up","choices":[{"delta":{}}],"\\u0075sage":{"prompt_tokens":5,"completion_tokens":9}}\n\n',
+        b'data: {"model":"up","choices":[{"delta":{}}],"mod\\u0065l":"SECRET"}\n\n',
+        # a raw \r: whitespace to JSON, a line end to SSE clients
+        b'data: {"model":"up",\r"choices":[{"delta":{}}]}\n\n',
+    ],
+)
+def test_hostile_events_are_relayed_as_a_parse_would(hostile: bytes) -> None:
+    raw = ROLE + b"data: " + DELTA + b"\n\n" + hostile + b"data: " + DELTA + b"\n\ndata: [DONE]\n\n"
+    out, generated, done, _, usage = _relay(raw, [], parse_all=False, wants_usage=False)
+    assert b"SECRET" not in out and b"\r" not in out and b"sage" not in out
+    assert [orjson.loads(p) for p in payloads(out)] == _oracle(raw, wants_usage=False)[0]
+    assert done and generated == _oracle(raw, wants_usage=False)[1]
+    if b"sage" in hostile:
+        assert usage is not None and usage.completion_tokens == 9  # billed as reported, however it is spelled
+
+
+def test_a_finish_reason_nested_elsewhere_does_not_make_a_cut_off_stream_whole() -> None:
+    nested = b'data: {"model":"up","choices":[{"delta":{},"finish_reason":null}],"meta":{"finish_reason":"x"}}\n\n'
+    ex = _exchange(parse_all=False, wants_usage=False)
+    events = StreamEvents(ex, "d", "r")  # type: ignore[arg-type]
+    events.take(ROLE + nested + b"data: " + DELTA + b"\n\n")  # then the upstream closes, without [DONE]
+    assert not events.whole(client_wants_usage=False)
+
+
+def test_invalid_json_is_never_relayed_as_bytes() -> None:
+    for bad in (
+        b'data: "model":"up","choices":[{"x\n\n',
+        b'data: {"model":"up","choices":[{}]} garbage\n\n',
+        # a raw \r would end the line for SSE clients: a second event smuggled inside one
+        b'data: {"model":"up","choices":[{}]}\r\rdata: {"model":"SECRET","choices":[]}\n\n',
+    ):
+        with pytest.raises(UpstreamError, match="malformed event"):
+            _relay(ROLE + bad, [], parse_all=False, wants_usage=False)
+
+
+def test_nothing_after_done_is_relayed() -> None:
+    raw = ROLE + b"data: " + DELTA + b"\n\ndata: [DONE]\n\n" + b"data: " + DELTA + b"\n\n"
+    out, generated, done, _, _ = _relay(raw, [len(ROLE) + 5], parse_all=False, wants_usage=False)
+    assert done and generated == 2 and len(payloads(out)) == 2

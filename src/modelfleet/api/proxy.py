@@ -59,6 +59,7 @@ log = logging.getLogger("modelfleet.api")
 REQUEST_ID = web.RequestKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"
 _Answer = tuple[web.StreamResponse, int, Usage | None, float | None]
+_AFTER_DONE = 64 * 1024  # bytes an upstream may send after [DONE] before its connection is dropped
 CLIENT_CLOSED = 499  # nginx's code for "client went away"; bounded like every status label
 
 
@@ -343,7 +344,13 @@ class Proxy:
             request[ANSWERING] = True  # the drain deadline ends it with an event, never a second answer
             await response.prepare(request)
             decoder = SSEDecoder()
+            after_done = 0
             async for chunk in upstream.chunks():
+                if events.done:  # over: the end of the reply is read (to reuse its connection), not a flood
+                    after_done += len(chunk)
+                    if after_done > _AFTER_DONE:
+                        break
+                    continue
                 try:
                     run = decoder.complete(chunk)
                 except EventTooLarge as exc:  # no upstream may grow the gateway's memory without bound

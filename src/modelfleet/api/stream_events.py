@@ -2,11 +2,13 @@
 usage and errors read, time to first token and generated events counted, [DONE] noticed.
 
 Most events are compact deltas whose one change is the model's name. A read of them is checked and
-renamed as bytes in a few C-level scans (`_compact_run`), never parsed and re-encoded. The first event
-(to learn the upstream's model name), events that carry usage or an error, and any read with an odd
-event in it (a comment, an `event:` line, data over several lines) go event by event, and an event
-the byte checks do not vouch for is parsed. Quotes inside JSON strings are escaped and raw newlines
-never occur in them, so the byte needles below only ever match members and lines.
+renamed as bytes in a few C-level scans (`_compact_run`), never parsed and re-encoded. Everything that
+decides something is parsed: the first event (to learn the upstream's model name), events that carry
+usage, an error or a finish_reason, and any event the byte checks do not vouch for (a comment, an
+`event:` line, data over several lines, a raw \\r, a \\u escape that could spell a member's name).
+Quotes inside JSON strings are escaped and raw newlines never occur in them, so the byte needles below
+only ever match members and lines. What the byte path cannot vouch for is that a `{...}` payload is
+valid JSON inside: such an event goes to the client as the deployment wrote it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from modelfleet.errors import UpstreamError
 from modelfleet.observability.logging import redact
 from modelfleet.values import Usage
 
-_FINISHED = b'"finish_reason":"'  # a finish_reason that is not null is a string
+# Members that decide something (parsed, never taken on bytes): a finish_reason that is not null is a string.
+_CUT_AT = (b'"usage"', b'"error"', b'"finish_reason":"')
+# Also never on bytes: a raw \r (a line end to SSE clients, whitespace to JSON) and \u escapes (which can
+# spell a member's name, e.g. "\u0075sage").
+_PARSED = (*_CUT_AT, b"\r", b"\\u")
 
 if TYPE_CHECKING:
     from modelfleet.api.proxy import _Exchange
@@ -38,10 +44,11 @@ class StreamEvents:
         self.usage: Usage | None = None
         self.ttft: float | None = None
         self.done = False  # [DONE] came
-        self.finished = False  # a choice came with a finish_reason (one rule on every path: any choice)
+        self.finished = False  # a choice came with a finish_reason (only parsed events decide it)
 
     def take(self, run: bytes) -> None:
-        """Every event in `run` (complete events, SSEDecoder.complete), relayed to `out` or acted on."""
+        """Every event in `run` (complete events, SSEDecoder.complete), relayed to `out` or acted on;
+        nothing after [DONE]."""
         head, middle, tail = _pieces(run, self.model is None)
         for data in payloads(head):
             self._event(data)
@@ -74,17 +81,20 @@ class StreamEvents:
         assert self.model is not None
         ends = middle.endswith(DONE_EVENT)
         body = middle[: -len(DONE_EVENT)] if ends else middle
+        if self.done:
+            return True  # nothing after [DONE] is relayed
         n = _compact_run(body, self.model[0]) if body else 0
         if body and not n:
             return False
         if n:
             self._generated(n)
-            self.finished = self.finished or _FINISHED in body
             self.out.append(body.replace(self.model[0], self.model[1]))
         self.done = self.done or ends
         return True
 
     def _event(self, data: bytes) -> None:
+        if self.done:
+            return  # nothing after [DONE] is relayed
         if data == DONE:
             self.done = True
             return
@@ -92,13 +102,14 @@ class StreamEvents:
         if (
             model is not None
             and data.count(model[0]) == 1
+            and data.count(b'"model"') == 1  # no second member by that name, however spaced
+            and data.startswith(b"{")
+            and data.endswith(b"}")
             and b"\n" not in data  # data over several lines goes back as one line: parsed
-            and b'"usage"' not in data
-            and b'"error"' not in data
+            and not any(needle in data for needle in _PARSED)
         ):
             if b'"choices":[' in data and b'"choices":[]' not in data:  # one compact delta, renamed as bytes
                 self._generated(1)
-                self.finished = self.finished or _FINISHED in data
             if ex.output is not None:
                 ex.output.append(data)
             self.out.append(b"data: " + data.replace(model[0], model[1]) + b"\n\n")
@@ -136,9 +147,9 @@ class StreamEvents:
 def _pieces(run: bytes, first_alone: bool) -> tuple[bytes, bytes, bytes]:
     """`run` cut in three where the byte path's conditions change: the first event, while the upstream's
     model is unknown (parsed to learn it); the compact deltas that may follow; from the first event that
-    carries usage or an error on (parsed for them)."""
+    carries usage, an error or a finish_reason on (parsed for them)."""
     start = run.find(b"\n\n") + 2 if first_alone else 0
-    found = [i for i in (run.find(b'"usage"', start), run.find(b'"error"', start)) if i >= 0]
+    found = [i for i in (run.find(needle, start) for needle in _CUT_AT) if i >= 0]
     cut = len(run)
     if found:
         sep = run.rfind(b"\n\n", start, min(found))
@@ -147,17 +158,22 @@ def _pieces(run: bytes, first_alone: bool) -> tuple[bytes, bytes, bytes]:
 
 
 def _compact_run(run: bytes, model: bytes) -> int:
-    """How many events are in `run` (cut by _pieces before any usage or error) if each is one `data: `
-    line holding `model` (the upstream's compact `"model":"..."` member) and a non-empty choices list,
-    as counted; else 0. Counting lines first makes the member counts per event: an event holding a
-    second copy could only balance one lacking it, which an OpenAI chunk has no place for."""
+    """How many events are in `run` (cut by _pieces before any usage, error or finish_reason) if each is
+    one `data: {...}` line holding `model` (the upstream's compact `"model":"..."` member) and a non-empty
+    choices list, as counted; else 0. Every `"model"` in the run must be one of those members, so no
+    event can carry the upstream's name under another spelling: counts that balance across events (one
+    with a nested copy, one without) leave an event with no model member, never with the upstream's."""
     n = run.count(b"\n\n")
     if (
         run.count(b"\n") != 2 * n  # every event one line: no comment, event:, id: or multi-line data
-        or not run.startswith(b"data: ")
-        or run.count(b"\n\ndata: ") != n - 1  # and each of them a data line
+        or not run.startswith(b"data: {")
+        or run.count(b"}\n\ndata: {") != n - 1  # and each of them a data line holding one object
+        or not run.endswith(b"}\n\n")
         or run.count(model) != n
+        or run.count(b'"model"') != n
         or run.count(b'"choices":[{') != n
+        or b"\r" in run
+        or b"\\u" in run
     ):
         return 0
     return n

@@ -110,13 +110,18 @@ class RedisConnection:
         _, proto = await asyncio.wait_for(
             loop.create_connection(_Protocol, self.host, self.port, ssl=self.tls or None), _TIMEOUT
         )
-        if self.password:
-            auth = (self.username, self.password) if self.username else (self.password,)
-            await proto.send(("AUTH", *auth))
-        if self.db:
-            await proto.send(("SELECT", self.db))
-        for command in self.on_connect:
-            await proto.send(command)
+        try:
+            if self.password:
+                auth = (self.username, self.password) if self.username else (self.password,)
+                await proto.send(("AUTH", *auth))
+            if self.db:
+                await proto.send(("SELECT", self.db))
+            for command in self.on_connect:
+                await proto.send(command)
+        except BaseException:
+            if proto.transport is not None:
+                proto.transport.abort()  # a refused AUTH must not leave a connection behind per retry
+            raise
         self._proto = proto  # only now: a command written sooner would reach another database, or none
         return proto
 
