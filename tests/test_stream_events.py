@@ -193,3 +193,25 @@ def test_nothing_after_done_is_relayed() -> None:
     raw = ROLE + b"data: " + DELTA + b"\n\ndata: [DONE]\n\n" + b"data: " + DELTA + b"\n\n"
     out, generated, done, _, _ = _relay(raw, [len(ROLE) + 5], parse_all=False, wants_usage=False)
     assert done and generated == 2 and len(payloads(out)) == 2
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        b'{"\\"model":"up","choices":[{"delta":{}}]}',  # a member named "model (with a quote), not model
+        b'{"model":"up","choices" :[{"delta":{}}]}',  # spaced: still one generated event
+        b'{"model":"up","choices":[{}],"x":{"choices":[]}}',
+        b'{"model":"up","choices":[ ]}',  # spaced and empty: none generated
+        b'{"model":"up","choices":null,"x":{"choices":[1]}}',
+        b'{"model":"up","choices":[{}],"choices":[]}',  # duplicate members: the last one counts
+        b'{"model":"up","choices":[{"delta":{},"finish_reason": "stop"}]}',  # spaced: still finished
+        b'{"model":"up","choices":[{"delta":{},"finish_reason":1}]}',
+    ],
+)
+def test_odd_but_valid_events_are_counted_and_judged_as_a_parse_would(odd: bytes) -> None:
+    for raw in (
+        ROLE + b"data: " + odd + b"\n\n",  # alone after the first event
+        ROLE + b"data: " + DELTA + b"\n\ndata: " + odd + b"\n\ndata: " + DELTA + b"\n\n",  # inside a run
+    ):
+        out, generated, done, finished, _ = _relay(raw, [], parse_all=False, wants_usage=False)
+        assert ([orjson.loads(p) for p in payloads(out)], generated, done, finished) == _oracle(raw, False)

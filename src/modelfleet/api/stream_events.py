@@ -25,9 +25,9 @@ from modelfleet.values import Usage
 
 # Members that decide something (parsed, never taken on bytes): a finish_reason that is not null is a string.
 _CUT_AT = (b'"usage"', b'"error"', b'"finish_reason":"')
-# Also never on bytes: a raw \r (a line end to SSE clients, whitespace to JSON) and \u escapes (which can
-# spell a member's name, e.g. "\u0075sage").
-_PARSED = (*_CUT_AT, b"\r", b"\\u")
+# Also never on bytes: a raw \r (a line end to SSE clients, whitespace to JSON), \u escapes (which can
+# spell a member's name, e.g. "\u0075sage") and names that end with a member's ("\"model" is not model).
+_PARSED = (*_CUT_AT, b"\r", b"\\u", b'\\"model"', b'\\"choices"', b'\\"finish_reason"')
 
 if TYPE_CHECKING:
     from modelfleet.api.proxy import _Exchange
@@ -101,15 +101,12 @@ class StreamEvents:
         ex, model = self.ex, self.model
         if (
             model is not None
-            and data.count(model[0]) == 1
-            and data.count(b'"model"') == 1  # no second member by that name, however spaced
             and data.startswith(b"{")
             and data.endswith(b"}")
             and b"\n" not in data  # data over several lines goes back as one line: parsed
-            and not any(needle in data for needle in _PARSED)
-        ):
-            if b'"choices":[' in data and b'"choices":[]' not in data:  # one compact delta, renamed as bytes
-                self._generated(1)
+            and _vouched(data, model[0], 1)
+        ):  # one compact delta among other events, renamed as bytes
+            self._generated(1)
             if ex.output is not None:
                 ex.output.append(data)
             self.out.append(b"data: " + data.replace(model[0], model[1]) + b"\n\n")
@@ -159,24 +156,32 @@ def _pieces(run: bytes, first_alone: bool) -> tuple[bytes, bytes, bytes]:
 
 def _compact_run(run: bytes, model: bytes) -> int:
     """How many events are in `run` (cut by _pieces before any usage, error or finish_reason) if each is
-    one `data: {...}` line holding `model` (the upstream's compact `"model":"..."` member) and a non-empty
-    choices list, as counted; else 0. Every `"model"` in the run must be one of those members, so no
-    event can carry the upstream's name under another spelling: counts that balance across events (one
-    with a nested copy, one without) leave an event with no model member, never with the upstream's."""
+    one `data: {...}` line that `_vouched` lets through; else 0."""
     n = run.count(b"\n\n")
     if (
         run.count(b"\n") != 2 * n  # every event one line: no comment, event:, id: or multi-line data
         or not run.startswith(b"data: {")
         or run.count(b"}\n\ndata: {") != n - 1  # and each of them a data line holding one object
         or not run.endswith(b"}\n\n")
-        or run.count(model) != n
-        or run.count(b'"model"') != n
-        or run.count(b'"choices":[{') != n
-        or b"\r" in run
-        or b"\\u" in run
+        or not _vouched(run, model, n)
     ):
         return 0
     return n
+
+
+def _vouched(events: bytes, model: bytes, n: int) -> bool:
+    """The bytes of `n` events hold, as counted, one `model` member each (the upstream's compact
+    `"model":"..."`), one non-empty `choices` list each, no finish_reason but null, and nothing that
+    must be parsed. Every `"model"` must be one of those members, so counts that balance across events
+    (one with a nested copy, one without) leave an event with no model member, never the upstream's."""
+    return (
+        events.count(model) == n
+        and events.count(b'"model"') == n
+        and events.count(b'"choices":[{') == n
+        and events.count(b'"choices"') == n
+        and events.count(b'"finish_reason"') == events.count(b'"finish_reason":null')
+        and not any(needle in events for needle in _PARSED)
+    )
 
 
 def _stream_error(where: str, err: object) -> UpstreamError:
