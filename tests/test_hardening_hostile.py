@@ -339,3 +339,33 @@ routes: {{smollm2: {{deployments: [smollm2]}}}}
         assert message in err["message"] and "Error:" not in err["message"], err["message"]
     r = httpx.post(gw.url + "/chat/completions", json={"model": "smollm2", "messages": user, "max_tokens": 2})
     assert r.status_code == 200
+
+
+_TOK = b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n'
+
+
+async def _done_then_holds(w: asyncio.StreamWriter) -> None:
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100000\r\n\r\n")
+    w.write(_TOK * 2 + b"data: [DONE]\n\n")  # then the connection stays open, the body never complete
+    await asyncio.sleep(30)
+
+
+async def _error_after_tokens(w: asyncio.StreamWriter) -> None:
+    body = _TOK * 2 + b'data: {"error":{"message":"engine died"}}\n\n'
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_a_stream_is_answered_at_done_and_what_came_before_an_error_is_delivered(tmp_path, start):
+    holds, fails = RawUpstream(_done_then_holds), RawUpstream(_error_after_tokens)
+    try:
+        gw = start(Gateway, _fleet(tmp_path, {"holds": holds.url, "fails": fails.url}))
+        t0 = time.monotonic()
+        r = httpx.post(gw.url + "/chat/completions", json={**chat_body("holds"), "stream": True}, timeout=20)
+        assert r.status_code == 200 and r.text.count("tok ") == 2 and r.text.endswith("data: [DONE]\n\n")
+        assert time.monotonic() - t0 < 5  # answered at [DONE], not when the deployment lets go
+
+        r = httpx.post(gw.url + "/chat/completions", json={**chat_body("fails"), "stream": True})
+        assert r.text.count("tok ") == 2 and "engine died" in r.text.strip().splitlines()[-1]
+    finally:
+        holds.close()
+        fails.close()

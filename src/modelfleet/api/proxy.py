@@ -59,7 +59,6 @@ log = logging.getLogger("modelfleet.api")
 REQUEST_ID = web.RequestKey("request_id", str)
 DEPLOYMENT_HEADER = "X-Modelfleet-Deployment"
 _Answer = tuple[web.StreamResponse, int, Usage | None, float | None]
-_AFTER_DONE = 64 * 1024  # bytes an upstream may send after [DONE] before its connection is dropped
 CLIENT_CLOSED = 499  # nginx's code for "client went away"; bounded like every status label
 
 
@@ -344,20 +343,18 @@ class Proxy:
             request[ANSWERING] = True  # the drain deadline ends it with an event, never a second answer
             await response.prepare(request)
             decoder = SSEDecoder()
-            after_done = 0
             async for chunk in upstream.chunks():
-                if events.done:  # over: the end of the reply is read (to reuse its connection), not a flood
-                    after_done += len(chunk)
-                    if after_done > _AFTER_DONE:
-                        break
-                    continue
                 try:
                     run = decoder.complete(chunk)
                 except EventTooLarge as exc:  # no upstream may grow the gateway's memory without bound
                     raise UpstreamError(f"deployment {target.name!r} replica {replica.name} sent {exc}") from None
                 if run:
                     events.take(run)
-                    if not events.done and (ready := events.flush()):
+                    if events.done:
+                        # Answered at once, whatever the upstream does next: its connection is reused if its
+                        # reply ended in this read too (the usual case), else dropped.
+                        break
+                    if ready := events.flush():
                         await response.write(ready)
             if not events.whole(ex.client_wants_usage):
                 raise UpstreamError(
@@ -376,12 +373,13 @@ class Proxy:
                 going = Unavailable("the gateway is shutting down and its drain_timeout ran out; retry the request",
                                     retry_after=1, code="shutting_down")  # fmt: skip
                 with contextlib.suppress(ConnectionError, RuntimeError):
-                    await response.write_eof(event(going.body()))
+                    await response.write_eof(events.flush() + event(going.body()))
                 return response, going.status, ex.billed(), events.ttft
             if isinstance(exc, UpstreamError):  # a replica that breaks streams off is a failing replica
                 self.router.failed(replica, exc.message)
-            # Headers are gone: end with an explicit error event, never a silent truncation.
-            await response.write_eof(event(exc.body()))
+            # Headers are gone: what came before the error (and is billed) is delivered, then an explicit
+            # error event ends the stream, never a silent truncation.
+            await response.write_eof(events.flush() + event(exc.body()))
             # What was relayed was generated (and delivered): billed, as a dropped stream's is.
             return response, exc.status, ex.billed(), events.ttft
         except asyncio.CancelledError:
