@@ -175,7 +175,7 @@ def test_a_finish_reason_nested_elsewhere_does_not_make_a_cut_off_stream_whole()
     ex = _exchange(parse_all=False, wants_usage=False)
     events = StreamEvents(ex, "d", "r")  # type: ignore[arg-type]
     events.take(ROLE + nested + b"data: " + DELTA + b"\n\n")  # then the upstream closes, without [DONE]
-    assert not events.whole(client_wants_usage=False)
+    assert not events.whole()
 
 
 def test_invalid_json_is_never_relayed_as_bytes() -> None:

@@ -347,7 +347,7 @@ class Proxy:
                 try:
                     run = decoder.complete(chunk)
                 except EventTooLarge as exc:  # no upstream may grow the gateway's memory without bound
-                    raise UpstreamError(f"deployment {target.name!r} replica {replica.name} sent {exc}") from None
+                    raise UpstreamError(f"{events.where} sent {exc}") from None
                 if run:
                     events.take(run)
                     if events.done:
@@ -356,11 +356,8 @@ class Proxy:
                         break
                     if ready := events.flush():
                         await response.write(ready)
-            if not events.whole(ex.client_wants_usage):
-                raise UpstreamError(
-                    f"deployment {target.name!r} replica {replica.name} ended the stream without [DONE]",
-                    code="upstream_stream_error",
-                )
+            if not events.whole():
+                raise UpstreamError(f"{events.where} ended the stream without [DONE]", code="upstream_stream_error")
             # The last events, [DONE] and the end of the chunked body leave in one write.
             await response.write_eof(events.flush() + DONE_EVENT)
             self.router.answered(replica)  # only a whole stream clears a replica's failures in a row

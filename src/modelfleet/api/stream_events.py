@@ -34,14 +34,13 @@ if TYPE_CHECKING:
 
 
 class StreamEvents:
-    __slots__ = ("deployment", "done", "ex", "finished", "model", "out", "replica", "ttft", "usage")
+    __slots__ = ("deployment", "done", "ex", "finished", "model", "out", "replica", "ttft")
 
     def __init__(self, ex: _Exchange, deployment: str, replica: str) -> None:
         self.ex = ex
         self.deployment, self.replica = deployment, replica  # named in error messages
         self.model: tuple[bytes, bytes] | None = None  # the upstream's "model" member, and the route's
         self.out: list[bytes] = []  # events to relay
-        self.usage: Usage | None = None
         self.ttft: float | None = None
         self.done = False  # [DONE] came
         self.finished = False  # a choice came with a finish_reason (only parsed events decide it)
@@ -67,9 +66,9 @@ class StreamEvents:
     def where(self) -> str:
         return f"deployment {self.deployment!r} replica {self.replica}"
 
-    def whole(self, client_wants_usage: bool) -> bool:
+    def whole(self) -> bool:
         """Complete, even without [DONE]: it finished, and usage came if the client asked for it."""
-        return self.done or (self.finished and (self.usage is not None or not client_wants_usage))
+        return self.done or (self.finished and (self.ex.usage is not None or not self.ex.client_wants_usage))
 
     def _generated(self, n: int) -> None:
         if self.ttft is None:
@@ -128,7 +127,7 @@ class StreamEvents:
             self.finished = self.finished or any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
         u = obj.get("usage")
         if isinstance(u, dict) and u:
-            self.usage = ex.usage = Usage.reported(u)
+            ex.usage = Usage.reported(u)
         if ex.output is not None:
             ex.output.append(data)
         if not ex.client_wants_usage:
