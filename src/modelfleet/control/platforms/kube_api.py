@@ -112,29 +112,25 @@ class KubeAPI:
 
     async def scale(self, replicas: int) -> str:
         """Set spec.replicas through the scale subresource; the Deployment's new resourceVersion."""
-        from lightkube import ApiError
         from lightkube.resources.apps_v1 import Deployment
-        from lightkube.types import PatchType
 
-        try:
-            scale = await self.client().patch(Deployment.Scale, self.name, {"spec": {"replicas": replicas}},
-                                              namespace=self.namespace, patch_type=PatchType.MERGE)  # fmt: skip
-        except ApiError as exc:
-            if exc.status.code == 404:
-                raise DeploymentMissing(self.where) from None
-            raise
-        return str(scale.metadata.resourceVersion or "")
+        return await self._patch(Deployment.Scale, {"spec": {"replicas": replicas}})
 
     async def annotate(self, annotations: dict[str, str]) -> str:
         """Merge annotations into the Deployment's metadata (how gateway pods share what they know); its new
         resourceVersion."""
-        from lightkube import ApiError
         from lightkube.resources.apps_v1 import Deployment
+
+        return await self._patch(Deployment, {"metadata": {"annotations": annotations}})
+
+    async def _patch(self, resource: Any, body: dict[str, Any]) -> str:
+        """A merge patch of the Deployment (or its scale subresource); the new resourceVersion."""
+        from lightkube import ApiError
         from lightkube.types import PatchType
 
         try:
-            patched = await self.client().patch(Deployment, self.name, {"metadata": {"annotations": annotations}},
-                                      namespace=self.namespace, patch_type=PatchType.MERGE)  # fmt: skip
+            patched = await self.client().patch(resource, self.name, body, namespace=self.namespace,
+                                                patch_type=PatchType.MERGE)  # fmt: skip
         except ApiError as exc:
             if exc.status.code == 404:
                 raise DeploymentMissing(self.where) from None
