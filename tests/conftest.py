@@ -159,6 +159,22 @@ def write_fleet(tmp_path: Path, text: str, name: str = "fleet.yaml") -> Path:
     return path
 
 
+def proxy_fleet(tmp_path: Path, urls: dict[str, str], server: str = "", extra: str = "", routes: str = "") -> Path:
+    """A fleet of one openai deployment per upstream URL, each behind a route of its name; access log on.
+    `server` adds to the server map (", write_timeout: 1s"), `extra` adds top-level sections."""
+    deps = "\n".join(f'  {n}: {{kind: openai, urls: ["{u}"]}}' for n, u in urls.items())
+    rts = routes or "\n".join(f"  {n}: {{deployments: [{n}]}}" for n in urls)
+    return write_fleet(tmp_path, f"""\
+server: {{access_log: true{server}}}
+state: {{store: "sqlite:///{tmp_path}/mf.db", flush_interval: 200ms}}
+{extra}
+deployments:
+{deps}
+routes:
+{rts}
+""")  # fmt: skip
+
+
 def chat_body(model: str = "chat", **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": "Hello"}], **extra}
 

@@ -11,29 +11,15 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import Gateway, Upstream, chat_body, eventually, write_fleet
+from conftest import Gateway, Upstream, chat_body, eventually, proxy_fleet, write_fleet
 
 KEY = "hardening-team-key-0123456789"
 ADMIN = "hardening-admin-key-0123456789"
 
 
-def fleet(tmp_path, ups: dict[str, Upstream], server: str = "", extra: str = "", routes: str = "") -> str:
-    deps = "\n".join(f'  {n}: {{kind: openai, urls: ["{u.url}"]}}' for n, u in ups.items())
-    rts = routes or "\n".join(f"  {n}: {{deployments: [{n}]}}" for n in ups)
-    return write_fleet(tmp_path, f"""\
-server: {{access_log: true{server}}}
-state: {{store: "sqlite:///{tmp_path}/mf.db", flush_interval: 200ms}}
-{extra}
-deployments:
-{deps}
-routes:
-{rts}
-""")  # fmt: skip
-
-
 def test_a_stalled_reader_is_cut_off_and_its_slot_freed(tmp_path, start):
     up = start(Upstream, "--chunks", "200000")  # ~30 MB of events: more than any socket buffers
-    path = fleet(tmp_path, {"up": up}, ", write_timeout: 1s")
+    path = proxy_fleet(tmp_path, {"up": up.url}, ", write_timeout: 1s")
     path.write_text(path.read_text().replace('urls: ["' + up.url + '"]', f'urls: ["{up.url}"], max_concurrency: 1'))
     gw = start(Gateway, path)
     body = json.dumps({**chat_body("up"), "stream": True, "max_tokens": 200000}).encode()
@@ -52,7 +38,7 @@ def test_a_stalled_reader_is_cut_off_and_its_slot_freed(tmp_path, start):
 
 def test_slow_headers_and_a_short_body_are_not_held_forever(tmp_path, start):
     up = start(Upstream)
-    gw = start(Gateway, fleet(tmp_path, {"up": up}, ", header_timeout: 1s, body_timeout: 1s"))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}, ", header_timeout: 1s, body_timeout: 1s"))
     port = int(gw.base.rsplit(":", 1)[1])
     loris = socket.create_connection(("127.0.0.1", port))
     loris.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
@@ -71,7 +57,7 @@ def test_slow_headers_and_a_short_body_are_not_held_forever(tmp_path, start):
 
 def test_a_stream_dropped_by_its_client_is_billed_what_was_generated(tmp_path, start):
     up = start(Upstream, "--chunks", "40", "--chunk-delay", "0.05")
-    gw = start(Gateway, fleet(tmp_path, {"up": up}, extra=f"teams: {{q: {{keys: [{KEY}]}}}}"))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}, extra=f"teams: {{q: {{keys: [{KEY}]}}}}"))
     auth = {"Authorization": f"Bearer {KEY}"}
     with httpx.stream("POST", gw.url + "/chat/completions", headers=auth,
                       json={**chat_body("up"), "stream": True}) as r:  # fmt: skip
@@ -90,7 +76,7 @@ def test_a_stream_dropped_by_its_client_is_billed_what_was_generated(tmp_path, s
 
 def test_clients_that_hang_up_before_the_reply_are_quiet_and_harmless(tmp_path, start):
     up = start(Upstream, "--delay", "0.3")
-    gw = start(Gateway, fleet(tmp_path, {"up": up}))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}))
     port = int(gw.base.rsplit(":", 1)[1])
     for stream in (True, False) * 4:
         body = json.dumps({**chat_body("up"), "stream": stream}).encode()
@@ -123,7 +109,7 @@ routes: {{pair: {{deployments: [pair]}}, alone: {{deployments: [alone]}}}}
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_upstream_that_compresses_is_decoded(tmp_path, start, stream):
     up = start(Upstream, "--gzip")
-    gw = start(Gateway, fleet(tmp_path, {"up": up}))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}))
     client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
     if stream:
         chunks = list(client.chat.completions.create(model="up", messages=[{"role": "user", "content": "x"}],
@@ -137,7 +123,8 @@ def test_an_upstream_that_compresses_is_decoded(tmp_path, start, stream):
 def test_no_secret_reaches_any_log_line(tmp_path, start):
     up = start(Upstream)
     gw = start(
-        Gateway, fleet(tmp_path, {"up": up}, extra=f"auth: {{admin_key: {ADMIN}}}\nteams: {{q: {{keys: [{KEY}]}}}}")
+        Gateway,
+        proxy_fleet(tmp_path, {"up": up.url}, extra=f"auth: {{admin_key: {ADMIN}}}\nteams: {{q: {{keys: [{KEY}]}}}}"),
     )
     port = int(gw.base.rsplit(":", 1)[1])
     for key in (KEY, ADMIN, "never-seen-key-0123456789"):
@@ -160,7 +147,7 @@ def test_no_secret_reaches_any_log_line(tmp_path, start):
 
 def test_sigterm_ends_open_streams_at_the_drain_deadline_and_flushes_usage(tmp_path, start):
     up = start(Upstream, "--chunks", "400", "--chunk-delay", "0.05")  # a 20 s stream
-    gw = start(Gateway, fleet(tmp_path, {"up": up}, ", drain_timeout: 1s"))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}, ", drain_timeout: 1s"))
     with httpx.stream("POST", gw.url + "/chat/completions", json={**chat_body("up"), "stream": True},
                       timeout=30) as r:  # fmt: skip
         it = r.iter_lines()
@@ -178,7 +165,7 @@ def test_sigterm_ends_open_streams_at_the_drain_deadline_and_flushes_usage(tmp_p
 def test_the_small_things_users_notice(tmp_path, start):
     up = start(Upstream)
     extra = f"auth: {{admin_key: {ADMIN}}}\nteams: {{q: {{keys: [{KEY}], limits: {{tpm: 1000}}}}}}"
-    gw = start(Gateway, fleet(tmp_path, {"up": up}, extra=extra))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}, extra=extra))
     auth = {"Authorization": f"Bearer {KEY}"}
     for url, headers in (
         (gw.url + "/models", auth),
@@ -245,7 +232,7 @@ routes: {{up: {{deployments: [up]}}}}
 
 def test_values_no_server_can_count_are_refused(tmp_path, start):
     up = start(Upstream)
-    gw = start(Gateway, fleet(tmp_path, {"up": up}))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}))
     for extra, param in (({"max_tokens": 2**40}, "max_tokens"), ({"n": 1000}, "n"),
                          ({"logit_bias": {"abc": 1}}, None), ({"min_tokens": 2**40}, "min_tokens")):  # fmt: skip
         r = httpx.post(gw.url + "/chat/completions", json={**chat_body("up"), **extra})
@@ -256,7 +243,7 @@ def test_values_no_server_can_count_are_refused(tmp_path, start):
 
 def test_odd_paths_and_spans_get_clear_answers_and_one_log_line(tmp_path, start):
     up = start(Upstream)
-    gw = start(Gateway, fleet(tmp_path, {"up": up}))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}))
     r = httpx.get(gw.base + "/v1/x%0Ay")
     assert r.status_code == 404 and r.headers.get("X-Request-ID") and r.json()["error"]["code"] == "not_found"
     r = httpx.get(gw.url + "/usage", params={"since": "\u0667d"})  # an Arabic-Indic seven: not a span we take

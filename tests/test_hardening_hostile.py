@@ -15,10 +15,11 @@ import time
 
 import httpx
 import pytest
-from conftest import Gateway, Upstream, chat_body, eventually, write_fleet
+from conftest import Gateway, Upstream, chat_body, eventually, proxy_fleet, write_fleet
 
 KEY = "hostile-team-key-0123456789"
 ADMIN = "hostile-admin-key-0123456789"
+TEAM = f"teams: {{q: {{keys: [{KEY}]}}}}"
 
 
 class RawUpstream:
@@ -66,20 +67,6 @@ class RawUpstream:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _fleet(tmp_path, deployments: dict[str, str], extra: str = "") -> str:
-    deps = "\n".join(f'  {n}: {{kind: openai, urls: ["{u}"]}}' for n, u in deployments.items())
-    rts = "\n".join(f"  {n}: {{deployments: [{n}]}}" for n in deployments)
-    return write_fleet(tmp_path, f"""\
-server: {{access_log: true}}
-state: {{store: "sqlite:///{tmp_path}/mf.db", flush_interval: 200ms}}
-{extra}
-deployments:
-{deps}
-routes:
-{rts}
-""")  # fmt: skip
-
-
 def _is_openai_error(r: httpx.Response) -> dict:
     err = r.json()["error"]
     assert set(err) >= {"message", "type", "param", "code"}
@@ -104,7 +91,7 @@ async def _endless_headers(w: asyncio.StreamWriter) -> None:
 def test_an_upstream_that_never_ends_its_event_or_its_headers_is_cut_off_and_blocks_no_one(tmp_path, start):
     events, heads, up = RawUpstream(_endless_event), RawUpstream(_endless_headers), start(Upstream)
     try:
-        gw = start(Gateway, _fleet(tmp_path, {"events": events.url, "heads": heads.url, "ok": up.url}))
+        gw = start(Gateway, proxy_fleet(tmp_path, {"events": events.url, "heads": heads.url, "ok": up.url}))
         with httpx.Client(timeout=30) as c:
             done: dict[str, httpx.Response] = {}
             stream = threading.Thread(target=lambda: done.setdefault("r", c.post(
@@ -146,7 +133,7 @@ def _raw(port: int, request: bytes) -> bytes:
 def test_odd_bytes_in_a_key_and_a_body_in_no_encoding_are_4xx_not_500(tmp_path, start):
     up = start(Upstream)
     extra = f"auth: {{admin_key: {ADMIN}, metrics_key: {ADMIN}-m}}\nteams: {{q: {{keys: [{KEY}]}}}}"
-    gw = start(Gateway, _fleet(tmp_path, {"up": up.url}, extra))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}, extra=extra))
     port = int(gw.base.rsplit(":", 1)[1])
     body = json.dumps(chat_body("up")).encode()
     for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/usage"),
@@ -175,7 +162,7 @@ def test_odd_bytes_in_a_key_and_a_body_in_no_encoding_are_4xx_not_500(tmp_path, 
 
 def test_errors_name_a_map_by_its_name_and_echo_no_huge_value(tmp_path, start):
     up = start(Upstream)
-    gw = start(Gateway, _fleet(tmp_path, {"up": up.url}))
+    gw = start(Gateway, proxy_fleet(tmp_path, {"up": up.url}))
     r = httpx.post(gw.url + "/chat/completions", json={**chat_body("up"), "logit_bias": {"abc": 1}})
     err = _is_openai_error(r)
     assert (r.status_code, err["param"]) == (400, "logit_bias")
@@ -189,7 +176,10 @@ def test_errors_name_a_map_by_its_name_and_echo_no_huge_value(tmp_path, start):
 
 def test_a_cancelled_request_with_many_choices_is_billed_each_of_them(tmp_path, start):
     up = start(Upstream, "--delay", "5")  # still generating when the client gives up
-    gw = start(Gateway, _fleet(tmp_path, {"up": up.url}, f"teams: {{q: {{keys: [{KEY}], limits: {{tpm: 100000}}}}}}"))
+    gw = start(
+        Gateway,
+        proxy_fleet(tmp_path, {"up": up.url}, extra=f"teams: {{q: {{keys: [{KEY}], limits: {{tpm: 100000}}}}}}"),
+    )
     auth = {"Authorization": f"Bearer {KEY}"}
     chat = {**chat_body("up"), "n": 4, "max_tokens": 50}
     completion = {"model": "up", "prompt": "x", "n": 2, "best_of": 3, "max_tokens": 10}
@@ -221,7 +211,7 @@ async def _stream_without_usage(w: asyncio.StreamWriter) -> None:
 def test_a_stream_from_a_deployment_that_sends_no_usage_is_billed_what_was_relayed(tmp_path, start):
     terse = RawUpstream(_stream_without_usage)  # as servers that ignore stream_options.include_usage do
     try:
-        gw = start(Gateway, _fleet(tmp_path, {"terse": terse.url}, f"teams: {{q: {{keys: [{KEY}]}}}}"))
+        gw = start(Gateway, proxy_fleet(tmp_path, {"terse": terse.url}, extra=TEAM))
         auth = {"Authorization": f"Bearer {KEY}"}
         r = httpx.post(gw.url + "/chat/completions", json={**chat_body("terse"), "stream": True}, headers=auth)
         assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
@@ -259,7 +249,7 @@ async def _deep_or_odd(w: asyncio.StreamWriter) -> None:
 def test_replies_the_gateway_cannot_reencode_are_502_not_500(tmp_path, start):
     odd = RawUpstream(_deep_or_odd)
     try:
-        gw = start(Gateway, _fleet(tmp_path, {"odd": odd.url}))
+        gw = start(Gateway, proxy_fleet(tmp_path, {"odd": odd.url}))
         with httpx.Client(timeout=10) as c:
             r = c.post(gw.url + "/chat/completions", json=chat_body("odd"))
             assert r.status_code == 502 and "deployment 'odd'" in _is_openai_error(r)["message"]
@@ -277,7 +267,7 @@ def test_replies_the_gateway_cannot_reencode_are_502_not_500(tmp_path, start):
 
 def test_a_sticky_header_with_any_bytes_routes_and_is_not_a_500(tmp_path, start):
     up = start(Upstream)
-    path = _fleet(tmp_path, {"up": up.url})
+    path = proxy_fleet(tmp_path, {"up": up.url})
     path.write_text(
         path.read_text().replace("{deployments: [up]}", '{deployments: [up], sticky: "header:X-Session-ID"}')
     )
@@ -300,7 +290,7 @@ async def _breaks_off(w: asyncio.StreamWriter) -> None:
 def test_a_stream_its_deployment_breaks_off_is_billed_what_was_relayed(tmp_path, start):
     broken = RawUpstream(_breaks_off)
     try:
-        gw = start(Gateway, _fleet(tmp_path, {"broken": broken.url}, f"teams: {{q: {{keys: [{KEY}]}}}}"))
+        gw = start(Gateway, proxy_fleet(tmp_path, {"broken": broken.url}, extra=f"teams: {{q: {{keys: [{KEY}]}}}}"))
         auth = {"Authorization": f"Bearer {KEY}"}
         r = httpx.post(gw.url + "/chat/completions", json={**chat_body("broken"), "stream": True}, headers=auth)
         assert r.text.count("tok ") == 3 and "deployment 'broken'" in r.text.strip().splitlines()[-1]
@@ -358,7 +348,7 @@ async def _error_after_tokens(w: asyncio.StreamWriter) -> None:
 def test_a_stream_is_answered_at_done_and_what_came_before_an_error_is_delivered(tmp_path, start):
     holds, fails = RawUpstream(_done_then_holds), RawUpstream(_error_after_tokens)
     try:
-        gw = start(Gateway, _fleet(tmp_path, {"holds": holds.url, "fails": fails.url}))
+        gw = start(Gateway, proxy_fleet(tmp_path, {"holds": holds.url, "fails": fails.url}))
         t0 = time.monotonic()
         r = httpx.post(gw.url + "/chat/completions", json={**chat_body("holds"), "stream": True}, timeout=20)
         assert r.status_code == 200 and r.text.count("tok ") == 2 and r.text.endswith("data: [DONE]\n\n")
