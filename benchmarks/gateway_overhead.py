@@ -103,11 +103,11 @@ def main() -> None:
         nargs="+",
         metavar="TARGET",
         help="measure only these targets (upstream, tcp-relay, bare-proxy, modelfleet, mf+auth, mf+auth+redis, "
-        "mf+trace1.0, mf+trace0.01, baseline, baseline+auth); ratios need their references",
+        "mf+trace1.0, mf+trace0.01, baseline, baseline+auth, baseline+redis); ratios need their references",
     )
     ap.add_argument("--baseline", type=Path, metavar="SRC",
-                    help="also run gateways from this source folder (e.g. another checkout's src/), as "
-                         "`baseline` and `baseline+auth`, to compare code in one run window")  # fmt: skip
+                    help="also run gateways from this source folder (e.g. another checkout's src/), as `baseline`, "
+                         "`baseline+auth` and `baseline+redis`, to compare code in one run window")  # fmt: skip
     args = ap.parse_args()
     for tool, package in (("wrk", "wrk"), ("taskset", "util-linux"), ("redis-server", "redis-server")):
         if not shutil.which(tool):
@@ -141,7 +141,10 @@ def main() -> None:
                               f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
             ("mf+trace1.0", f"observability: {{otlp_endpoint: '{sink}', sample_ratio: 1.0}}\n"),
             ("mf+trace0.01", f"observability: {{otlp_endpoint: '{sink}', sample_ratio: 0.01}}\n"),
-            *((("baseline", ""), ("baseline+auth", f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"))
+            *((("baseline", ""), ("baseline+auth", f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
+               ("baseline+redis", f"state: {{store: 'sqlite:///{tmp}/baseline-redis.db', "
+                                  f"counters: 'redis://127.0.0.1:{redis_port}/0'}}\n"
+                                  f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"))
               if args.baseline else ()),
         ):  # fmt: skip
             if args.only and name not in args.only:
@@ -223,7 +226,8 @@ def report(results: dict, samples: dict, args: argparse.Namespace) -> None:
                     summary[mode][f"{name}_rps_ratio_vs_modelfleet"] = r
                     summary[mode][f"{name}_p50_ratio_vs_modelfleet"] = p50
                     print(f"  {mode:6}: {name}: RPS {r:.2f}x tracing off; p50 {p50:.2f}x, p99 {p99:.2f}x")
-        for name, ref in (("modelfleet", "baseline"), ("mf+auth", "baseline+auth")):
+        pairs = (("modelfleet", "baseline"), ("mf+auth", "baseline+auth"), ("mf+auth+redis", "baseline+redis"))
+        for name, ref in pairs:
             if name in rows and ref in rows:
                 r, p50 = paired(mode, name, ref, rps, ratio), paired(mode, name, ref, p50_1, minus)
                 summary[mode][f"{name}_rps_ratio_vs_{ref}"] = r

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
+import uuid
 
 import pytest
 
 from modelfleet.access.admin import since_day
 from modelfleet.config.schema import Limits
 from modelfleet.errors import InvalidRequest
-from modelfleet.state.counters import LocalCounters, _Window, periods
+from modelfleet.state.counters import LIMITS, LocalCounters, Verdict, _Window, periods
+from modelfleet.state.redis_counters import BATCH, RedisCounters
 
 
 def run(coro):
@@ -107,3 +111,90 @@ def test_a_refused_redis_password_leaves_no_connection_behind() -> None:
 
     opened, still_open = asyncio.run(scenario())
     assert opened == 5 and still_open == 0
+
+
+def _shape(v: Verdict) -> tuple:
+    """What both counters must agree on (retry_after depends on the moment each one reads the clock)."""
+    return v.ok, v.limit, v.remaining_requests, v.remaining_tokens
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_redis_admits_a_tick_batch_exactly_as_local_counters_admit_one_by_one(redis_server, seed) -> None:
+    """admit.lua takes a whole loop tick of one team's admissions in one run: each request must get the
+    verdict the in-process arithmetic gives it in the same order, with settlements in between."""
+    rng = random.Random(seed)
+    limits = Limits(rpm=rng.choice([None, 40]), tpm=rng.choice([None, 3000]), concurrency=rng.choice([None, 7]),
+                    tokens_per_day=rng.choice([None, 5000]), tokens_per_month=rng.choice([None, 4500]))  # fmt: skip
+    team = f"diff-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        local, shared = LocalCounters(), RedisCounters(redis_server.url)
+        held: list[tuple[Verdict, Verdict, int]] = []
+        try:
+            for round_ in range(8):
+                asks = [(rng.randrange(0, 400), f"{round_}-{i}") for i in range(rng.randrange(1, 12))]
+                mine = [await local.admit(team, limits, t, lease) for t, lease in asks]
+                theirs = await asyncio.gather(*(shared.admit(team, limits, t, lease) for t, lease in asks))
+                assert [_shape(v) for v in theirs] == [_shape(v) for v in mine], f"round {round_}, {asks}"
+                held += [(a, b, t) for a, b, (t, _) in zip(mine, theirs, asks, strict=True) if a.ok]
+                rng.shuffle(held)
+                for a, b, reserved in held[: rng.randrange(0, len(held) + 1)]:
+                    used = rng.randrange(0, reserved + 1)
+                    local.settle(team, limits, a, used)
+                    shared.settle(team, limits, b, used)
+                    held.remove((a, b, reserved))
+                await asyncio.sleep(0.01)  # the settlements reach Redis before the next round's admissions
+                # Redis counts only what a limit needs; every admission holds a lease.
+                counted = [k for k in LIMITS if k == "concurrency" or getattr(limits, k)]
+                ours, redis_ = await local.peek(team), await shared.peek(team)
+                assert {k: redis_[k] for k in counted} == {k: ours[k] for k in counted}, f"round {round_}"
+        finally:
+            await shared.aclose()
+
+    run(main())
+
+
+def test_a_caller_that_leaves_while_redis_admits_it_gives_its_slot_back(redis_server) -> None:
+    """Cancelled before its batch is written, after, or with the reply on its way: the slot comes back."""
+    team = f"gone-{uuid.uuid4().hex[:8]}"
+    limits = Limits(concurrency=1, tokens_per_day=1000)
+
+    async def main() -> None:
+        shared = RedisCounters(redis_server.url)
+        try:
+            await shared.peek(team)  # connected, so the first admission is written at once
+            for ticks in range(8):
+                task = asyncio.ensure_future(shared.admit(team, limits, 100, f"lease-{ticks}"))
+                for _ in range(ticks):
+                    await asyncio.sleep(0)
+                if task.done():  # answered before it could leave: the caller settles, as the gate would
+                    shared.settle(team, limits, task.result(), 0)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                for _ in range(50):
+                    if (await shared.peek(team))["concurrency"] == 0:
+                        break
+                    await asyncio.sleep(0.01)
+                assert await shared.peek(team) == {"rpm": 0, "tpm": 0, "concurrency": 0, "tokens_per_day": 0,
+                                                   "tokens_per_month": 0}, f"cancelled after {ticks} ticks"  # fmt: skip
+        finally:
+            await shared.aclose()
+
+    run(main())
+
+
+def test_more_admissions_in_one_tick_than_one_script_run_takes_still_admit_exactly_the_limit(redis_server) -> None:
+    team = f"burst-{uuid.uuid4().hex[:8]}"
+    limits = Limits(rpm=3 * BATCH)
+
+    async def main() -> list[Verdict]:
+        shared = RedisCounters(redis_server.url)
+        try:
+            return await asyncio.gather(*(shared.admit(team, limits, 0, f"l{i}") for i in range(4 * BATCH)))
+        finally:
+            await shared.aclose()
+
+    verdicts = run(main())
+    assert [v.ok for v in verdicts] == [True] * (3 * BATCH) + [False] * BATCH
+    assert [v.remaining_requests for v in verdicts[: 3 * BATCH]] == list(range(3 * BATCH - 1, -1, -1))

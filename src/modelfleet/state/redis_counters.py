@@ -1,10 +1,12 @@
 """Limit counters in Redis, shared by every gateway process: the arithmetic of counters.py in Lua.
 
-The scripts are lua/admit.lua and lua/settle.lua. Each admission is one script run, atomic in Redis,
-so N gateways admit exactly what one would. Admissions travel on one pipelining connection
-(resp.py): a request waits for its own round trip and nothing else. Settlements are sent without
-waiting for their replies. Keys carry the team in braces (`mf:{team}:...`), so one team's keys
-live on one Redis Cluster slot.
+The scripts are lua/admit.lua and lua/settle.lua, each run atomically by Redis, so N gateways admit
+exactly what one would. The admissions one team makes in one loop tick go to Redis as one script run
+(and its settlements as another): Redis reads the team's windows and budgets once per batch, and the
+gateway packs and parses one command, not one per request. Batches travel on one pipelining
+connection (resp.py) without waiting for each other. Settlements are sent without waiting for their
+replies. Keys carry the team in braces (`mf:{team}:...`), so one team's keys, and so each batch, live
+on one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -33,12 +35,22 @@ SETTLE = (_LUA / "settle.lua").read_text()
 
 # A crashed gateway's in-flight slots free themselves after this long.
 LEASE_TTL = 900.0
+# Requests per script run: bounds how long one run holds Redis (and Lua's stack for ZADD's arguments).
+BATCH = 128
 
 
 @functools.lru_cache(maxsize=1024)  # per request: teams are few, days change daily
-def _keys(team: str, day: str, month: str) -> list[str]:
+def _keys(team: str, day: str, month: str) -> tuple[str, ...]:
     t = f"mf:{{{team}}}"
-    return [f"{t}:rpm", f"{t}:tpm", f"{t}:inflight", f"{t}:day:{day}", f"{t}:month:{month}"]
+    return (f"{t}:rpm", f"{t}:tpm", f"{t}:inflight", f"{t}:day:{day}", f"{t}:month:{month}")
+
+
+def _settle_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return keys[1:]  # settle.lua has no use for the requests window
+
+
+def _noscript(exc: BaseException | None) -> bool:
+    return isinstance(exc, RedisError) and str(exc).startswith("NOSCRIPT")
 
 
 class _Script:
@@ -49,17 +61,38 @@ class _Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(self, keys: tuple[str, ...], args: list[Any]) -> Any:
         try:
             return await self.conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
         except RedisError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
+            if not _noscript(exc):
                 raise
             await self.conn.call("SCRIPT", "LOAD", self.source)
             return await self.conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
 
-    def nowait(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any] | None:
-        return self.conn.send_nowait("EVALSHA", self.sha, len(keys), *keys, *args)
+    def send(self, keys: tuple[str, ...], args: list[Any], reload: bool = False) -> asyncio.Future[Any]:
+        """Written at once on the live connection; a Task only to connect first, or to load the script."""
+        if not reload:
+            fut = self.conn.send_nowait("EVALSHA", self.sha, len(keys), *keys, *args)
+            if fut is not None:
+                return fut
+        return asyncio.ensure_future(self(keys, args))
+
+
+class _Admissions:
+    """One team's admissions in one loop tick: one admit.lua run."""
+
+    __slots__ = ("args", "keys", "now", "period", "waiters")
+
+    def __init__(self, team: str, limits: Limits, now: float) -> None:
+        self.now = now
+        day, month, day_left, month_left = periods(now)
+        self.period = (day, month)
+        self.keys = _keys(team, day, month)
+        self.args: list[Any] = [repr(now), LEASE_TTL, limits.rpm or 0, limits.tpm or 0, limits.concurrency or 0,
+                                limits.tokens_per_day or 0, limits.tokens_per_month or 0, day_left, month_left,
+                                WINDOW]  # fmt: skip
+        self.waiters: list[tuple[asyncio.Future[Any], int, str]] = []
 
 
 class RedisCounters:
@@ -70,12 +103,16 @@ class RedisCounters:
         self._conn = RedisConnection(url, on_connect=(("SCRIPT", "LOAD", ADMIT), ("SCRIPT", "LOAD", SETTLE)))
         self._admit = _Script(self._conn, ADMIT)
         self._settle = _Script(self._conn, SETTLE)
+        # This tick's work, sent together at its end: admissions by (team, limits), settlements by keys.
+        self._admissions: dict[tuple[str, int], _Admissions] = {}
+        self._settlements: dict[tuple[str, ...], list[Any]] = {}
+        self._scheduled = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self._failing = False
         # Settlements (and undos of admissions) whose replies were lost: sent again once Redis answers.
         # settle.lua is idempotent, so sending one twice is harmless; leaving one out would hold a
         # concurrency slot until LEASE_TTL.
-        self._pending: list[tuple[list[str], list[Any]]] = []
+        self._pending: list[tuple[tuple[str, ...], list[Any]]] = []
         self._retries = Periodic("limit counter settlements, sent again", 1.0, self._resend, logger=log)
         self.on_reconnect: Callable[[], Awaitable[None]] | None = None  # re-seeds budgets a new Redis lacks
 
@@ -85,78 +122,111 @@ class RedisCounters:
         self._failing = True
         return Unavailable("the shared limit counters (state.counters) are unreachable; retry shortly", retry_after=2)
 
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     async def admit(self, team: str, limits: Limits, tokens: int, lease: str) -> Verdict:
-        now = time.time()
-        day, month, day_left, month_left = periods(now)
-        args = [repr(now), tokens, lease, LEASE_TTL, limits.rpm or 0, limits.tpm or 0, limits.concurrency or 0,
-                limits.tokens_per_day or 0, limits.tokens_per_month or 0, day_left, month_left, WINDOW]  # fmt: skip
-        keys = _keys(team, day, month)
-        # Written at once on the live connection (a Task only to connect first); shielded: a client that
-        # goes away while Redis admits it must not leave its lease and tokens behind.
-        reply = self._admit.nowait(keys, args) or asyncio.ensure_future(self._admit(keys, args))
+        batch = self._admissions.get((team, id(limits)))  # id: the batch holds limits, so it is not reused
+        if batch is None or len(batch.waiters) >= BATCH:
+            if batch is not None:
+                self._send_admissions(batch)
+            batch = self._admissions[(team, id(limits))] = _Admissions(team, limits, time.time())
+            self._schedule()
+        # Its own future, not the batch's: a client that goes away cancels only this one, and the
+        # batch's reply then gives back the slot and tokens it was admitted with.
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        batch.waiters.append((waiter, tokens, lease))
         try:
-            try:
-                result = await asyncio.shield(reply)
-            except RedisError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                # Redis lost its scripts with the connection up (SCRIPT FLUSH); nothing ran: load, run again.
-                reply = asyncio.ensure_future(self._admit(keys, args))
-                result = await asyncio.shield(reply)
-            ok, limit, retry, rem_req, rem_tok = result
+            ok, limit, retry, rem_req, rem_tok = await waiter
         except asyncio.CancelledError:
-            reply.add_done_callback(lambda r: self._undo(r, keys, int(now), tokens, lease))
+            # Cancelled with its admission already handed over but not yet seen: give it back here.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None and waiter.result()[0]:
+                self._settle_later(_settle_keys(batch.keys), int(batch.now), -tokens, lease)
             raise
         except (RedisError, OSError) as exc:
-            # It may have run before the connection went: undo it, once Redis answers again.
-            self._retry(keys, [int(now), -tokens, lease])
             raise self._unreachable(exc) from None
         self._failing = False
         req = int(rem_req) if int(rem_req) >= 0 else None
         tok = int(float(rem_tok)) if float(rem_tok) >= 0 else None
         if not ok:
             return Verdict(False, limit.decode(), max(1.0, float(retry)), req, tok)
-        return Verdict(True, "", 0.0, req, tok, int(now), day, month, tokens, lease)
+        return Verdict(True, "", 0.0, req, tok, int(batch.now), *batch.period, tokens, lease)
 
     def settle(self, team: str, limits: Limits, verdict: Verdict, tokens: int) -> None:
-        k = _keys(team, verdict.day, verdict.month)
-        self._send_settle(k, [verdict.second, tokens - verdict.reserved, verdict.lease])
+        keys = _settle_keys(_keys(team, verdict.day, verdict.month))
+        self._settle_later(keys, verdict.second, tokens - verdict.reserved, verdict.lease)
 
-    def _undo(self, reply: asyncio.Future[Any], keys: list[str], second: int, tokens: int, lease: str) -> None:
-        """An admission whose caller left before the reply: give back its slot and its reserved tokens."""
-        if reply.cancelled() or reply.exception() is not None or not reply.result()[0]:
+    def _settle_later(self, keys: tuple[str, ...], second: int, delta: int, lease: str) -> None:
+        self._settlements.setdefault(keys, []).extend((second, delta, lease))
+        self._schedule()
+
+    def _flush(self) -> None:
+        """The end of a loop tick: this tick's admissions and settlements leave in one write."""
+        self._scheduled = False
+        admissions, self._admissions = self._admissions, {}
+        settlements, self._settlements = self._settlements, {}
+        for keys, args in settlements.items():  # first: slots they free are there for the admissions
+            for i in range(0, len(args), 3 * BATCH):
+                self._send_settlements(keys, args[i : i + 3 * BATCH])
+        for batch in admissions.values():
+            self._send_admissions(batch)
+        self._conn.flush()
+
+    def _send_admissions(self, batch: _Admissions, reload: bool = False) -> None:
+        # A caller gone before its batch left is not admitted at all.
+        batch.waiters = [w for w in batch.waiters if not w[0].cancelled()]
+        if not batch.waiters:
             return
-        self._send_settle(keys, [second, -tokens, lease])
+        args = batch.args + [x for _, tokens, lease in batch.waiters for x in (tokens, lease)]
+        reply = self._admit.send(batch.keys, args, reload)
+        self._tasks.add(reply)
+        reply.add_done_callback(lambda r: self._admitted(r, batch, reload))
 
-    def _send_settle(self, keys: list[str], args: list[Any]) -> None:
-        """settle.lua, sent without waiting for its reply (connecting first if need be)."""
-        keys = [keys[1], keys[2], keys[3], keys[4]]
-        fut: asyncio.Future[Any] | None = self._settle.nowait(keys, args)
-        if fut is None:
-            fut = asyncio.ensure_future(self._settle(keys, args))
+    def _admitted(self, reply: asyncio.Future[Any], batch: _Admissions, reloaded: bool) -> None:
+        self._tasks.discard(reply)
+        exc = RedisError("cancelled") if reply.cancelled() else reply.exception()
+        if _noscript(exc) and not reloaded:
+            # Redis lost its scripts with the connection up (SCRIPT FLUSH); nothing ran: load, run again.
+            self._send_admissions(batch, reload=True)
+            return
+        second = int(batch.now)
+        undo = _settle_keys(batch.keys)
+        if exc is not None:
+            for waiter, _, _ in batch.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            # It may have run before the connection went: undone once Redis answers again.
+            self._pending.append((undo, [x for _, tokens, lease in batch.waiters for x in (second, -tokens, lease)]))
+            self._retries.start()
+            return
+        result = reply.result()
+        for i, (waiter, tokens, lease) in enumerate(batch.waiters):
+            verdict = result[5 * i : 5 * i + 5]
+            if not waiter.cancelled():
+                waiter.set_result(verdict)
+            elif verdict[0]:  # admitted for a caller that left meanwhile: give back its slot and tokens
+                self._settle_later(undo, second, -tokens, lease)
+
+    def _send_settlements(self, keys: tuple[str, ...], args: list[Any], reload: bool = False) -> None:
+        """settle.lua, sent without waiting for its reply."""
+        fut = self._settle.send(keys, args, reload)
         self._tasks.add(fut)
-        fut.add_done_callback(lambda f: self._settled(f, keys, args))
+        fut.add_done_callback(lambda f: self._settled(f, keys, args, reload))
 
-    def _settled(self, fut: asyncio.Future[Any], keys: list[str], args: list[Any], again: bool = False) -> None:
+    def _settled(self, fut: asyncio.Future[Any], keys: tuple[str, ...], args: list[Any], reloaded: bool) -> None:
         self._tasks.discard(fut)
-        exc = None if fut.cancelled() else fut.exception()
-        if isinstance(exc, RedisError) and str(exc).startswith("NOSCRIPT") and not again:
-            # Redis lost its scripts (SCRIPT FLUSH): sent again at once, by the call that loads them first.
-            resent = asyncio.ensure_future(self._settle(keys, args))
-            self._tasks.add(resent)
-            resent.add_done_callback(lambda f: self._settled(f, keys, args, again=True))
+        exc = RedisError("cancelled") if fut.cancelled() else fut.exception()
+        if _noscript(exc) and not reloaded:
+            self._send_settlements(keys, args, reload=True)  # sent again at once, loading the script first
             return
         if exc is not None:
             if not self._failing:
-                log.warning("could not settle a request's limits (%s); sending it again when Redis answers",
-                            fut.exception())  # fmt: skip
+                log.warning("could not settle requests' limits (%s); sending them again when Redis answers", exc)
             self._failing = True
             self._pending.append((keys, args))
             self._retries.start()
-
-    def _retry(self, keys: list[str], args: list[Any]) -> None:
-        self._pending.append(([keys[1], keys[2], keys[3], keys[4]], args))
-        self._retries.start()
 
     async def _resend(self) -> None:
         while self._pending:
@@ -200,8 +270,12 @@ class RedisCounters:
                 "tokens_per_month": spent[1]}  # fmt: skip
 
     async def aclose(self) -> None:
-        if self._tasks:
+        if self._scheduled:
+            self._flush()
+        while self._tasks:  # a batch's reply may send undos: wait until nothing is left in flight
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._scheduled:
+                self._flush()
         if self._pending:
             with contextlib.suppress(Exception):
                 await self._resend()

@@ -56,7 +56,7 @@ class _Protocol(asyncio.Protocol):
 
     def _flush(self) -> None:
         out, self._out = self._out, []
-        if self.transport is not None:
+        if out and self.transport is not None:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
     def data_received(self, data: bytes) -> None:
@@ -137,6 +137,11 @@ class RedisConnection:
         if proto is None or proto.transport is None:
             return None
         return proto.send(args)
+
+    def flush(self) -> None:
+        """Write this tick's commands now, not at the tick's end: for a caller that is that end itself."""
+        if self._proto is not None:
+            self._proto._flush()
 
     def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:

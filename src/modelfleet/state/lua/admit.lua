@@ -1,12 +1,14 @@
--- Admit one request for one team, or say which limit refuses it. Atomic: Redis runs one script at a time.
+-- Admit a batch of one team's requests, in order: each passes every limit or is told which refuses it.
+-- Atomic: Redis runs one script at a time. The windows and budgets are read once per batch, not per request.
 -- KEYS: requests window, tokens window, in-flight leases, day tokens, month tokens
--- ARGV: now, tokens, lease, lease_ttl, rpm, tpm, concurrency, per_day, per_month, day_ttl, month_ttl, window
--- (a limit of 0 is no limit). Returns {ok, limit, retry_after, remaining_requests, remaining_tokens}
--- as strings (-1 = unknown), since Redis would truncate Lua numbers to integers.
-local now = tonumber(ARGV[1]); local sec = math.floor(now); local tokens = tonumber(ARGV[2])
-local rpm, tpm, conc = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local per_day, per_month = tonumber(ARGV[8]), tonumber(ARGV[9])
-local W = tonumber(ARGV[12])
+-- ARGV: now, lease_ttl, rpm, tpm, concurrency, per_day, per_month, day_ttl, month_ttl, window, then for each
+-- request: tokens, lease (a limit of 0 is no limit). Returns, for each request in turn, five values:
+-- ok, limit, retry_after, remaining_requests, remaining_tokens; numbers as strings (-1 = unknown), since
+-- Redis would truncate Lua numbers to integers.
+local now = tonumber(ARGV[1]); local sec = math.floor(now); local ttl = tonumber(ARGV[2])
+local rpm, tpm, conc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local per_day, per_month = tonumber(ARGV[6]), tonumber(ARGV[7])
+local W = tonumber(ARGV[10])
 
 -- A minute window is a hash of one-second buckets; old buckets are dropped as they are read.
 local function window(key)
@@ -23,39 +25,57 @@ local function window(key)
   return total, oldest
 end
 
-local function refuse(limit, retry, rem_req, rem_tok)
-  return {0, limit, tostring(retry), tostring(rem_req), tostring(rem_tok)}
-end
-
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)  -- leases of crashed gateways expire
-if conc > 0 and redis.call('ZCARD', KEYS[3]) >= conc then return refuse('concurrency', 1, -1, -1) end
-local rem_req, rem_tok = -1, -1
-if rpm > 0 then
-  local used, oldest = window(KEYS[1])
-  if used + 1 > rpm then return refuse('rpm', oldest + W - now, 0, -1) end
-  rem_req = rpm - used - 1
-end
-if tpm > 0 then
-  local used, oldest = window(KEYS[2])
-  if used + tokens > tpm then return refuse('tpm', oldest + W - now, rem_req, tpm - used) end
-  rem_tok = tpm - used - tokens
-end
-local function budget(key, limit, ttl_left, name)
-  if limit <= 0 then return nil end
-  local used = tonumber(redis.call('GET', key) or '0')
-  if used + tokens > limit then return refuse(name, ttl_left, rem_req, limit - used) end
-  if rem_tok < 0 or limit - used - tokens < rem_tok then rem_tok = limit - used - tokens end
-  return nil
-end
-local refused = budget(KEYS[4], per_day, ARGV[10], 'tokens_per_day') or budget(KEYS[5], per_month, ARGV[11], 'tokens_per_month')
-if refused then return refused end
+local inflight = conc > 0 and redis.call('ZCARD', KEYS[3]) or 0
+local requests, req_oldest, tokens_used, tok_oldest = 0, sec, 0, sec
+if rpm > 0 then requests, req_oldest = window(KEYS[1]) end
+if tpm > 0 then tokens_used, tok_oldest = window(KEYS[2]) end
+local day = per_day > 0 and tonumber(redis.call('GET', KEYS[4]) or '0') or 0
+local month = per_month > 0 and tonumber(redis.call('GET', KEYS[5]) or '0') or 0
 
--- Every limit passed: count it all now.
+local out, leases, admitted, reserved = {}, {}, 0, 0
+local function answer(ok, limit, retry, rem_req, rem_tok)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = ok, limit, tostring(retry), tostring(rem_req), tostring(rem_tok)
+end
+
+local function admit(tokens, lease)
+  if conc > 0 and inflight >= conc then return answer(0, 'concurrency', 1, -1, -1) end
+  local rem_req, rem_tok = -1, -1
+  if rpm > 0 then
+    if requests + 1 > rpm then return answer(0, 'rpm', req_oldest + W - now, 0, -1) end
+    rem_req = rpm - requests - 1
+  end
+  if tpm > 0 then
+    if tokens_used + tokens > tpm then return answer(0, 'tpm', tok_oldest + W - now, rem_req, tpm - tokens_used) end
+    rem_tok = tpm - tokens_used - tokens
+  end
+  if per_day > 0 then
+    if day + tokens > per_day then return answer(0, 'tokens_per_day', ARGV[8], rem_req, per_day - day) end
+    if rem_tok < 0 or per_day - day - tokens < rem_tok then rem_tok = per_day - day - tokens end
+  end
+  if per_month > 0 then
+    if month + tokens > per_month then return answer(0, 'tokens_per_month', ARGV[9], rem_req, per_month - month) end
+    if rem_tok < 0 or per_month - month - tokens < rem_tok then rem_tok = per_month - month - tokens end
+  end
+  -- Every limit passed: count it, so the next request of the batch sees it.
+  inflight, requests, tokens_used = inflight + 1, requests + 1, tokens_used + tokens
+  day, month = day + tokens, month + tokens
+  admitted, reserved = admitted + 1, reserved + tokens
+  leases[#leases + 1] = now + ttl; leases[#leases + 1] = lease
+  return answer(1, '', 0, rem_req, rem_tok)
+end
+
+for i = 11, #ARGV, 2 do admit(tonumber(ARGV[i]), ARGV[i + 1]) end
+
+-- Write what the batch admitted, once.
 -- Every admission holds a lease, limited or not: settle.lua corrects only what a live lease admitted,
 -- which makes a settlement safe to send again.
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[3])
-if rpm > 0 then redis.call('HINCRBY', KEYS[1], sec, 1); redis.call('EXPIRE', KEYS[1], W + 1) end
-if tpm > 0 then redis.call('HINCRBY', KEYS[2], sec, tokens); redis.call('EXPIRE', KEYS[2], W + 1) end
-if per_day > 0 then redis.call('INCRBY', KEYS[4], tokens); redis.call('EXPIRE', KEYS[4], 2 * 86400) end
-if per_month > 0 then redis.call('INCRBY', KEYS[5], tokens); redis.call('EXPIRE', KEYS[5], 32 * 86400) end
-return {1, '', '0', tostring(rem_req), tostring(rem_tok)}
+if admitted > 0 then
+  redis.call('ZADD', KEYS[3], unpack(leases))
+  if rpm > 0 then redis.call('HINCRBY', KEYS[1], sec, admitted); redis.call('EXPIRE', KEYS[1], W + 1) end
+  if tpm > 0 then redis.call('HINCRBY', KEYS[2], sec, reserved); redis.call('EXPIRE', KEYS[2], W + 1) end
+  if per_day > 0 then redis.call('INCRBY', KEYS[4], reserved); redis.call('EXPIRE', KEYS[4], 2 * 86400) end
+  if per_month > 0 then redis.call('INCRBY', KEYS[5], reserved); redis.call('EXPIRE', KEYS[5], 32 * 86400) end
+end
+return out
