@@ -6,7 +6,9 @@ A fast fake OpenAI upstream and wrk share core 1; the proxy under test gets core
 and only one proxy is loaded at a time. For each of upstream / bare proxy / modelfleet, streaming
 and not, it prints RPS at concurrency 32 and p50/p99 latency at concurrency 1, then modelfleet's
 ratios to the bare proxy and its added latency over the upstream alone. A TCP byte relay
-(`tcp_relay.py`, no HTTP) on core 0 shows what one more hop costs on this machine before any parsing.
+(`tcp_relay.py`, no HTTP) on core 0 shows what one more hop costs on this machine before any parsing,
+and a lean proxy (`lean_proxy.py`: httptools on both sides, nothing else) the least a Python proxy that
+parses HTTP adds.
 modelfleet runs its full path: validation, routing, dispatch, metrics, access log (to a file),
 usage ledger. Two more modelfleet gateways add auth and limits (a team key; rpm, tpm, concurrency
 and a daily token budget, all checked per request, none reached): one keeps its counters in
@@ -102,8 +104,9 @@ def main() -> None:
         "--only",
         nargs="+",
         metavar="TARGET",
-        help="measure only these targets (upstream, tcp-relay, bare-proxy, modelfleet, mf+auth, mf+auth+redis, "
-        "mf+trace1.0, mf+trace0.01, baseline, baseline+auth, baseline+redis); ratios need their references",
+        help="measure only these targets (upstream, tcp-relay, lean-proxy, bare-proxy, modelfleet, mf+auth, "
+        "mf+auth+redis, mf+trace1.0, mf+trace0.01, baseline, baseline+auth, baseline+redis); ratios need their "
+        "references",
     )
     ap.add_argument("--baseline", type=Path, metavar="SRC",
                     help="also run gateways from this source folder (e.g. another checkout's src/), as `baseline`, "
@@ -126,6 +129,8 @@ def main() -> None:
         procs.append(start([PY, str(HERE / "bare_proxy.py"), upstream + "/v1", str(bare_port)], core=0))
         relay_port = free_port()
         procs.append(start([PY, str(HERE / "tcp_relay.py"), str(up_port), str(relay_port)], core=0))
+        lean_port = free_port()
+        procs.append(start([PY, str(HERE / "lean_proxy.py"), upstream, str(lean_port)], core=0))
 
         redis_port = free_port()
         procs.append(start(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], core=1,
@@ -169,7 +174,8 @@ def main() -> None:
         results: dict[str, dict[str, dict[str, float]]] = {}
         samples: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
         targets = (("upstream", upstream), ("tcp-relay", f"http://127.0.0.1:{relay_port}"),
-                   ("bare-proxy", f"http://127.0.0.1:{bare_port}"), *gateways.items())  # fmt: skip
+                   ("lean-proxy", f"http://127.0.0.1:{lean_port}"), ("bare-proxy", f"http://127.0.0.1:{bare_port}"),
+                   *gateways.items())  # fmt: skip
         targets = tuple((n, b) for n, b in targets if not args.only or n in args.only)
         for rnd in range(args.rounds):
             for stream in (False, True):
@@ -237,6 +243,11 @@ def report(results: dict, samples: dict, args: argparse.Namespace) -> None:
             summary[mode]["tcp_relay_added_p50_ms"] = floor
             print(f"  {mode:6}: a TCP byte relay (one more hop, no HTTP) adds +{floor:.3f} ms p50 at c=1: "
                   "this machine's floor for any proxy")  # fmt: skip
+        if "upstream" in rows and "lean-proxy" in rows:
+            lean = paired(mode, "lean-proxy", "upstream", p50_1, minus)
+            summary[mode]["lean_proxy_added_p50_ms"] = lean
+            print(f"  {mode:6}: a lean proxy (httptools both sides, nothing else) adds +{lean:.3f} ms p50 at c=1: "
+                  "the floor for a Python proxy that parses HTTP")  # fmt: skip
         if not all(n in rows for n in ("bare-proxy", "upstream")):
             continue
         bare_added = paired(mode, "bare-proxy", "upstream", p50_1, minus)
