@@ -148,7 +148,7 @@ def main() -> None:
             ("mf+trace0.01", f"observability: {{otlp_endpoint: '{sink}', sample_ratio: 0.01}}\n"),
             *((("baseline", ""), ("baseline+auth", f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
                ("baseline+redis", f"state: {{store: 'sqlite:///{tmp}/baseline-redis.db', "
-                                  f"counters: 'redis://127.0.0.1:{redis_port}/0'}}\n"
+                                  f"counters: 'redis://127.0.0.1:{redis_port}/1'}}\n"  # its own counters
                                   f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"))
               if args.baseline else ()),
         ):  # fmt: skip

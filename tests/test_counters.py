@@ -130,6 +130,9 @@ def test_redis_admits_a_tick_batch_exactly_as_local_counters_admit_one_by_one(re
     async def main() -> None:
         local, shared = LocalCounters(), RedisCounters(redis_server.url)
         held: list[tuple[Verdict, Verdict, int]] = []
+        spent = rng.randrange(0, 6000), rng.randrange(0, 6000)  # may be past a budget already
+        await local.seed(team, *spent)
+        await shared.seed(team, *spent)
         try:
             for round_ in range(8):
                 asks = [(rng.randrange(0, 400), f"{round_}-{i}") for i in range(rng.randrange(1, 12))]
@@ -139,7 +142,7 @@ def test_redis_admits_a_tick_batch_exactly_as_local_counters_admit_one_by_one(re
                 held += [(a, b, t) for a, b, (t, _) in zip(mine, theirs, asks, strict=True) if a.ok]
                 rng.shuffle(held)
                 for a, b, reserved in held[: rng.randrange(0, len(held) + 1)]:
-                    used = rng.randrange(0, reserved + 1)
+                    used = rng.randrange(0, 2 * reserved + 1)  # more than reserved, at times
                     local.settle(team, limits, a, used)
                     shared.settle(team, limits, b, used)
                     held.remove((a, b, reserved))
@@ -198,3 +201,23 @@ def test_more_admissions_in_one_tick_than_one_script_run_takes_still_admit_exact
     verdicts = run(main())
     assert [v.ok for v in verdicts] == [True] * (3 * BATCH) + [False] * BATCH
     assert [v.remaining_requests for v in verdicts[: 3 * BATCH]] == list(range(3 * BATCH - 1, -1, -1))
+
+
+def test_a_tick_with_more_admissions_than_one_run_takes_still_settles_first(redis_server) -> None:
+    """A slot freed in a tick is there for that tick's admissions, however many batches they fill."""
+    team = f"order-{uuid.uuid4().hex[:8]}"
+    limits = Limits(concurrency=1)
+
+    async def main() -> list[Verdict]:
+        shared = RedisCounters(redis_server.url)
+        try:
+            held = await shared.admit(team, limits, 0, "held")
+            asks = [asyncio.ensure_future(shared.admit(team, limits, 0, f"l{i}")) for i in range(BATCH + 1)]
+            await asyncio.sleep(0)  # every admission is waiting in this tick's batches
+            shared.settle(team, limits, held, 0)
+            return await asyncio.gather(*asks)
+        finally:
+            await shared.aclose()
+
+    verdicts = run(main())
+    assert [v.ok for v in verdicts] == [True] + [False] * BATCH

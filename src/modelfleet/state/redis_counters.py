@@ -45,12 +45,9 @@ def _keys(team: str, day: str, month: str) -> tuple[str, ...]:
     return (f"{t}:rpm", f"{t}:tpm", f"{t}:inflight", f"{t}:day:{day}", f"{t}:month:{month}")
 
 
-def _settle_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
-    return keys[1:]  # settle.lua has no use for the requests window
-
-
-def _noscript(exc: BaseException | None) -> bool:
-    return isinstance(exc, RedisError) and str(exc).startswith("NOSCRIPT")
+@functools.lru_cache(maxsize=1024)
+def _settle_keys(team: str, day: str, month: str) -> tuple[str, ...]:
+    return _keys(team, day, month)[1:]  # settle.lua has no use for the requests window
 
 
 class _Script:
@@ -70,29 +67,36 @@ class _Script:
             await self.conn.call("SCRIPT", "LOAD", self.source)
             return await self.conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
 
-    def send(self, keys: tuple[str, ...], args: list[Any], reload: bool = False) -> asyncio.Future[Any]:
-        """Written at once on the live connection; a Task only to connect first, or to load the script."""
-        if not reload:
-            fut = self.conn.send_nowait("EVALSHA", self.sha, len(keys), *keys, *args)
-            if fut is not None:
-                return fut
-        return asyncio.ensure_future(self(keys, args))
+    def send(self, keys: tuple[str, ...], args: list[Any]) -> asyncio.Future[Any]:
+        """Written at once on the live connection; a Task only to connect first."""
+        fut = self.conn.send_nowait("EVALSHA", self.sha, len(keys), *keys, *args)
+        return fut if fut is not None else asyncio.ensure_future(self(keys, args))
 
 
-class _Admissions:
-    """One team's admissions in one loop tick: one admit.lua run."""
+def _noscript(exc: BaseException | None) -> bool:
+    return isinstance(exc, RedisError) and str(exc).startswith("NOSCRIPT")
 
-    __slots__ = ("args", "keys", "now", "period", "waiters")
+
+class _AdmitBatch:
+    """One team's admissions in one loop tick, under one set of limits: one admit.lua run."""
+
+    __slots__ = ("args", "keys", "limits", "now", "period", "undo_keys", "waiters")
 
     def __init__(self, team: str, limits: Limits, now: float) -> None:
+        self.limits = limits  # held, so the id() it is filed under is not reused while it waits
         self.now = now
         day, month, day_left, month_left = periods(now)
         self.period = (day, month)
         self.keys = _keys(team, day, month)
+        self.undo_keys = _settle_keys(team, day, month)
         self.args: list[Any] = [repr(now), LEASE_TTL, limits.rpm or 0, limits.tpm or 0, limits.concurrency or 0,
                                 limits.tokens_per_day or 0, limits.tokens_per_month or 0, day_left, month_left,
                                 WINDOW]  # fmt: skip
         self.waiters: list[tuple[asyncio.Future[Any], int, str]] = []
+
+    def undo(self, tokens: int, lease: str) -> tuple[int, int, str]:
+        """settle.lua's arguments that give back an admission's slot and reserved tokens."""
+        return int(self.now), -tokens, lease
 
 
 class RedisCounters:
@@ -103,9 +107,11 @@ class RedisCounters:
         self._conn = RedisConnection(url, on_connect=(("SCRIPT", "LOAD", ADMIT), ("SCRIPT", "LOAD", SETTLE)))
         self._admit = _Script(self._conn, ADMIT)
         self._settle = _Script(self._conn, SETTLE)
-        # This tick's work, sent together at its end: admissions by (team, limits), settlements by keys.
-        self._admissions: dict[tuple[str, int], _Admissions] = {}
+        # This tick's work, sent together at its end: settlements by keys, then admissions by (team, limits);
+        # full batches wait in `_full` for the same end, so no admission overtakes the tick's settlements.
         self._settlements: dict[tuple[str, ...], list[Any]] = {}
+        self._admissions: dict[tuple[str, int], _AdmitBatch] = {}
+        self._full: list[_AdmitBatch] = []
         self._scheduled = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self._failing = False
@@ -128,11 +134,11 @@ class RedisCounters:
             asyncio.get_running_loop().call_soon(self._flush)
 
     async def admit(self, team: str, limits: Limits, tokens: int, lease: str) -> Verdict:
-        batch = self._admissions.get((team, id(limits)))  # id: the batch holds limits, so it is not reused
+        batch = self._admissions.get((team, id(limits)))
         if batch is None or len(batch.waiters) >= BATCH:
             if batch is not None:
-                self._send_admissions(batch)
-            batch = self._admissions[(team, id(limits))] = _Admissions(team, limits, time.time())
+                self._full.append(batch)
+            batch = self._admissions[(team, id(limits))] = _AdmitBatch(team, limits, time.time())
             self._schedule()
         # Its own future, not the batch's: a client that goes away cancels only this one, and the
         # batch's reply then gives back the slot and tokens it was admitted with.
@@ -143,7 +149,7 @@ class RedisCounters:
         except asyncio.CancelledError:
             # Cancelled with its admission already handed over but not yet seen: give it back here.
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None and waiter.result()[0]:
-                self._settle_later(_settle_keys(batch.keys), int(batch.now), -tokens, lease)
+                self._settle_later(batch.undo_keys, *batch.undo(tokens, lease))
             raise
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from None
@@ -155,7 +161,7 @@ class RedisCounters:
         return Verdict(True, "", 0.0, req, tok, int(batch.now), *batch.period, tokens, lease)
 
     def settle(self, team: str, limits: Limits, verdict: Verdict, tokens: int) -> None:
-        keys = _settle_keys(_keys(team, verdict.day, verdict.month))
+        keys = _settle_keys(team, verdict.day, verdict.month)
         self._settle_later(keys, verdict.second, tokens - verdict.reserved, verdict.lease)
 
     def _settle_later(self, keys: tuple[str, ...], second: int, delta: int, lease: str) -> None:
@@ -163,42 +169,47 @@ class RedisCounters:
         self._schedule()
 
     def _flush(self) -> None:
-        """The end of a loop tick: this tick's admissions and settlements leave in one write."""
+        """The end of a loop tick: its settlements, then its admissions, leave in one write."""
         self._scheduled = False
-        admissions, self._admissions = self._admissions, {}
         settlements, self._settlements = self._settlements, {}
-        for keys, args in settlements.items():  # first: slots they free are there for the admissions
+        batches, self._full = [*self._full, *self._admissions.values()], []
+        self._admissions = {}
+        for keys, args in settlements.items():  # first: the slots they free are there for the admissions
             for i in range(0, len(args), 3 * BATCH):
-                self._send_settlements(keys, args[i : i + 3 * BATCH])
-        for batch in admissions.values():
-            self._send_admissions(batch)
+                chunk = args[i : i + 3 * BATCH]
+                self._run(self._settle, keys, chunk, functools.partial(self._settled, keys=keys, args=chunk))
+        for batch in batches:
+            batch.waiters = [w for w in batch.waiters if not w[0].cancelled()]  # gone already: not admitted
+            if batch.waiters:
+                args = batch.args + [x for _, tokens, lease in batch.waiters for x in (tokens, lease)]
+                self._run(self._admit, batch.keys, args, functools.partial(self._admitted, batch=batch))
         self._conn.flush()
 
-    def _send_admissions(self, batch: _Admissions, reload: bool = False) -> None:
-        # A caller gone before its batch left is not admitted at all.
-        batch.waiters = [w for w in batch.waiters if not w[0].cancelled()]
-        if not batch.waiters:
-            return
-        args = batch.args + [x for _, tokens, lease in batch.waiters for x in (tokens, lease)]
-        reply = self._admit.send(batch.keys, args, reload)
-        self._tasks.add(reply)
-        reply.add_done_callback(lambda r: self._admitted(r, batch, reload))
+    def _run(self, script: _Script, keys: tuple[str, ...], args: list[Any],
+             done: Callable[[asyncio.Future[Any]], None], loaded: bool = False) -> None:  # fmt: skip
+        """A script run whose reply goes to `done`; run once more, loading the script first, if Redis lost
+        its scripts with the connection up (SCRIPT FLUSH: nothing ran)."""
+        fut = asyncio.ensure_future(script(keys, args)) if loaded else script.send(keys, args)
+        self._tasks.add(fut)
 
-    def _admitted(self, reply: asyncio.Future[Any], batch: _Admissions, reloaded: bool) -> None:
-        self._tasks.discard(reply)
+        def finished(f: asyncio.Future[Any]) -> None:
+            self._tasks.discard(f)
+            if not loaded and not f.cancelled() and _noscript(f.exception()):
+                self._run(script, keys, args, done, loaded=True)
+            else:
+                done(f)
+
+        fut.add_done_callback(finished)
+
+    def _admitted(self, reply: asyncio.Future[Any], batch: _AdmitBatch) -> None:
         exc = RedisError("cancelled") if reply.cancelled() else reply.exception()
-        if _noscript(exc) and not reloaded:
-            # Redis lost its scripts with the connection up (SCRIPT FLUSH); nothing ran: load, run again.
-            self._send_admissions(batch, reload=True)
-            return
-        second = int(batch.now)
-        undo = _settle_keys(batch.keys)
         if exc is not None:
             for waiter, _, _ in batch.waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
             # It may have run before the connection went: undone once Redis answers again.
-            self._pending.append((undo, [x for _, tokens, lease in batch.waiters for x in (second, -tokens, lease)]))
+            undo = [x for _, tokens, lease in batch.waiters for x in batch.undo(tokens, lease)]
+            self._pending.append((batch.undo_keys, undo))
             self._retries.start()
             return
         result = reply.result()
@@ -207,20 +218,10 @@ class RedisCounters:
             if not waiter.cancelled():
                 waiter.set_result(verdict)
             elif verdict[0]:  # admitted for a caller that left meanwhile: give back its slot and tokens
-                self._settle_later(undo, second, -tokens, lease)
+                self._settle_later(batch.undo_keys, *batch.undo(tokens, lease))
 
-    def _send_settlements(self, keys: tuple[str, ...], args: list[Any], reload: bool = False) -> None:
-        """settle.lua, sent without waiting for its reply."""
-        fut = self._settle.send(keys, args, reload)
-        self._tasks.add(fut)
-        fut.add_done_callback(lambda f: self._settled(f, keys, args, reload))
-
-    def _settled(self, fut: asyncio.Future[Any], keys: tuple[str, ...], args: list[Any], reloaded: bool) -> None:
-        self._tasks.discard(fut)
+    def _settled(self, fut: asyncio.Future[Any], keys: tuple[str, ...], args: list[Any]) -> None:
         exc = RedisError("cancelled") if fut.cancelled() else fut.exception()
-        if _noscript(exc) and not reloaded:
-            self._send_settlements(keys, args, reload=True)  # sent again at once, loading the script first
-            return
         if exc is not None:
             if not self._failing:
                 log.warning("could not settle requests' limits (%s); sending them again when Redis answers", exc)
@@ -276,8 +277,8 @@ class RedisCounters:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._scheduled:
                 self._flush()
+        await self._retries.stop()  # first: two _resend runs at once would both send and pop the same one
         if self._pending:
             with contextlib.suppress(Exception):
                 await self._resend()
-        await self._retries.stop()
         self._conn.close()

@@ -50,11 +50,12 @@ class _Protocol(asyncio.Protocol):
         self.waiting.append(fut)
         self.sent.append(loop.time())
         if not self._out:
-            loop.call_soon(self._flush)
+            loop.call_soon(self.flush)
         self._out.append(hiredis.pack_command(args))
         return fut
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the commands made so far in one write; at the tick's end, unless a caller is that end."""
         out, self._out = self._out, []
         if out and self.transport is not None:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
@@ -139,9 +140,10 @@ class RedisConnection:
         return proto.send(args)
 
     def flush(self) -> None:
-        """Write this tick's commands now, not at the tick's end: for a caller that is that end itself."""
+        """Write the commands made so far now: for a caller that runs at the end of a tick itself, so that
+        its commands need not wait one more tick."""
         if self._proto is not None:
-            self._proto._flush()
+            self._proto.flush()
 
     def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:

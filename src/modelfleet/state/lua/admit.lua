@@ -8,6 +8,7 @@
 local now = tonumber(ARGV[1]); local sec = math.floor(now); local ttl = tonumber(ARGV[2])
 local rpm, tpm, conc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local per_day, per_month = tonumber(ARGV[6]), tonumber(ARGV[7])
+local day_ttl, month_ttl = ARGV[8], ARGV[9]
 local W = tonumber(ARGV[10])
 
 -- A minute window is a hash of one-second buckets; old buckets are dropped as they are read.
@@ -34,28 +35,35 @@ local day = per_day > 0 and tonumber(redis.call('GET', KEYS[4]) or '0') or 0
 local month = per_month > 0 and tonumber(redis.call('GET', KEYS[5]) or '0') or 0
 
 local out, leases, admitted, reserved = {}, {}, 0, 0
-local function answer(ok, limit, retry, rem_req, rem_tok)
+local function verdict(ok, limit, retry, rem_req, rem_tok)
   local n = #out
-  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = ok, limit, tostring(retry), tostring(rem_req), tostring(rem_tok)
+  out[n + 1], out[n + 2], out[n + 3] = ok, limit, tostring(retry)
+  out[n + 4], out[n + 5] = tostring(rem_req), tostring(rem_tok)
 end
+-- A refusal's tokens left is at least 0, as in counters.py: a team may have used more than it reserved.
+local function left(n) return math.max(0, n) end
 
 local function admit(tokens, lease)
-  if conc > 0 and inflight >= conc then return answer(0, 'concurrency', 1, -1, -1) end
+  if conc > 0 and inflight >= conc then return verdict(0, 'concurrency', 1, -1, -1) end
   local rem_req, rem_tok = -1, -1
   if rpm > 0 then
-    if requests + 1 > rpm then return answer(0, 'rpm', req_oldest + W - now, 0, -1) end
+    if requests + 1 > rpm then return verdict(0, 'rpm', req_oldest + W - now, 0, -1) end
     rem_req = rpm - requests - 1
   end
   if tpm > 0 then
-    if tokens_used + tokens > tpm then return answer(0, 'tpm', tok_oldest + W - now, rem_req, tpm - tokens_used) end
+    if tokens_used + tokens > tpm then
+      return verdict(0, 'tpm', tok_oldest + W - now, rem_req, left(tpm - tokens_used))
+    end
     rem_tok = tpm - tokens_used - tokens
   end
   if per_day > 0 then
-    if day + tokens > per_day then return answer(0, 'tokens_per_day', ARGV[8], rem_req, per_day - day) end
+    if day + tokens > per_day then return verdict(0, 'tokens_per_day', day_ttl, rem_req, left(per_day - day)) end
     if rem_tok < 0 or per_day - day - tokens < rem_tok then rem_tok = per_day - day - tokens end
   end
   if per_month > 0 then
-    if month + tokens > per_month then return answer(0, 'tokens_per_month', ARGV[9], rem_req, per_month - month) end
+    if month + tokens > per_month then
+      return verdict(0, 'tokens_per_month', month_ttl, rem_req, left(per_month - month))
+    end
     if rem_tok < 0 or per_month - month - tokens < rem_tok then rem_tok = per_month - month - tokens end
   end
   -- Every limit passed: count it, so the next request of the batch sees it.
@@ -63,7 +71,7 @@ local function admit(tokens, lease)
   day, month = day + tokens, month + tokens
   admitted, reserved = admitted + 1, reserved + tokens
   leases[#leases + 1] = now + ttl; leases[#leases + 1] = lease
-  return answer(1, '', 0, rem_req, rem_tok)
+  return verdict(1, '', 0, rem_req, rem_tok)
 end
 
 for i = 11, #ARGV, 2 do admit(tonumber(ARGV[i]), ARGV[i + 1]) end
