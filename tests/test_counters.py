@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from modelfleet.config.schema import Limits
 from modelfleet.errors import InvalidRequest
 from modelfleet.state.counters import LIMITS, LocalCounters, Verdict, _Window, periods
 from modelfleet.state.redis_counters import BATCH, RedisCounters
+from modelfleet.state.resp import RedisError
 
 
 def run(coro):
@@ -85,7 +87,7 @@ def test_periods_and_since():
 
 def test_a_refused_redis_password_leaves_no_connection_behind() -> None:
     """A Redis that refuses AUTH: every call fails with its answer, and each try's connection is closed."""
-    from modelfleet.state.resp import RedisConnection, RedisError
+    from modelfleet.state.resp import RedisConnection
 
     async def scenario() -> tuple[int, int]:
         opened, open_now = 0, set()
@@ -221,3 +223,82 @@ def test_a_tick_with_more_admissions_than_one_run_takes_still_settles_first(redi
 
     verdicts = run(main())
     assert [v.ok for v in verdicts] == [True] + [False] * BATCH
+
+
+def test_a_connection_redis_drops_unasked_fails_its_callers_at_once_and_is_made_again() -> None:
+    """Redis at maxclients says "-ERR max number of clients reached" to no command and closes: no error
+    escapes into the event loop, a caller handed the dying connection gets an answer at once (not a
+    wait without end), and the next call connects again."""
+    from modelfleet.state.resp import RedisConnection
+
+    async def scenario() -> tuple[list[dict], str, str]:
+        refuse = asyncio.Event()
+        escaped: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, ctx: escaped.append(ctx) if "data_received" in ctx["message"] else None  # not the fake's
+        )
+
+        async def redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(4096)
+            writer.write(b"+PONG\r\n")
+            await refuse.wait()
+            writer.write(b"-ERR max number of clients reached\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(redis, "127.0.0.1", 0)
+        conn = RedisConnection(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0")
+        assert await conn.call("PING") == b"PONG"
+        dying = conn._proto
+        assert dying is not None
+        refuse.set()
+        for _ in range(100):
+            if dying.transport is None:
+                break
+            await asyncio.sleep(0.01)
+        try:
+            await asyncio.wait_for(dying.send(("PING",)), 1)
+            late = "answered"
+        except ConnectionError:
+            late = "ConnectionError"
+        except TimeoutError:
+            late = "no answer"
+        refuse.clear()
+        again = (await asyncio.wait_for(conn.call("PING"), 5)).decode()
+        conn.close()
+        server.close()
+        return escaped, late, again
+
+    escaped, late, again = asyncio.run(scenario())
+    assert not escaped, escaped
+    assert (late, again) == ("ConnectionError", "PONG")
+
+
+@pytest.mark.slow
+def test_settlements_owed_while_redis_was_paused_go_out_on_the_first_new_connection() -> None:
+    """Redis stops answering (SIGSTOP) with a slot held: the settlement is kept, and once Redis answers
+    again the next admission's new connection sends it first, not the backed-off resend loop, later."""
+    from conftest import RedisServer
+
+    server = RedisServer()
+    team, limits = f"paused-{uuid.uuid4().hex[:8]}", Limits(concurrency=1)
+
+    async def main() -> Verdict:
+        shared = RedisCounters(server.url)
+        try:
+            held = await shared.admit(team, limits, 0, "held")
+            server.proc.send_signal(signal.SIGSTOP)
+            shared.settle(team, limits, held, 0)  # no reply: cut after 2 s, then owed
+            await asyncio.sleep(11)  # the resend loop fails twice, and backs off to 4 s
+            server.proc.send_signal(signal.SIGCONT)
+            await asyncio.sleep(0.2)
+            return await asyncio.wait_for(shared.admit(team, limits, 0, "next"), 3)
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+            await shared.aclose()
+
+    try:
+        verdict = run(main())
+    finally:
+        server.stop()
+    assert verdict.ok, verdict

@@ -120,6 +120,19 @@ def test_limited_teams_get_503_while_redis_is_away_and_recover_on_a_fresh_one(pa
     assert _post(gws[1].url, "budget", max_tokens=5).status_code in (200, 429)
 
 
+def test_a_restarted_redis_learns_the_spent_budget_before_it_admits_again(pair, redis_server):
+    """Nothing fails in between: Redis restarts empty between two requests. The gateways' new connections
+    seed the day's spent tokens from the ledger before their first admission, so the budget holds."""
+    gws, _ = pair
+    eventually(lambda: _post(gws[0].url, "budget", max_tokens=50).status_code == 429, 20, "the budget spent")
+    time.sleep(1.0)  # the ledger (flush_interval 200ms) has every request
+    redis_server.stop()
+    redis_server.start()
+    for gw in gws:
+        refused = _post(gw.url, "budget", max_tokens=50)
+        assert refused.status_code == 429 and "tokens_per_day" in refused.json()["error"]["message"], refused.text
+
+
 def test_keys_and_usage_live_in_postgres(pair):
     gws, path = pair
     made = json.loads(cli("keys", "create", "--team", "steady", "-f", str(path), "--json").stdout)

@@ -111,7 +111,7 @@ class Gateway:
         }
         self.counters = open_counters(fleet.state.counters)
         if fleet.state.counters != "memory":  # a Redis that lost its data learns the spent budgets again
-            self.counters.on_reconnect = self._seed_budgets  # type: ignore[attr-defined]
+            self.counters.spent = self._spent_budgets  # type: ignore[attr-defined]
         self.ledger = UsageLedger(self.store, fleet.state.flush_interval)
         owners = ownership(fleet)  # with include:, a team made later gets the platform's routes, not every team's
         everything = frozenset(r for r in fleet.routes if owners[f"routes.{r}"].team is None) if owners else None
@@ -215,18 +215,23 @@ class Gateway:
 
     async def _seed_budgets(self) -> None:
         """Counters may start empty (a restart, memory counters): budgets spent so far come from the ledger."""
-        budgeted = [c for c in self.directory.teams.values() if c.limits.tokens_per_day or c.limits.tokens_per_month]
-        if not budgeted:
-            return
-        day, month, _, _ = periods(time.time())
         try:
-            today = await self.store.tokens_since(day)
-            this_month = await self.store.tokens_since(month + "-01")
+            spent = await self._spent_budgets()
         except Exception as exc:
             log.error("cannot read spent budgets from the store (%s); budgets count from zero", exc)
             return
-        for c in budgeted:
-            await self.counters.seed(c.team, today.get(c.team, 0), this_month.get(c.team, 0))
+        for team, (day_tokens, month_tokens) in spent.items():
+            await self.counters.seed(team, day_tokens, month_tokens)
+
+    async def _spent_budgets(self) -> dict[str, tuple[int, int]]:
+        """Tokens each team with a budget has spent this UTC day and month, from the usage ledger."""
+        budgeted = [c for c in self.directory.teams.values() if c.limits.tokens_per_day or c.limits.tokens_per_month]
+        if not budgeted:
+            return {}
+        day, month, _, _ = periods(time.time())
+        today = await self.store.tokens_since(day)
+        this_month = await self.store.tokens_since(month + "-01")
+        return {c.team: (today.get(c.team, 0), this_month.get(c.team, 0)) for c in budgeted}
 
     async def _publish(self) -> None:
         await self.metrics.publish()

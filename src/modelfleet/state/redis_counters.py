@@ -35,6 +35,8 @@ SETTLE = (_LUA / "settle.lua").read_text()
 
 # A crashed gateway's in-flight slots free themselves after this long.
 LEASE_TTL = 900.0
+# How long a new connection waits for the ledger's spent budgets before it counts from zero.
+_SEED_TIMEOUT = 2.0
 # Requests per script run: bounds how long one run holds Redis (and Lua's stack for ZADD's arguments).
 BATCH = 128
 
@@ -73,6 +75,12 @@ class _Script:
         return fut if fut is not None else asyncio.ensure_future(self(keys, args))
 
 
+def _seeds(team: str, day: str, month: str, day_tokens: int, month_tokens: int) -> list[tuple[Any, ...]]:
+    # Redis keeps its counts across gateway restarts (NX): the ledger fills in only what Redis lost.
+    keys = _keys(team, day, month)
+    return [("SET", keys[3], day_tokens, "NX", "EX", 2 * 86400), ("SET", keys[4], month_tokens, "NX", "EX", 32 * 86400)]
+
+
 def _noscript(exc: BaseException | None) -> bool:
     return isinstance(exc, RedisError) and str(exc).startswith("NOSCRIPT")
 
@@ -104,7 +112,8 @@ class RedisCounters:
         self.url = url
         # Both scripts are loaded on every new connection (a restarted Redis has none), so a
         # settlement can be sent without waiting for its reply.
-        self._conn = RedisConnection(url, on_connect=(("SCRIPT", "LOAD", ADMIT), ("SCRIPT", "LOAD", SETTLE)))
+        self._conn = RedisConnection(url, on_connect=(("SCRIPT", "LOAD", ADMIT), ("SCRIPT", "LOAD", SETTLE)),
+                                     prepare=self._prepare)  # fmt: skip
         self._admit = _Script(self._conn, ADMIT)
         self._settle = _Script(self._conn, SETTLE)
         # This tick's work, sent together at its end: settlements by keys, then admissions by (team, limits);
@@ -120,7 +129,8 @@ class RedisCounters:
         # concurrency slot until LEASE_TTL.
         self._pending: list[tuple[tuple[str, ...], list[Any]]] = []
         self._retries = Periodic("limit counter settlements, sent again", 1.0, self._resend, logger=log)
-        self.on_reconnect: Callable[[], Awaitable[None]] | None = None  # re-seeds budgets a new Redis lacks
+        # Tokens each team has spent this UTC day and month, from the usage ledger: {team: (day, month)}.
+        self.spent: Callable[[], Awaitable[dict[str, tuple[int, int]]]] | None = None
 
     def _unreachable(self, exc: Exception) -> Unavailable:
         if not self._failing:
@@ -230,25 +240,45 @@ class RedisCounters:
             self._retries.start()
 
     async def _resend(self) -> None:
-        while self._pending:
-            keys, args = self._pending[0]
-            try:
+        pending, self._pending = self._pending, []  # taken, so a new connection's _prepare cannot send them too
+        sent = 0
+        try:
+            for keys, args in pending:
                 await self._settle(keys, args)
-            except (RedisError, OSError) as exc:
-                raise Reported(str(exc)) from exc  # still away: the loop backs off and tries again
-            self._pending.pop(0)
+                sent += 1
+        except (RedisError, OSError) as exc:
+            raise Reported(str(exc)) from exc  # still away: the loop backs off and tries again
+        finally:
+            self._pending[:0] = pending[sent:]
         if self._failing:
             log.info("limit counters at %s:%s reachable again", self._conn.host, self._conn.port)
             self._failing = False
-            if self.on_reconnect is not None:
-                await self.on_reconnect()
+
+    async def _prepare(self, send: Callable[[tuple[Any, ...]], asyncio.Future[Any]]) -> None:
+        """Every new connection, before its first admission: budgets a restarted Redis lost are seeded
+        from the ledger (else they would count from zero), and settlements still owed are sent now,
+        not when the backed-off resend loop next wakes."""
+        if self.spent is not None:
+            try:
+                spent = await asyncio.wait_for(self.spent(), _SEED_TIMEOUT)
+            except Exception as exc:  # the store away too: better to admit than to refuse every team
+                log.error("cannot read spent budgets from the store (%s); budgets count from zero", exc)
+                spent = {}
+            day, month, _, _ = periods(time.time())
+            seeds = [send(command) for team, (on_day, in_month) in spent.items()
+                     for command in _seeds(team, day, month, on_day, in_month)]  # fmt: skip
+            await asyncio.gather(*seeds)
+        pending, self._pending = self._pending, []
+        replies = await asyncio.gather(
+            *(send(("EVALSHA", self._settle.sha, len(keys), *keys, *args)) for keys, args in pending),
+            return_exceptions=True,
+        )
+        self._pending[:0] = [p for p, r in zip(pending, replies, strict=True) if isinstance(r, BaseException)]
 
     async def seed(self, team: str, day_tokens: int, month_tokens: int) -> None:
-        # Redis keeps its counts across gateway restarts; the ledger fills in only what Redis lost.
         day, month, _, _ = periods(time.time())
-        keys = _keys(team, day, month)
-        await self._conn.call("SET", keys[3], day_tokens, "NX", "EX", 2 * 86400)
-        await self._conn.call("SET", keys[4], month_tokens, "NX", "EX", 32 * 86400)
+        for command in _seeds(team, day, month, day_tokens, month_tokens):
+            await self._conn.call(*command)
 
     async def peek(self, team: str) -> dict[str, int]:
         # The same reads admit.lua makes, without its writes; not atomic, which a reading need not be.

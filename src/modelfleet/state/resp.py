@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -32,6 +33,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._out: list[bytes] = []  # commands of this loop tick, written together (one syscall)
+        self.lost: str | None = None  # why the connection is gone, once it is
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -47,6 +49,9 @@ class _Protocol(asyncio.Protocol):
     def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
+        if self.lost is not None:  # nothing would ever answer: a caller that got this connection just as it went
+            fut.set_exception(ConnectionError(self.lost))
+            return fut
         self.waiting.append(fut)
         self.sent.append(loop.time())
         if not self._out:
@@ -63,6 +68,12 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
+            if not self.waiting:
+                # A reply to no command: Redis refusing a client it accepted ("max number of clients
+                # reached") before it closes. The connection is of no use; its end tells every caller.
+                if self.transport is not None:
+                    self.transport.abort()
+                return
             fut = self.waiting.popleft()
             self.sent.popleft()
             if fut.done():
@@ -74,17 +85,23 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.lost = f"the connection to Redis was lost: {exc or 'closed'}"
         if self._watchdog is not None:
             self._watchdog.cancel()
         self.sent.clear()
         while self.waiting:
             fut = self.waiting.popleft()
             if not fut.done():
-                fut.set_exception(ConnectionError(f"the connection to Redis was lost: {exc or 'closed'}"))
+                fut.set_exception(ConnectionError(self.lost))
 
 
 class RedisConnection:
-    def __init__(self, url: str, on_connect: tuple[tuple[Any, ...], ...] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_connect: tuple[tuple[Any, ...], ...] = (),
+        prepare: Callable[[Callable[[tuple[Any, ...]], asyncio.Future[Any]]], Awaitable[None]] | None = None,
+    ) -> None:
         u = urlparse(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 6379
         self.password = unquote(u.password) if u.password else None
@@ -92,6 +109,9 @@ class RedisConnection:
         self.db = int(u.path.strip("/") or 0)
         self.tls = u.scheme == "rediss"
         self.on_connect = on_connect  # commands run on every new connection, e.g. SCRIPT LOAD
+        # Then this, given the new connection's send, before any caller may use it: e.g. to put back what
+        # a restarted Redis lost before the first command counts from zero.
+        self.prepare = prepare
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
 
@@ -119,6 +139,8 @@ class RedisConnection:
                 await proto.send(("SELECT", self.db))
             for command in self.on_connect:
                 await proto.send(command)
+            if self.prepare is not None:
+                await self.prepare(proto.send)
         except BaseException:
             if proto.transport is not None:
                 proto.transport.abort()  # a refused AUTH must not leave a connection behind per retry
