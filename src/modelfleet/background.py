@@ -33,9 +33,11 @@ class Periodic:
         step: Callable[[], Awaitable[object]],
         *,
         logger: logging.Logger = log,
+        max_backoff: float = _MAX_BACKOFF,
     ) -> None:
         self.name = name
         self.interval = interval
+        self.max_backoff = max_backoff  # the longest wait between failed steps
         self.step = step
         self.step_timeout = max(30.0, 10 * interval)  # a step that hangs (a store that never answers) fails
         self.log = logger
@@ -65,7 +67,7 @@ class Periodic:
     def _delay(self) -> float:
         if not self.failures:
             return self.interval
-        return min(max(self.interval, _MAX_BACKOFF), self.interval * 2 ** min(self.failures, 16))
+        return min(max(self.interval, self.max_backoff), self.interval * 2 ** min(self.failures, 16))
 
     async def _run(self) -> None:
         while True:

@@ -128,7 +128,9 @@ class RedisCounters:
         # settle.lua is idempotent, so sending one twice is harmless; leaving one out would hold a
         # concurrency slot until LEASE_TTL.
         self._pending: list[tuple[tuple[str, ...], list[Any]]] = []
-        self._retries = Periodic("limit counter settlements, sent again", 1.0, self._resend, logger=log)
+        # Tried every 2 s at most while Redis is away: an owed settlement holds a slot every gateway counts.
+        self._retries = Periodic("limit counter settlements, sent again", 1.0, self._resend, logger=log,
+                                 max_backoff=2.0)  # fmt: skip
         # Tokens each team has spent this UTC day and month, from the usage ledger: {team: (day, month)}.
         self.spent: Callable[[], Awaitable[dict[str, tuple[int, int]]]] | None = None
 
