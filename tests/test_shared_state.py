@@ -123,9 +123,25 @@ def test_limited_teams_get_503_while_redis_is_away_and_recover_on_a_fresh_one(pa
 def test_a_restarted_redis_learns_the_spent_budget_before_it_admits_again(pair, redis_server):
     """Nothing fails in between: Redis restarts empty between two requests. The gateways' new connections
     seed the day's spent tokens from the ledger before their first admission, so the budget holds."""
-    gws, _ = pair
+    import asyncio
+
+    from modelfleet.state.counters import periods
+    from modelfleet.state.resp import RedisConnection
+
+    gws, path = pair
     eventually(lambda: _post(gws[0].url, "budget", max_tokens=50).status_code == 429, 20, "the budget spent")
-    time.sleep(1.0)  # the ledger (flush_interval 200ms) has every request
+
+    async def counted() -> int:
+        conn = RedisConnection(redis_server.url)
+        spent = await conn.call("GET", f"mf:{{budget}}:day:{periods(time.time())[0]}")
+        conn.close()
+        return int(spent)
+
+    def ledger() -> int:
+        usage = json.loads(cli("usage", "--team", "budget", "-f", str(path), "--json", "--by", "team").stdout)
+        return usage[0]["total_tokens"] if usage else 0
+
+    eventually(lambda: ledger() == asyncio.run(counted()), 10, "the ledger has every request Redis counted")
     redis_server.stop()
     redis_server.start()
     for gw in gws:

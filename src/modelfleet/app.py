@@ -49,7 +49,7 @@ from modelfleet.observability.metrics import GatewayMetrics
 from modelfleet.routing.dispatch import Dispatcher
 from modelfleet.routing.plan import Route, Router, Target
 from modelfleet.routing.routes import WeightedChoice
-from modelfleet.state import open_counters, open_store
+from modelfleet.state import LocalCounters, open_counters, open_store
 from modelfleet.state.counters import periods
 from modelfleet.state.usage import UsageLedger
 from modelfleet.values import Replica
@@ -110,7 +110,7 @@ class Gateway:
             for name, route in fleet.routes.items()
         }
         self.counters = open_counters(fleet.state.counters)
-        if fleet.state.counters != "memory":  # a Redis that lost its data learns the spent budgets again
+        if not isinstance(self.counters, LocalCounters):  # Redis: each new connection seeds what a restart lost
             self.counters.spent = self._spent_budgets  # type: ignore[attr-defined]
         self.ledger = UsageLedger(self.store, fleet.state.flush_interval)
         owners = ownership(fleet)  # with include:, a team made later gets the platform's routes, not every team's
@@ -186,7 +186,8 @@ class Gateway:
         if self.channel is not None:
             await self.channel.start()
         await self.directory.start()
-        await self._seed_budgets()
+        if isinstance(self.counters, LocalCounters):  # Redis counters seed on each new connection
+            await self._seed_budgets()
         self.ledger.start()
         await self.control.start()
         yield
@@ -215,20 +216,20 @@ class Gateway:
 
     async def _seed_budgets(self) -> None:
         """Counters may start empty (a restart, memory counters): budgets spent so far come from the ledger."""
+        day, month, _, _ = periods(time.time())
         try:
-            spent = await self._spent_budgets()
+            spent = await self._spent_budgets(day, month)
         except Exception as exc:
             log.error("cannot read spent budgets from the store (%s); budgets count from zero", exc)
             return
         for team, (day_tokens, month_tokens) in spent.items():
             await self.counters.seed(team, day_tokens, month_tokens)
 
-    async def _spent_budgets(self) -> dict[str, tuple[int, int]]:
-        """Tokens each team with a budget has spent this UTC day and month, from the usage ledger."""
+    async def _spent_budgets(self, day: str, month: str) -> dict[str, tuple[int, int]]:
+        """Tokens each team with a budget has spent in this UTC day and month, from the usage ledger."""
         budgeted = [c for c in self.directory.teams.values() if c.limits.tokens_per_day or c.limits.tokens_per_month]
         if not budgeted:
             return {}
-        day, month, _, _ = periods(time.time())
         today = await self.store.tokens_since(day)
         this_month = await self.store.tokens_since(month + "-01")
         return {c.team: (today.get(c.team, 0), this_month.get(c.team, 0)) for c in budgeted}

@@ -25,7 +25,7 @@ from modelfleet.background import Periodic, Reported
 from modelfleet.config.schema import Limits
 from modelfleet.errors import Unavailable
 from modelfleet.state.counters import WINDOW, Verdict, periods
-from modelfleet.state.resp import RedisConnection, RedisError
+from modelfleet.state.resp import RedisConnection, RedisError, Send
 
 log = logging.getLogger("modelfleet.state")
 
@@ -131,8 +131,8 @@ class RedisCounters:
         # Tried every 2 s at most while Redis is away: an owed settlement holds a slot every gateway counts.
         self._retries = Periodic("limit counter settlements, sent again", 1.0, self._resend, logger=log,
                                  max_backoff=2.0)  # fmt: skip
-        # Tokens each team has spent this UTC day and month, from the usage ledger: {team: (day, month)}.
-        self.spent: Callable[[], Awaitable[dict[str, tuple[int, int]]]] | None = None
+        # Tokens each team has spent in the given UTC day and month, from the usage ledger: {team: (day, month)}.
+        self.spent: Callable[[str, str], Awaitable[dict[str, tuple[int, int]]]] | None = None
 
     def _unreachable(self, exc: Exception) -> Unavailable:
         if not self._failing:
@@ -242,40 +242,47 @@ class RedisCounters:
             self._retries.start()
 
     async def _resend(self) -> None:
-        pending, self._pending = self._pending, []  # taken, so a new connection's _prepare cannot send them too
-        sent = 0
+        if not self._pending and not self._failing:
+            return
         try:
-            for keys, args in pending:
-                await self._settle(keys, args)
-                sent += 1
+            await self._conn.call("PING")  # a new connection sends what is owed (_prepare) before any admission
+            await self._send_owed(self._settle)  # and what came to be owed since
         except (RedisError, OSError) as exc:
             raise Reported(str(exc)) from exc  # still away: the loop backs off and tries again
-        finally:
-            self._pending[:0] = pending[sent:]
         if self._failing:
             log.info("limit counters at %s:%s reachable again", self._conn.host, self._conn.port)
             self._failing = False
 
-    async def _prepare(self, send: Callable[[tuple[Any, ...]], asyncio.Future[Any]]) -> None:
+    async def _send_owed(self, settle: Callable[[tuple[str, ...], list[Any]], Awaitable[Any]]) -> None:
+        """Every owed settlement at once; those that fail stay owed (and the first failure is raised)."""
+        owed, self._pending = self._pending, []  # taken: no other caller sends them meanwhile
+        replies: list[Any] = [RedisError("not sent")] * len(owed)
+        try:
+            replies = await asyncio.gather(*(settle(keys, args) for keys, args in owed), return_exceptions=True)
+        finally:
+            failed = [(o, r) for o, r in zip(owed, replies, strict=True) if isinstance(r, BaseException)]
+            self._pending[:0] = [o for o, _ in failed]
+        if failed:
+            raise failed[0][1]
+
+    async def _prepare(self, send: Send) -> None:
         """Every new connection, before its first admission: budgets a restarted Redis lost are seeded
-        from the ledger (else they would count from zero), and settlements still owed are sent now,
-        not when the backed-off resend loop next wakes."""
+        from the ledger (else they would count from zero), and settlements still owed are sent."""
         if self.spent is not None:
+            day, month, _, _ = periods(time.time())
             try:
-                spent = await asyncio.wait_for(self.spent(), _SEED_TIMEOUT)
+                spent = await asyncio.wait_for(self.spent(day, month), _SEED_TIMEOUT)
             except Exception as exc:  # the store away too: better to admit than to refuse every team
                 log.error("cannot read spent budgets from the store (%s); budgets count from zero", exc)
                 spent = {}
-            day, month, _, _ = periods(time.time())
             seeds = [send(command) for team, (on_day, in_month) in spent.items()
                      for command in _seeds(team, day, month, on_day, in_month)]  # fmt: skip
-            await asyncio.gather(*seeds)
-        pending, self._pending = self._pending, []
-        replies = await asyncio.gather(
-            *(send(("EVALSHA", self._settle.sha, len(keys), *keys, *args)) for keys, args in pending),
-            return_exceptions=True,
-        )
-        self._pending[:0] = [p for p, r in zip(pending, replies, strict=True) if isinstance(r, BaseException)]
+            for failed in await asyncio.gather(*seeds, return_exceptions=True):
+                if isinstance(failed, BaseException):  # e.g. READONLY, OOM: admit rather than refuse everyone
+                    log.error("cannot seed the spent budgets in Redis (%s); budgets count from zero", failed)
+                    break
+        with contextlib.suppress(RedisError, OSError):  # what fails stays owed, for the resend loop
+            await self._send_owed(lambda keys, args: send(("EVALSHA", self._settle.sha, len(keys), *keys, *args)))
 
     async def seed(self, team: str, day_tokens: int, month_tokens: int) -> None:
         day, month, _, _ = periods(time.time())

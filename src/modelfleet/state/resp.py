@@ -5,7 +5,8 @@ A general client (redis-py) costs ~260 us of CPU per command here, and a batch t
 previous one costs a round trip more. Here a round trip is shared by every command in flight, and
 the commands of one loop tick leave in one write (one syscall). One watchdog, not a timer per
 command, fails the connection when its oldest command has waited `_TIMEOUT`. Reconnects lazily;
-every caller in flight when the connection drops gets a ConnectionError.
+every caller in flight when the connection drops gets a ConnectionError. A new connection runs its
+`on_connect` commands and `prepare` hook before any caller may use it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from urllib.parse import unquote, urlparse
 import hiredis
 
 _TIMEOUT = 2.0
+
+
+Send = Callable[[tuple[Any, ...]], "asyncio.Future[Any]"]  # writes one command; its future gets the reply
 
 
 class RedisError(Exception):
@@ -100,7 +104,7 @@ class RedisConnection:
         self,
         url: str,
         on_connect: tuple[tuple[Any, ...], ...] = (),
-        prepare: Callable[[Callable[[tuple[Any, ...]], asyncio.Future[Any]]], Awaitable[None]] | None = None,
+        prepare: Callable[[Send], Awaitable[None]] | None = None,
     ) -> None:
         u = urlparse(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 6379
