@@ -60,18 +60,21 @@ class _Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
+    def command(self, keys: tuple[str, ...], args: list[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
     async def __call__(self, keys: tuple[str, ...], args: list[Any]) -> Any:
         try:
-            return await self.conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self.conn.call(*self.command(keys, args))
         except RedisError as exc:
             if not _noscript(exc):
                 raise
             await self.conn.call("SCRIPT", "LOAD", self.source)
-            return await self.conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self.conn.call(*self.command(keys, args))
 
     def send(self, keys: tuple[str, ...], args: list[Any]) -> asyncio.Future[Any]:
         """Written at once on the live connection; a Task only to connect first."""
-        fut = self.conn.send_nowait("EVALSHA", self.sha, len(keys), *keys, *args)
+        fut = self.conn.send_nowait(*self.command(keys, args))
         return fut if fut is not None else asyncio.ensure_future(self(keys, args))
 
 
@@ -282,7 +285,7 @@ class RedisCounters:
                     log.error("cannot seed the spent budgets in Redis (%s); budgets count from zero", failed)
                     break
         with contextlib.suppress(RedisError, OSError):  # what fails stays owed, for the resend loop
-            await self._send_owed(lambda keys, args: send(("EVALSHA", self._settle.sha, len(keys), *keys, *args)))
+            await self._send_owed(lambda keys, args: send(self._settle.command(keys, args)))
 
     async def seed(self, team: str, day_tokens: int, month_tokens: int) -> None:
         day, month, _, _ = periods(time.time())
@@ -310,12 +313,12 @@ class RedisCounters:
                 "tokens_per_month": spent[1]}  # fmt: skip
 
     async def aclose(self) -> None:
-        if self._scheduled:
-            self._flush()
-        while self._tasks:  # a batch's reply may send undos: wait until nothing is left in flight
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while True:  # a batch's reply may send undos: flush and wait until nothing is left in flight
             if self._scheduled:
                 self._flush()
+            if not self._tasks:
+                break
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._retries.stop()  # first: two _resend runs at once would both send and pop the same one
         if self._pending:
             with contextlib.suppress(Exception):
