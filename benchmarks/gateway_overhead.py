@@ -139,17 +139,20 @@ def main() -> None:
         procs.append(start([PY, str(HERE / "otlp_sink.py"), str(sink_port)], core=1))
         sink = f"http://127.0.0.1:{sink_port}"
         gateways = {}
+        team = f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"
+
+        def redis(db: int) -> str:  # each such gateway its own database: one's counters never meet another's
+            return (
+                f"state: {{store: 'sqlite:///{tmp}/redis{db}.db', counters: 'redis://127.0.0.1:{redis_port}/{db}'}}\n"
+            )
+
         for name, extra in (
             ("modelfleet", ""),
-            ("mf+auth", f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
-            ("mf+auth+redis", f"state: {{store: 'sqlite:///{tmp}/redis.db', counters: 'redis://127.0.0.1:{redis_port}/0'}}\n"
-                              f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
+            ("mf+auth", team),
+            ("mf+auth+redis", redis(0) + team),
             ("mf+trace1.0", f"observability: {{otlp_endpoint: '{sink}', sample_ratio: 1.0}}\n"),
             ("mf+trace0.01", f"observability: {{otlp_endpoint: '{sink}', sample_ratio: 0.01}}\n"),
-            *((("baseline", ""), ("baseline+auth", f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"),
-               ("baseline+redis", f"state: {{store: 'sqlite:///{tmp}/baseline-redis.db', "
-                                  f"counters: 'redis://127.0.0.1:{redis_port}/1'}}\n"  # its own counters
-                                  f"teams:\n  bench: {{keys: ['{KEY}'], limits: {LIMITS}}}\n"))
+            *((("baseline", ""), ("baseline+auth", team), ("baseline+redis", redis(1) + team))
               if args.baseline else ()),
         ):  # fmt: skip
             if args.only and name not in args.only:
